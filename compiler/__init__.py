@@ -1,0 +1,1 @@
+"""airfoil.compiler"""

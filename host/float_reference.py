@@ -7,6 +7,7 @@ weights (the "float simulation" of compression that the integer reference is mea
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -58,8 +59,10 @@ class FloatReference:
         return x * torch.rsqrt(var + self.spec.norm_eps) * g
 
     @torch.no_grad()
-    def forward(self, tokens: torch.Tensor, cache: FloatKVCache | None = None) -> torch.Tensor:
-        """Logits [T, vocab] for ``tokens`` [T] following ``cache`` (which is extended)."""
+    def forward(self, tokens: torch.Tensor, cache: FloatKVCache | None = None,
+                observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Logits [T, vocab] for ``tokens`` [T] following ``cache`` (which is extended).
+        ``observe(layer_name, input)`` sees the input of every linear layer (for calibration)."""
         s, w = self.spec, self.w
         tokens = tokens.to(self.device)
         T = tokens.shape[0]
@@ -72,6 +75,8 @@ class FloatReference:
         for i in range(s.n_layers):
             p = f"layers.{i}."
             x = self._norm(h, w[p + "attn_norm"])
+            if observe:
+                observe(p + "attn_q", x)
             q = (x @ w[p + "attn_q"].T).view(T, nh, hd).transpose(0, 1)
             k = (x @ w[p + "attn_k"].T).view(T, nkv, hd).transpose(0, 1)
             v = (x @ w[p + "attn_v"].T).view(T, nkv, hd).transpose(0, 1)
@@ -88,8 +93,17 @@ class FloatReference:
             kk, vv = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
             att = (q @ kk.transpose(1, 2)) / hd ** 0.5 + mask
             o = (att.softmax(-1) @ vv).transpose(0, 1).reshape(T, nh * hd)
+            if observe:
+                observe(p + "attn_o", o)
             h = h + o @ w[p + "attn_o"].T
             x = self._norm(h, w[p + "ffn_norm"])
+            if observe:
+                observe(p + "ffn_gate", x)
             a = torch.nn.functional.silu(x @ w[p + "ffn_gate"].T) * (x @ w[p + "ffn_up"].T)
+            if observe:
+                observe(p + "ffn_down", a)
             h = h + a @ w[p + "ffn_down"].T
-        return self._norm(h, w["final_norm"]) @ w["lm_head"].T
+        x = self._norm(h, w["final_norm"])
+        if observe:
+            observe("lm_head", x)
+        return x @ w["lm_head"].T

@@ -16,7 +16,7 @@ from airfoil.compiler.compress import CompressionPlan, LayerRecipe, compress_lin
 from airfoil.compiler.compressed_model import collect_hessians
 from airfoil.compiler.model import load_model
 from airfoil.compiler.tokenizer import load_tokenizer
-from airfoil.host.evaluate import perplexity
+from airfoil.host.evaluation import perplexity
 from airfoil.host.float_reference import FloatReference
 from airfoil.host.text import calibration_tokens, eval_tokens
 

@@ -1,0 +1,166 @@
+"""The ``airfoil`` command line.
+
+Every subcommand turns bad input (an :class:`AirfoilError`) into one line on stderr and exit
+status 2, and writes no partial output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from airfoil.errors import AirfoilError
+
+__all__ = ["main"]
+
+
+def _emit(obj: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, sort_keys=False))
+    else:
+        width = max(len(k) for k in obj)
+        for k, v in obj.items():
+            print(f"{k:<{width}}  {v}")
+
+
+def _progress(quiet: bool):
+    def say(msg: str) -> None:
+        if not quiet:
+            print(f"[airfoil] {msg}", file=sys.stderr, flush=True)
+    return say
+
+
+# ------------------------------------------------------------------------------------ config
+def _resolve_config(args) -> "AirfoilConfig":  # noqa: F821
+    from airfoil.config import ConfigError, load_config, preset
+
+    if getattr(args, "config", None):
+        return load_config(args.config)
+    overrides = {}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        import yaml
+
+        overrides[key] = yaml.safe_load(value)
+    return preset(args.board, **overrides)
+
+
+def cmd_config(args) -> int:
+    cfg = _resolve_config(args)
+    if args.output:
+        cfg.save(args.output)
+    out = cfg.to_dict() | cfg.derived()
+    _emit(out, args.json)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ compress
+def _load_plan(name: str):
+    from airfoil.compiler.compress import CompressionPlan
+    from airfoil.compiler.plans import plan_path
+
+    return CompressionPlan.load(plan_path(name))
+
+
+def cmd_compress(args) -> int:
+    import torch
+
+    from airfoil.compiler.compressed_model import compress_model
+    from airfoil.compiler.model import load_model
+    from airfoil.compiler.tokenizer import load_tokenizer
+    from airfoil.host.text import calibration_tokens
+
+    say = _progress(args.quiet)
+    plan = _load_plan(args.plan)
+    model = load_model(args.model)
+    plan.resolve(model.spec)  # reject a bad plan before any work
+    out = Path(args.output)
+    if not out.parent.exists():
+        raise AirfoilError(f"-o {out}: folder {out.parent} does not exist")
+    t0 = time.time()
+    torch.manual_seed(0)
+    cal = calibration_tokens(load_tokenizer(model.source), plan.calibration_tokens) if model.source.suffix == ".gguf" \
+        else None
+    cm = compress_model(model, plan, cal, progress=say)
+    cm.save(out)
+    result = {"output": str(out), "plan": plan.name, "effective_bits_per_weight": round(cm.effective_bits_per_weight(), 4),
+              "sparsity": round(cm.sparsity(), 4), "layers": len(cm.linears), "seconds": round(time.time() - t0, 1)}
+    _emit(result, args.json)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ eval
+def cmd_eval(args) -> int:
+    from airfoil.host.evaluation import evaluate
+
+    result = evaluate(args.model, compressed=args.compressed, n_tokens=args.tokens, text_file=args.text_file,
+                      device=args.device, integer=not args.no_integer, progress=_progress(args.quiet))
+    _emit(result, args.json)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ demo
+def cmd_demo(args) -> int:
+    from airfoil.host.demo import run_demo
+
+    return run_demo(out_dir=Path(args.out), tokens=args.tokens, progress=_progress(False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="airfoil", description="Compressed LLMs to FPGA hardware, verified at every step.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("config", help="print the resolved accelerator config with derived totals")
+    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    c.add_argument("-o", "--output", help="also save the resolved config as YAML")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_config)
+
+    c = sub.add_parser("compress", help="compress a model with a per-layer plan")
+    c.add_argument("--model", default="smollm2", help="smollm2, a .gguf file or a Hugging Face folder")
+    c.add_argument("--plan", default="default", help="a plan name (default, w4-dense, ...) or a YAML file")
+    c.add_argument("-o", "--output", required=True, help="compressed-model file to write (.afc)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_compress)
+
+    c = sub.add_parser("eval", help="perplexity and logit checks against Hugging Face transformers")
+    c.add_argument("--model", default="smollm2")
+    c.add_argument("--compressed", help="a compressed-model file from `airfoil compress`")
+    c.add_argument("--tokens", type=int, default=1024, help="evaluate on the first N tokens (default 1024)")
+    c.add_argument("--text-file", help="evaluation text (default: Python's pydoc_data.topics)")
+    c.add_argument("--device", help="torch device for the references (default: cuda:0 if present, else cpu)")
+    c.add_argument("--no-integer", action="store_true", help="skip the integer reference's perplexity")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("demo", help="the main job: compress the embedded SmolLM2 and check it end to end")
+    c.add_argument("--out", default="out", help="working folder (cached compressed model), default ./out")
+    c.add_argument("--tokens", type=int, default=512)
+    c.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except AirfoilError as e:
+        print(f"airfoil: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("airfoil: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

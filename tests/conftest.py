@@ -1,0 +1,63 @@
+"""Shared fixtures: the embedded model, its tokenizer and compressed versions cached across
+test sessions and xdist workers (keyed by the plan's content)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".pytest_cache" / "airfoil"
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from airfoil.compiler.model import load_model
+
+    return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm2):
+    from airfoil.compiler.tokenizer import load_tokenizer
+
+    return load_tokenizer(smollm2.source)
+
+
+def cached_compressed(plan_name: str):
+    """Compress SmolLM2 with a shipped plan once; later sessions and other workers reuse the file."""
+    from filelock import FileLock
+
+    from airfoil.compiler.compress import CompressionPlan
+    from airfoil.compiler.compressed_model import CompressedModel, compress_model
+    from airfoil.compiler.model import load_model, smollm2_gguf_path
+    from airfoil.compiler.plans import plan_path
+    from airfoil.compiler.tokenizer import load_tokenizer
+    from airfoil.host.text import calibration_tokens
+
+    path = plan_path(plan_name)
+    key = hashlib.sha256(path.read_bytes() + (ROOT / "compiler" / "compress.py").read_bytes()
+                         + (ROOT / "compiler" / "compressed_model.py").read_bytes()
+                         + str(smollm2_gguf_path().stat().st_size).encode()).hexdigest()[:16]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"smollm2-{plan_name}-{key}.afc"
+    with FileLock(str(out) + ".lock"):
+        if not out.exists():
+            torch.manual_seed(0)
+            model = load_model("smollm2")
+            plan = CompressionPlan.load(path)
+            cal = calibration_tokens(load_tokenizer(model.source), plan.calibration_tokens)
+            compress_model(model, plan, cal).save(out)
+    return CompressedModel.load(out)
+
+
+@pytest.fixture(scope="session")
+def compressed_default():
+    return cached_compressed("default")
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))

@@ -68,12 +68,13 @@ class CompressionPlan:
     layers: tuple[tuple[str, dict], ...] = ()
     calibration_tokens: int = 2048
     smooth_alpha: float = 0.5  # SmoothQuant migration strength; 0 = off
+    sequential: bool = True  # calibrate block i on the outputs of compressed blocks 0..i-1
 
     @staticmethod
     def from_dict(data: Any, origin: str) -> "CompressionPlan":
         if not isinstance(data, dict):
             raise PlanError(f"{origin}: a plan is a YAML mapping")
-        known = {"name", "group_size", "default", "layers", "calibration_tokens", "smooth_alpha"}
+        known = {"name", "group_size", "default", "layers", "calibration_tokens", "smooth_alpha", "sequential"}
         for k in data:
             if k not in known:
                 raise PlanError(f"{origin}: unknown plan field {k!r}; expected {sorted(known)}")
@@ -92,7 +93,8 @@ class CompressionPlan:
             raise PlanError(f"{origin}: group_size {gs!r} must be a positive multiple of {SPARSE_M}")
         return CompressionPlan(name=str(data.get("name", Path(origin).stem)), group_size=gs, default=default,
                                layers=tuple(entries), calibration_tokens=int(data.get("calibration_tokens", 2048)),
-                               smooth_alpha=_alpha(data.get("smooth_alpha", 0.5), origin))
+                               smooth_alpha=_alpha(data.get("smooth_alpha", 0.5), origin),
+                               sequential=bool(data.get("sequential", True)))
 
     @staticmethod
     def load(path: str | Path) -> "CompressionPlan":
@@ -107,7 +109,7 @@ class CompressionPlan:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "group_size": self.group_size, "calibration_tokens": self.calibration_tokens,
-                "smooth_alpha": self.smooth_alpha,
+                "smooth_alpha": self.smooth_alpha, "sequential": self.sequential,
                 "default": {"bits": self.default.bits, "n": self.default.n, "method": self.default.method},
                 "layers": {p: f for p, f in self.layers}}
 

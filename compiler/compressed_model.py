@@ -207,6 +207,44 @@ def _scale_rows(w: dict, name: str, s: torch.Tensor) -> None:
     w[name] = (w[name].to(torch.float64) * s[:, None]).to(torch.float32)
 
 
+def _compress_sequentially(spec: ModelSpec, weights: dict[str, torch.Tensor], tokens: torch.Tensor,
+                           compress: Callable[[str, torch.Tensor | None], None],
+                           linears: dict[str, CompressedLinear], window: int = 512) -> None:
+    """Block by block, as in SparseGPT/GPTQ: the Hessians of block i come from running block i
+    (still float) on the outputs of the already-compressed blocks 0..i-1."""
+    from airfoil.host.float_reference import FloatReference
+
+    ref = FloatReference(spec, weights)
+    hidden = [ref.w["embed"][tokens[s:s + window]] for s in range(0, len(tokens), window)]
+    shares = {"attn_q": ("attn_q", "attn_k", "attn_v"), "ffn_gate": ("ffn_gate", "ffn_up")}
+
+    def stats(run) -> dict[str, torch.Tensor]:
+        acc: dict[str, torch.Tensor] = {}
+        count: dict[str, int] = {}
+
+        def observe(name: str, x: torch.Tensor) -> None:
+            x = x.to(torch.float64)
+            acc[name] = acc.get(name, 0) + 2.0 * x.T @ x
+            count[name] = count.get(name, 0) + x.shape[0]
+
+        for h in hidden:
+            run(h, observe)
+        out = {}
+        for name, a in acc.items():
+            prefix, _, kind = name.rpartition(".")
+            for k in shares.get(kind, (kind,)):
+                out[f"{prefix}.{k}" if prefix else k] = a / count[name]
+        return out
+
+    for i in range(spec.n_layers):
+        for name, h in stats(lambda h, obs: ref.layer(i, h, 0, observe=obs)).items():
+            compress(name, h)
+            ref.w[name] = linears[name].dequantise()
+        hidden = [ref.layer(i, h, 0) for h in hidden]
+    for name, h in stats(lambda h, obs: ref.head(h, observe=obs)).items():
+        compress(name, h)
+
+
 def compress_model(model: LoadedModel, plan: CompressionPlan, calibration: torch.Tensor | None = None,
                    progress: Callable[[str], None] | None = None) -> CompressedModel:
     """Compress every linear layer by ``plan``.  With calibration tokens, activation outliers
@@ -227,11 +265,20 @@ def compress_model(model: LoadedModel, plan: CompressionPlan, calibration: torch
             weights, cal = smooth(model, cal, plan.smooth_alpha)
         hessians = cal.hessian
     linears: dict[str, CompressedLinear] = {}
-    for i, (name, r) in enumerate(recipes.items()):
+
+    def compress(name: str, hessian: torch.Tensor | None) -> None:
+        r = recipes[name]
         if progress:
-            progress(f"compress {name} ({i + 1}/{len(recipes)}): {r.bits}-bit, {r.n}:16, {r.method}")
+            progress(f"compress {name} ({len(linears) + 1}/{len(recipes)}): {r.bits}-bit, {r.n}:16, {r.method}")
         linears[name] = compress_linear(weights[name] if name in weights else weights["embed"], r, plan.group_size,
-                                        hessians.get(name))
+                                        hessian if r.method == "sparsegpt" else None)
+
+    if calibration is not None and plan.sequential:
+        _compress_sequentially(spec, weights, calibration, compress, linears)
+    else:
+        for name in recipes:
+            compress(name, hessians.get(name))
+    linears = {n: linears[n] for n in recipes}
     # The embedding is a lookup table (one row read per token), not a GEMM weight: it is kept
     # at 8 bits, dense, in the same storage format, and is not counted in the linear-layer figures.
     embedding = compress_linear(model.weights["embed"], LayerRecipe(bits=8, n=16, method="magnitude"),

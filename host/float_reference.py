@@ -59,51 +59,60 @@ class FloatReference:
         return x * torch.rsqrt(var + self.spec.norm_eps) * g
 
     @torch.no_grad()
+    def layer(self, i: int, h: torch.Tensor, start: int, cache: FloatKVCache | None = None,
+              observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """One transformer block on hidden states ``h`` [T, d] at positions start..start+T-1."""
+        s, w = self.spec, self.w
+        T = h.shape[0]
+        hd, nh, nkv = s.head_dim, s.n_heads, s.n_kv_heads
+        cos, sin = rope_tables(s, torch.arange(start, start + T, device=self.device))
+        mask = torch.full((T, start + T), float("-inf"), device=self.device).triu(start + 1)
+        p = f"layers.{i}."
+        x = self._norm(h, w[p + "attn_norm"])
+        if observe:
+            observe(p + "attn_q", x)
+        q = (x @ w[p + "attn_q"].T).view(T, nh, hd).transpose(0, 1)
+        k = (x @ w[p + "attn_k"].T).view(T, nkv, hd).transpose(0, 1)
+        v = (x @ w[p + "attn_v"].T).view(T, nkv, hd).transpose(0, 1)
+        q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
+        if cache is not None:
+            if len(cache.k) > i:
+                k = torch.cat([cache.k[i], k], dim=1)
+                v = torch.cat([cache.v[i], v], dim=1)
+                cache.k[i], cache.v[i] = k, v
+            else:
+                cache.k.append(k)
+                cache.v.append(v)
+        rep = nh // nkv
+        kk, vv = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
+        att = (q @ kk.transpose(1, 2)) / hd ** 0.5 + mask
+        o = (att.softmax(-1) @ vv).transpose(0, 1).reshape(T, nh * hd)
+        if observe:
+            observe(p + "attn_o", o)
+        h = h + o @ w[p + "attn_o"].T
+        x = self._norm(h, w[p + "ffn_norm"])
+        if observe:
+            observe(p + "ffn_gate", x)
+        a = torch.nn.functional.silu(x @ w[p + "ffn_gate"].T) * (x @ w[p + "ffn_up"].T)
+        if observe:
+            observe(p + "ffn_down", a)
+        return h + a @ w[p + "ffn_down"].T
+
+    @torch.no_grad()
+    def head(self, h: torch.Tensor, observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
+        x = self._norm(h, self.w["final_norm"])
+        if observe:
+            observe("lm_head", x)
+        return x @ self.w["lm_head"].T
+
+    @torch.no_grad()
     def forward(self, tokens: torch.Tensor, cache: FloatKVCache | None = None,
                 observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Logits [T, vocab] for ``tokens`` [T] following ``cache`` (which is extended).
         ``observe(layer_name, input)`` sees the input of every linear layer (for calibration)."""
-        s, w = self.spec, self.w
         tokens = tokens.to(self.device)
-        T = tokens.shape[0]
         start = cache.length if cache is not None else 0
-        pos = torch.arange(start, start + T, device=self.device)
-        cos, sin = rope_tables(s, pos)
-        h = w["embed"][tokens]
-        hd, nh, nkv = s.head_dim, s.n_heads, s.n_kv_heads
-        mask = torch.full((T, start + T), float("-inf"), device=self.device).triu(start + 1)
-        for i in range(s.n_layers):
-            p = f"layers.{i}."
-            x = self._norm(h, w[p + "attn_norm"])
-            if observe:
-                observe(p + "attn_q", x)
-            q = (x @ w[p + "attn_q"].T).view(T, nh, hd).transpose(0, 1)
-            k = (x @ w[p + "attn_k"].T).view(T, nkv, hd).transpose(0, 1)
-            v = (x @ w[p + "attn_v"].T).view(T, nkv, hd).transpose(0, 1)
-            q, k = _apply_rope(q, cos, sin), _apply_rope(k, cos, sin)
-            if cache is not None:
-                if len(cache.k) > i:
-                    k = torch.cat([cache.k[i], k], dim=1)
-                    v = torch.cat([cache.v[i], v], dim=1)
-                    cache.k[i], cache.v[i] = k, v
-                else:
-                    cache.k.append(k)
-                    cache.v.append(v)
-            rep = nh // nkv
-            kk, vv = k.repeat_interleave(rep, 0), v.repeat_interleave(rep, 0)
-            att = (q @ kk.transpose(1, 2)) / hd ** 0.5 + mask
-            o = (att.softmax(-1) @ vv).transpose(0, 1).reshape(T, nh * hd)
-            if observe:
-                observe(p + "attn_o", o)
-            h = h + o @ w[p + "attn_o"].T
-            x = self._norm(h, w[p + "ffn_norm"])
-            if observe:
-                observe(p + "ffn_gate", x)
-            a = torch.nn.functional.silu(x @ w[p + "ffn_gate"].T) * (x @ w[p + "ffn_up"].T)
-            if observe:
-                observe(p + "ffn_down", a)
-            h = h + a @ w[p + "ffn_down"].T
-        x = self._norm(h, w["final_norm"])
-        if observe:
-            observe("lm_head", x)
-        return x @ w["lm_head"].T
+        h = self.w["embed"][tokens]
+        for i in range(self.spec.n_layers):
+            h = self.layer(i, h, start, cache, observe)
+        return self.head(h, observe)

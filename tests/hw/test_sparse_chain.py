@@ -1,0 +1,60 @@
+"""SparseDspChain / MPE in Amaranth's simulator: a few tiles per mode and pattern (the 1,000-tile
+runs are the Verilator benches in test_mpe_verilator.py)."""
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from airfoil.hw.mpe_schedule import reference_outputs, schedule
+from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
+
+
+def random_tile(rng, T, K, R, n, extreme=False):
+    x = rng.integers(-128, 128, (T, K))
+    w = rng.integers(-127, 128, (R, K))
+    if extreme:
+        x[:] = -128
+        w[:] = rng.choice([-127, 127], (R, K))
+    mask = np.zeros((R, K), bool)
+    for r in range(R):
+        for b in range(K // 16):
+            mask[r, b * 16 + np.sort(rng.choice(16, n, replace=False))] = True
+    return x, np.where(mask, w, 0), mask
+
+
+def run_mpe(chains, groups, beats):
+    dut = MatrixProcessingEngine(chains, groups)
+    got = []
+
+    async def bench(ctx):
+        for b in beats + [None] * 8:
+            ctx.set(dut.operands.valid, b is not None)
+            if b is not None:
+                p = dut.operands.payload
+                ctx.set(p.act_hi, [list(map(int, r)) for r in b.act_hi])
+                ctx.set(p.act_lo, [list(map(int, r)) for r in b.act_lo])
+                ctx.set(p.weight_hi, [list(map(int, r)) for r in b.weight_hi])
+                ctx.set(p.weight_lo, [list(map(int, r)) for r in b.weight_lo])
+                ctx.set(p.index, [list(map(int, r)) for r in b.index])
+                ctx.set(p.mode, b.mode)
+                ctx.set(p.first, b.first)
+                ctx.set(p.last, b.last)
+            await ctx.tick()
+            if ctx.get(dut.results.valid):
+                r = ctx.get(dut.results.payload)
+                got.append([(int(r.hi[c]), int(r.lo[c])) for c in range(chains)])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+@pytest.mark.parametrize("mode, n", [(ChainMode.MM, 16), (ChainMode.MM, 2), (ChainMode.MM, 8),
+                                     (ChainMode.MV, 16), (ChainMode.MV_SPARSE, 4)])
+def test_mpe_tiles_match_numpy(mode, n):
+    rng = np.random.default_rng(n + 10 * int(mode))
+    for extreme in (False, True):
+        x, w, mask = random_tile(rng, 3, 64, 5, n, extreme)
+        beats, outs = schedule(x, w, mask, n, mode, chains=2, groups=2)
+        assert run_mpe(2, 2, beats) == reference_outputs(x, w, mode, outs)

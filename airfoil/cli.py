@@ -104,6 +104,38 @@ def cmd_eval(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ generate
+def cmd_generate(args) -> int:
+    import os
+    import tempfile
+
+    from airfoil.hw.blocks import BLOCKS, block_dsp_slices, build_block
+    from airfoil.hw.synth import synthesize_verilog, to_verilog
+
+    if args.block not in BLOCKS:
+        raise AirfoilError(f"--block {args.block!r}: expected one of {sorted(BLOCKS)}")
+    cfg = _resolve_config(args)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise AirfoilError(f"-o {out}: exists and is not a folder")
+    name = f"airfoil_{args.block}"
+    text = to_verilog(build_block(args.block, cfg), name)
+    result = {"block": args.block, "board": cfg.board, "top": name, "dsp_slices": block_dsp_slices(args.block, cfg)}
+    if args.synth:
+        res = synthesize_verilog(text, name)
+        result["synth"] = {"dsp48e2": res.dsp, "lut": res.lut, "ff": res.ff, "carry": res.carry8,
+                           "bram36": res.bram36, "uram": res.uram}
+    out.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out, suffix=".partial")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, out / f"{name}.v")
+    cfg.save(out / "config.yaml")
+    result["verilog"] = str(out / f"{name}.v")
+    _emit(result, args.json)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ demo
 def cmd_demo(args) -> int:
     from airfoil.host.demo import run_demo
@@ -141,6 +173,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("generate", help="write the Verilog of a hardware block for a board")
+    c.add_argument("--block", default="mpe", help="dsp_slice, chain or mpe (default mpe)")
+    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    c.add_argument("-o", "--output", required=True, help="output folder")
+    c.add_argument("--synth", action="store_true", help="add Yosys synth_xilinx -family xcup resource counts")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_generate)
 
     c = sub.add_parser("demo", help="the main job: compress the embedded SmolLM2 and check it end to end")
     c.add_argument("--out", default="out", help="working folder (cached compressed model), default ./out")

@@ -107,3 +107,24 @@ def reference_outputs(x: np.ndarray, w8: np.ndarray, mode: ChainMode,
                 row.append((0, int(y[th, ra])))
         res.append(row)
     return res
+
+
+def encode_beats(layout, beats: list[Beat]) -> list[int]:
+    """Each beat as the integer value of the MPE's ``operands.payload`` port."""
+    from amaranth.hdl import Const
+
+    out = []
+    for b in beats:
+        init = {"act_hi": b.act_hi.tolist(), "act_lo": b.act_lo.tolist(), "weight_hi": b.weight_hi.tolist(),
+                "weight_lo": b.weight_lo.tolist(), "index": b.index.tolist(), "mode": b.mode,
+                "first": int(b.first), "last": int(b.last)}
+        out.append(Const.cast(layout.const(init)).value)
+    return out
+
+
+def decode_results(layout, values: list[int], chains: int) -> list[list[tuple[int, int]]]:
+    out = []
+    for v in values:
+        r = layout.from_bits(v)
+        out.append([(int(r.hi[c]), int(r.lo[c])) for c in range(chains)])
+    return out

@@ -151,13 +151,16 @@ class MatrixProcessingEngine(wiring.Component):
             "lo": data.ArrayLayout(signed(OUT_WIDTH), chains),
         })
         super().__init__({
-            "operands": In(stream.Signature(self.operand_layout, always_ready=True)),
-            "results": Out(stream.Signature(self.result_layout, always_ready=True)),
+            # The engine is a fixed pipeline: it always accepts a beat, and its consumer (the
+            # output buffer) must take every result; `results.ready` is not looked at.
+            "operands": In(stream.Signature(self.operand_layout)),
+            "results": Out(stream.Signature(self.result_layout)),
         })
 
     def elaborate(self, platform):
         m = Module()
         op = self.operands.payload
+        m.d.comb += self.operands.ready.eq(1)
         for c in range(self.chains):
             ch = SparseDspChain(self.groups)
             m.submodules[f"chain{c}"] = ch

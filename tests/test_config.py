@@ -20,7 +20,7 @@ def test_u280_totals_match_the_board():
     cfg = preset("u280")
     assert cfg.hbm_peak_gbps == pytest.approx(460.0)
     assert cfg.hbm_bytes_per_cycle == pytest.approx(460e9 / 225e6)
-    assert cfg.dsp_slices == 3 * 128 * 16
+    assert cfg.dsp_slices == 3 * 80 * 16
 
 
 def test_yaml_round_trip(tmp_path):
@@ -74,3 +74,13 @@ def test_cli_config_bad_override_exits_2(capsys):
     assert main(["config", "--board", "u280", "--set", "cores=9"]) == 2
     err = capsys.readouterr().err
     assert "cores" in err and len(err.strip().splitlines()) == 1
+
+
+def test_lut_estimate_is_not_below_the_synthesis_baseline():
+    import json
+    from pathlib import Path
+
+    from airfoil.config import LUT_PER_DSP
+
+    base = json.loads((Path(__file__).parents[1] / "reports" / "synth_baseline.json").read_text())["blocks"]
+    assert LUT_PER_DSP >= max(b["lut_per_dsp"] for k, b in base.items() if not k.startswith("dsp_slice"))

@@ -9,7 +9,7 @@ sign-correction term (a negative low lane borrows one from the high lane).
 The low lane is exact while ``|sum a_lo*w| < 2^17``: with INT8 activations and weights in
 [-127, 127] (the weight decoder never emits -128, see docs/numerics.md) each product is at
 most 128*127 = 16,256 in magnitude, so up to ``MAX_PACKED_ACCUMULATIONS`` = 8 products fit;
-longer sums pass through the overflow-adjust path (:class:`LaneAccumulator`).
+the chain's reduction nodes unpack the lanes after two (see ``sparse_chain``).
 
 Pipeline as the primitive's AREG/BREG=1, MREG=1, PREG=1: latency 3 cycles.
 """
@@ -18,7 +18,7 @@ from amaranth import Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DspSlice", "LaneAccumulator", "unpack_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
+__all__ = ["DspSlice", "unpack_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
            "SLICE_LATENCY", "ACC_WIDTH"]
 
 LANE_SHIFT = 18
@@ -66,21 +66,4 @@ class DspSlice(wiring.Component):
         with m.If(v[1]):
             # Z-mux: 0 when a new sum starts, else the P feedback (the DSP48E2 accumulate path)
             m.d.sync += self.p.eq(prod + Mux(f[1], 0, self.p))
-        return m
-
-
-class LaneAccumulator(wiring.Component):
-    """The overflow-adjust path: adds unpacked lane sums of a slice into two wide fabric
-    accumulators, so that a dot product may be longer than 8 packed accumulations."""
-
-    def __init__(self, width: int = 32):
-        self.width = width
-        super().__init__({"p": In(signed(ACC_WIDTH)), "valid": In(1), "first": In(1),
-                          "hi": Out(signed(width)), "lo": Out(signed(width))})
-
-    def elaborate(self, platform):
-        m = Module()
-        hi, lo = unpack_lanes(self.p)
-        with m.If(self.valid):
-            m.d.sync += [self.hi.eq(Mux(self.first, hi, self.hi + hi)), self.lo.eq(Mux(self.first, lo, self.lo + lo))]
         return m

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from airfoil.errors import AirfoilError
+from airfoil.errors import AirfoilError, read_yaml
 
 __all__ = ["BoardSpec", "AirfoilConfig", "ConfigError", "BOARDS", "PRESETS", "preset", "load_config"]
 
@@ -269,12 +269,7 @@ def preset(name: str, **overrides: Any) -> AirfoilConfig:
 def load_config(path: str | Path) -> AirfoilConfig:
     """Load a YAML config.  A file may give ``preset: NAME`` and override only some fields."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path, ConfigError, "config")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping of config fields")
     base = data.pop("preset", None)

@@ -25,11 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import yaml
 
 from airfoil.compiler.model import ModelSpec
 from airfoil.config import LEGAL_SPARSE_N, LEGAL_WEIGHT_BITS, SPARSE_M
-from airfoil.errors import AirfoilError
+from airfoil.errors import AirfoilError, read_yaml
 
 __all__ = ["PlanError", "LayerRecipe", "CompressionPlan", "CompressedLinear", "compress_linear",
            "quantise_groups", "SCALE_BITS", "METHODS"]
@@ -98,14 +97,7 @@ class CompressionPlan:
 
     @staticmethod
     def load(path: str | Path) -> "CompressionPlan":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as e:
-            raise PlanError(f"{path}: cannot read plan: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise PlanError(f"{path}: not valid YAML: {e}") from None
-        return CompressionPlan.from_dict(data, str(path))
+        return CompressionPlan.from_dict(read_yaml(path, PlanError, "plan"), str(path))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "group_size": self.group_size, "calibration_tokens": self.calibration_tokens,

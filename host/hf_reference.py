@@ -12,7 +12,9 @@ __all__ = ["load_hf_causal_lm", "load_model_tokenizer"]
 
 def _quiet() -> None:
     import logging
+    import os
 
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion bar ignores its own switch
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -36,15 +36,19 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
 
     from airfoil.hw.synth import to_verilog
 
+    from filelock import FileLock
+
     os.environ.update(verilator_env())
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{name}.v"
     text = to_verilog(component, name)
-    if not src.exists() or src.read_text() != text:
-        src.write_text(text)
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, always=False,
-                 build_args=["-Wno-fatal", "-O3", *(extra_args or [])])
+    # pytest-xdist workers share the build folder: one verilates, the others wait and reuse it
+    with FileLock(str(build_dir) + ".lock"):
+        if not src.exists() or src.read_text() != text:
+            src.write_text(text)
+        runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, always=False,
+                     build_args=["-Wno-fatal", "-O3", *(extra_args or [])])
     return runner
 
 

@@ -15,7 +15,9 @@ __all__ = ["measure_plans", "write_report"]
 REPORT_PLANS = ("w8-dense", "w4-dense", "attn-sparse", "default", "mlp-sparse")
 
 
-def measure_plans(names, n_tokens: int, progress=print) -> list[dict]:
+def measure_plans(names, n_tokens: int, progress=print, done: list[dict] | None = None,
+                  on_row=lambda rows: None) -> list[dict]:
+    """Rows of the table; plans already in ``done`` (same token count) are not measured again."""
     from airfoil.compiler.compress import CompressionPlan
     from airfoil.compiler.compressed_model import compress_model
     from airfoil.compiler.model import load_model
@@ -31,7 +33,11 @@ def measure_plans(names, n_tokens: int, progress=print) -> list[dict]:
     ev = eval_tokens(tok, n_tokens)
     rows = [{"plan": "float (GGUF weights)", "bits_per_weight": None, "sparsity": 0.0,
              "ppl": perplexity(FloatReference(model.spec, model.weights).forward, ev), "ppl_integer": None}]
+    previous = {r["plan"]: r for r in done or []}
     for name in names:
+        if name in previous:
+            rows.append(previous[name])
+            continue
         plan = CompressionPlan.load(plan_path(name))
         t = time.time()
         cm = compress_model(model, plan, calibration_tokens(tok, plan.calibration_tokens))
@@ -40,6 +46,7 @@ def measure_plans(names, n_tokens: int, progress=print) -> list[dict]:
                      "ppl": perplexity(FloatReference(cm.spec, cm.dequantised_weights()).forward, ev),
                      "ppl_integer": perplexity(IntegerReference(cm).logits_float, ev)})
         progress(json.dumps(rows[-1]))
+        on_row(rows)
     return rows
 
 
@@ -69,8 +76,16 @@ def main() -> None:
     ap.add_argument("plans", nargs="*", default=list(REPORT_PLANS))
     args = ap.parse_args()
     torch.manual_seed(0)
-    rows = measure_plans(args.plans, args.tokens)
-    write_report(rows, Path(args.out), args.tokens)
+    out = Path(args.out)
+    saved = out / "compression_plans.json"
+    done = []
+    if saved.exists():  # resume: keep the plans already measured on the same number of tokens
+        data = json.loads(saved.read_text())
+        if data.get("tokens") == args.tokens:
+            done = [r for r in data["rows"] if r["bits_per_weight"] is not None]
+    rows = measure_plans(args.plans, args.tokens, done=done,
+                         on_row=lambda rows: write_report(rows, out, args.tokens))
+    write_report(rows, out, args.tokens)
 
 
 if __name__ == "__main__":

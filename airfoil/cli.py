@@ -72,7 +72,7 @@ def cmd_compress(args) -> int:
 
     from airfoil.compiler.compressed_model import compress_model
     from airfoil.compiler.model import load_model
-    from airfoil.compiler.tokenizer import load_tokenizer
+    from airfoil.host.hf_reference import load_model_tokenizer
     from airfoil.host.text import calibration_tokens
 
     say = _progress(args.quiet)
@@ -84,8 +84,8 @@ def cmd_compress(args) -> int:
         raise AirfoilError(f"-o {out}: folder {out.parent} does not exist")
     t0 = time.time()
     torch.manual_seed(0)
-    cal = calibration_tokens(load_tokenizer(model.source), plan.calibration_tokens) if model.source.suffix == ".gguf" \
-        else None
+    cal = calibration_tokens(load_model_tokenizer(model), plan.calibration_tokens) \
+        if plan.needs_calibration(model.spec) else None
     cm = compress_model(model, plan, cal, progress=say)
     cm.save(out)
     result = {"output": str(out), "plan": plan.name, "effective_bits_per_weight": round(cm.effective_bits_per_weight(), 4),

@@ -105,6 +105,9 @@ class CompressionPlan:
                 "default": {"bits": self.default.bits, "n": self.default.n, "method": self.default.method},
                 "layers": {p: f for p, f in self.layers}}
 
+    def needs_calibration(self, spec: ModelSpec) -> bool:
+        return self.smooth_alpha > 0 or any(r.method == "sparsegpt" for r in self.resolve(spec).values())
+
     def resolve(self, spec: ModelSpec) -> dict[str, LayerRecipe]:
         """The recipe of every linear layer of ``spec``; a pattern that matches nothing is an error."""
         names = list(spec.linear_shapes())

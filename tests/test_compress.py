@@ -106,3 +106,16 @@ def test_cli_compress_bad_plan_exits_2_and_writes_nothing(tmp_path, capsys, yaml
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_cli_compress_writes_a_loadable_model(tmp_path, capsys):
+    import json
+
+    plan = tmp_path / "rtn8.yaml"
+    plan.write_text("name: rtn8\ngroup_size: 32\nsmooth_alpha: 0\ndefault: {bits: 8, n: 16, method: magnitude}\n")
+    out = tmp_path / "m.afc"
+    assert main(["compress", "--plan", str(plan), "-o", str(out), "--json", "--quiet"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    back = CompressedModel.load(out)
+    assert report["effective_bits_per_weight"] == pytest.approx(back.effective_bits_per_weight(), abs=1e-4)
+    assert report["sparsity"] == 0 and back.plan.name == "rtn8" and len(back.linears) == 30 * 7 + 1

@@ -13,7 +13,7 @@ import time
 import torch
 
 from airfoil.compiler.compress import CompressionPlan, LayerRecipe, compress_linear
-from airfoil.compiler.compressed_model import collect_hessians
+from airfoil.compiler.compressed_model import calibrate
 from airfoil.compiler.model import load_model
 from airfoil.compiler.tokenizer import load_tokenizer
 from airfoil.host.evaluation import perplexity
@@ -28,7 +28,7 @@ OPTIONS = {"d4": LayerRecipe(4, 16), "s4": LayerRecipe(4, 8), "d3": LayerRecipe(
 m = load_model("smollm2")
 tok = load_tokenizer(m.source)
 dev = eval_tokens(tok, 4096 + 1024)[4096:]
-H = collect_hessians(m, calibration_tokens(tok, 2048))
+H = calibrate(m, calibration_tokens(tok, 2048)).hessian
 comp = {o: {} for o in OPTIONS}
 for o, r in OPTIONS.items():
     t = time.time()

@@ -8,9 +8,8 @@ Validation errors are :class:`ConfigError` and always name the field, the value 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 

@@ -8,7 +8,6 @@ tensors as ``float.NAME``.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import zipfile

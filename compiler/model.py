@@ -7,12 +7,10 @@ with Q/K rows in the Hugging Face rotate-half order.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from airfoil.errors import AirfoilError
@@ -179,7 +177,3 @@ def hf_linear_name(kind: str) -> str:
 
 def gguf_linear_name(kind: str) -> str:
     return _GGUF_LINEAR[kind]
-
-
-def as_numpy_f32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float32).cpu().numpy()

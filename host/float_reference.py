@@ -11,7 +11,7 @@ from typing import Callable
 
 import torch
 
-from airfoil.compiler.model import LINEAR_KINDS, ModelSpec
+from airfoil.compiler.model import ModelSpec
 
 __all__ = ["FloatReference", "FloatKVCache", "rope_tables"]
 

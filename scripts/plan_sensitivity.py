@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from airfoil.compiler.compress import CompressionPlan, LayerRecipe, compress_linear
+from airfoil.compiler.compress import LayerRecipe, compress_linear
 from airfoil.compiler.compressed_model import calibrate
 from airfoil.compiler.model import load_model
 from airfoil.compiler.tokenizer import load_tokenizer

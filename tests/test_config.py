@@ -3,7 +3,7 @@ import json
 import pytest
 
 from airfoil.cli import main
-from airfoil.config import BOARDS, PRESETS, AirfoilConfig, ConfigError, load_config, preset
+from airfoil.config import BOARDS, PRESETS, ConfigError, load_config, preset
 
 
 @pytest.mark.parametrize("name", PRESETS)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from airfoil.cli import main
-from airfoil.compiler.model import SHAPE_MODELS, ModelError, load_model, model_spec
+from airfoil.compiler.model import ModelError, load_model, model_spec
 
 
 def test_smollm2_shape(smollm2):

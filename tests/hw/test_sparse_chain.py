@@ -5,20 +5,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from airfoil.hw.mpe_schedule import reference_outputs, schedule
-from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
-
-
-def random_tile(rng, T, K, R, n, extreme=False):
-    x = rng.integers(-128, 128, (T, K))
-    w = rng.integers(-127, 128, (R, K))
-    if extreme:
-        x[:] = -128
-        w[:] = rng.choice([-127, 127], (R, K))
-    mask = np.zeros((R, K), bool)
-    for r in range(R):
-        for b in range(K // 16):
-            mask[r, b * 16 + np.sort(rng.choice(16, n, replace=False))] = True
-    return x, np.where(mask, w, 0), mask
+from airfoil.hw.sparse_chain import CHAIN_LATENCY, ChainMode, MatrixProcessingEngine
+from tests.hw.tiles import random_tile
 
 
 def run_mpe(chains, groups, beats):
@@ -26,7 +14,7 @@ def run_mpe(chains, groups, beats):
     got = []
 
     async def bench(ctx):
-        for b in beats + [None] * 8:
+        for b in beats + [None] * (CHAIN_LATENCY + 2):
             ctx.set(dut.operands.valid, b is not None)
             if b is not None:
                 p = dut.operands.payload

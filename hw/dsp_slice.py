@@ -11,10 +11,15 @@ The low lane is exact while ``|sum a_lo*w| < 2^17``: with INT8 activations and w
 most 128*127 = 16,256 in magnitude, so up to ``MAX_PACKED_ACCUMULATIONS`` = 8 products fit;
 the chain's reduction nodes unpack the lanes after two (see ``sparse_chain``).
 
-Pipeline as the primitive's AREG/BREG=1, MREG=1, PREG=1: latency 3 cycles.
+The packed operand needs no 27-bit adder: its low 18 bits are ``a_lo`` sign-extended and its
+high 9 bits ``a_hi - sign(a_lo)`` (the borrow), so the fabric spends an 8-bit decrement on it.
+
+Pipeline as the primitive's AREG/BREG (1 or 2), MREG=1, PREG=1: latency ``SLICE_LATENCY`` plus
+any extra input register.  The post-adder's Z-mux selects ``pcin`` (the cascade from the slice
+below, PCIN) when ``first`` starts a sum, else the slice's own P (accumulate).
 """
 
-from amaranth import Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -27,43 +32,62 @@ MAX_PACKED_ACCUMULATIONS = 8
 SLICE_LATENCY = 3
 
 
-def unpack_lanes(p):
-    """(hi, lo) lane sums of a packed accumulator value (Amaranth expression or Python int)."""
+def unpack_lanes(p, lane_width: int | None = None):
+    """(hi, lo) lane sums of a packed accumulator value (Amaranth expression or Python int).
+
+    With ``lane_width`` (hardware only) both lanes are known to fit that many bits, signed, and
+    only the bits that matter are computed: ``lo`` is the low bits, ``hi`` the bits above the
+    low lane plus the borrow of a negative ``lo`` (a ``lane_width``-bit increment, not a
+    48-bit subtraction)."""
     if isinstance(p, int):
         lo = p & ((1 << LANE_SHIFT) - 1)
         lo -= (lo >> (LANE_SHIFT - 1)) << LANE_SHIFT
         return (p - lo) >> LANE_SHIFT, lo
+    if lane_width is not None:
+        lo = p[:lane_width].as_signed()
+        return p[LANE_SHIFT:LANE_SHIFT + lane_width + 1].as_signed() + p[LANE_SHIFT - 1], lo
     lo = p[:LANE_SHIFT].as_signed()
     return ((p - lo) >> LANE_SHIFT), lo
 
 
 class DspSlice(wiring.Component):
-    """``p`` = running sum of ``(a_hi*2^18 + a_lo) * w`` since the last ``first`` (both valid)."""
+    """``p`` = ``pcin`` + running sum of ``(a_hi*2^18 + a_lo) * w`` since the last ``first``
+    (both valid).  ``input_regs`` = 2 delays the operands one more cycle (AREG/BREG = 2), which
+    lines a slice up with the P output of the cascaded slice below it."""
 
     a_hi: In(signed(8))
     a_lo: In(signed(8))
     w: In(signed(8))
     valid: In(1)
-    first: In(1)  # this product starts a new sum (the DSP's Z-mux selects 0 instead of P)
+    first: In(1)  # this product starts a new sum (the Z-mux selects pcin instead of P)
+    pcin: In(signed(ACC_WIDTH))  # the cascade input (0 when unconnected)
     p: Out(signed(ACC_WIDTH))
-    p_valid: Out(1)  # p was updated this cycle (SLICE_LATENCY after the inputs)
+    p_valid: Out(1)  # p was updated this cycle (latency cycles after the inputs)
+
+    def __init__(self, input_regs: int = 1):
+        if input_regs not in (1, 2):
+            raise ValueError(f"input_regs must be 1 or 2 (the DSP48E2's AREG/BREG), not {input_regs}")
+        self.input_regs = input_regs
+        self.latency = SLICE_LATENCY + input_regs - 1
+        super().__init__()
 
     def elaborate(self, platform):
         m = Module()
-        a = Signal(signed(27))
-        b = Signal(signed(18))
+        lo18 = Signal(signed(LANE_SHIFT))
+        hi9 = Signal(signed(27 - LANE_SHIFT))
+        m.d.comb += [lo18.eq(self.a_lo), hi9.eq(self.a_hi - self.a_lo[7])]
+        packed = Cat(lo18, hi9).as_signed()
+
+        # input registers (A/B ports), then M, then P
+        a, b, v, f = packed, self.w, self.valid, self.first
+        for i in range(self.input_regs):
+            ra, rb = Signal(signed(27), name=f"areg{i}"), Signal(signed(18), name=f"breg{i}")
+            rv, rf = Signal(name=f"vreg{i}"), Signal(name=f"freg{i}")
+            m.d.sync += [ra.eq(a), rb.eq(b), rv.eq(v), rf.eq(f)]
+            a, b, v, f = ra, rb, rv, rf
         prod = Signal(signed(45))
-        v = Signal(2)
-        f = Signal(2)
-        m.d.sync += [
-            a.eq((self.a_hi << LANE_SHIFT) + self.a_lo),
-            b.eq(self.w),
-            prod.eq(a * b),
-            v.eq(v << 1 | self.valid),
-            f.eq(f << 1 | self.first),
-            self.p_valid.eq(v[1]),
-        ]
-        with m.If(v[1]):
-            # Z-mux: 0 when a new sum starts, else the P feedback (the DSP48E2 accumulate path)
-            m.d.sync += self.p.eq(prod + Mux(f[1], 0, self.p))
+        mv, mf = Signal(), Signal()
+        m.d.sync += [prod.eq(a * b), mv.eq(v), mf.eq(f), self.p_valid.eq(mv)]
+        with m.If(mv):
+            m.d.sync += self.p.eq(prod + Mux(mf, self.pcin, self.p))
         return m

@@ -81,6 +81,9 @@ def schedule(x: np.ndarray, w8: np.ndarray, mask: np.ndarray, n: int, mode: Chai
                             continue
                         k = pos[ra][k_index]
                         idx[c, s] = k - block * SPARSE_M
+                        if mode == ChainMode.MV_SPARSE:  # one row, in the low lane
+                            wlo[c, s] = w8[ra, k]
+                            continue
                         whi[c, s] = w8[ra, k]
                         if rb >= 0:
                             wlo[c, s] = w8[rb, k]

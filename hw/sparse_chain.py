@@ -16,24 +16,28 @@ Modes (per beat, ``mode``):
   (row r, row r+1) weights, the 18-bit operand the activation.  Outputs: row r (``hi``) and
   row r+1 (``lo``).
 * ``MV_SPARSE`` (decode GEMV, N < 16): rows have their own indices, so one row per beat in
-  the low lane (1 MAC per slice per cycle; sparse weights carry 4 index bits, so bytes per
+  the low lane; the feeder zeroes the high row's weights and the chain runs it as MV (1 MAC per
+  slice per cycle; sparse weights carry 4 index bits, so bytes per
   cycle still exceed the HBM share, see ``sim/perf`` and the tests).
 
-Each DSP group's *reduction node* adds its two slices' packed products (2 products: far from
-the 8 that fit a lane) and unpacks them into two lanes (the overflow adjust: lanes are
-separated before any sum could exceed 18 bits, whatever the chain length); an adder tree sums
-the groups, and a row accumulator sums beats from ``first`` to ``last``.
+Within a DSP group the upper slice adds the lower slice's packed product through the DSP
+cascade (PCIN, no fabric adder). Each group's *reduction node* breaks the cascade: it unpacks
+the group's packed sum (2 products: far from the 8 that fit a lane) into two 16-bit lanes (the
+overflow adjust: lanes are separated before any sum could exceed 18 bits, whatever the chain
+length); a balanced adder tree sums the groups, and a row accumulator sums beats from
+``first`` to ``last``.
 """
 import enum
 
 from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from airfoil.config import SPARSE_M
 from airfoil.hw.dsp_slice import SLICE_LATENCY, DspSlice, unpack_lanes
 
-__all__ = ["ChainMode", "SparseDspChain", "MatrixProcessingEngine", "CHAIN_LATENCY", "OUT_WIDTH"]
+__all__ = ["ChainMode", "SparseDspChain", "MatrixProcessingEngine", "CHAIN_LATENCY", "GROUP_LATENCY", "OUT_WIDTH"]
 
 OUT_WIDTH = 32
 
@@ -58,8 +62,12 @@ def _beat_layout(groups: int) -> data.StructLayout:
     })
 
 
-# slice pipeline + reduction node register + adder-tree register + row accumulator
-CHAIN_LATENCY = SLICE_LATENCY + 3
+# A group's sum leaves the upper slice one cycle after the lower slice's P (its extra input register).
+GROUP_LATENCY = SLICE_LATENCY + 1
+# group sum + reduction node register + adder-tree register + row accumulator
+CHAIN_LATENCY = GROUP_LATENCY + 3
+# One lane of a group sum: two products of at most 128 * 127 in magnitude.
+LANE_WIDTH = 16
 
 
 class SparseDspChain(wiring.Component):
@@ -79,46 +87,46 @@ class SparseDspChain(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         b = self.beat
-        d = 2 * self.groups
-        slices = []
-        for s in range(d):
-            sl = DspSlice()
-            m.submodules[f"slice{s}"] = sl
-            slices.append(sl)
-            g = s // 2
-            idx = b.index[s]
-            x_hi = b.act_hi[g][idx]  # the sparse MUX: 1 of 16 by the 4-bit index
-            x_lo = b.act_lo[g][idx]
-            with m.Switch(b.mode):
-                with m.Case(ChainMode.MM):
-                    m.d.comb += [sl.a_hi.eq(x_hi), sl.a_lo.eq(x_lo), sl.w.eq(b.weight_hi[s])]
-                with m.Case(ChainMode.MV):
-                    m.d.comb += [sl.a_hi.eq(b.weight_hi[s]), sl.a_lo.eq(b.weight_lo[s]), sl.w.eq(x_hi)]
-                with m.Default():  # MV_SPARSE: one row, low lane only
-                    m.d.comb += [sl.a_hi.eq(0), sl.a_lo.eq(b.weight_hi[s]), sl.w.eq(x_hi)]
-            m.d.comb += [sl.valid.eq(self.valid), sl.first.eq(1)]
+        mm = Signal()
+        m.d.comb += mm.eq(b.mode == ChainMode.MM)
+        rn_hi = [Signal(signed(LANE_WIDTH), name=f"rn{g}_hi") for g in range(self.groups)]
+        rn_lo = [Signal(signed(LANE_WIDTH), name=f"rn{g}_lo") for g in range(self.groups)]
+        for g in range(self.groups):
+            # the group's two slices: the upper one adds the lower one's P through the cascade
+            lower, upper = DspSlice(input_regs=1), DspSlice(input_regs=2)
+            m.submodules[f"slice{2 * g}"], m.submodules[f"slice{2 * g + 1}"] = lower, upper
+            m.d.comb += upper.pcin.eq(lower.p)
+            for s, sl in ((2 * g, lower), (2 * g + 1, upper)):
+                idx = b.index[s]
+                x_hi = b.act_hi[g][idx]  # the sparse MUX: 1 of 16 by the 4-bit index
+                x_lo = b.act_lo[g][idx]
+                # MM: two tokens share the weight. MV (and MV_SPARSE, whose feeder zeroes the high
+                # row): two rows share the activation.
+                m.d.comb += [
+                    sl.a_hi.eq(Mux(mm, x_hi, b.weight_hi[s])),
+                    sl.a_lo.eq(Mux(mm, x_lo, b.weight_lo[s])),
+                    sl.w.eq(Mux(mm, b.weight_hi[s], x_hi)),
+                    sl.valid.eq(self.valid), sl.first.eq(1),
+                ]
+            # the reduction node breaks the cascade: it splits the packed group sum into lanes.
+            # Each lane holds two products (|sum| <= 2 * 128 * 127 < 2^15), so 16 bits carry it.
+            hi, lo = unpack_lanes(upper.p, LANE_WIDTH)
+            m.d.sync += [rn_hi[g].eq(hi), rn_lo[g].eq(lo)]
 
-        # control delayed to the slices' output
-        ctl = [Signal(3, name=f"ctl{i}") for i in range(SLICE_LATENCY + 2)]
+        # control delayed to the reduction nodes' output
+        ctl = [Signal(3, name=f"ctl{i}") for i in range(GROUP_LATENCY + 2)]
         m.d.sync += ctl[0].eq(Mux(self.valid, (b.last << 2) | (b.first << 1) | 1, 0))
         for i in range(1, len(ctl)):
             m.d.sync += ctl[i].eq(ctl[i - 1])
 
-        # reduction nodes: packed sum of a group's two slices, then split into lanes
-        rn_hi = [Signal(signed(OUT_WIDTH), name=f"rn{g}_hi") for g in range(self.groups)]
-        rn_lo = [Signal(signed(OUT_WIDTH), name=f"rn{g}_lo") for g in range(self.groups)]
-        for g in range(self.groups):
-            packed = slices[2 * g].p + slices[2 * g + 1].p
-            hi, lo = unpack_lanes(packed)
-            m.d.sync += [rn_hi[g].eq(hi), rn_lo[g].eq(lo)]
-        # adder tree over the groups
-        tree_hi = Signal(signed(OUT_WIDTH))
-        tree_lo = Signal(signed(OUT_WIDTH))
-        m.d.sync += [tree_hi.eq(sum(rn_hi)), tree_lo.eq(sum(rn_lo))]
+        # adder tree over the groups (widths grow one bit per level)
+        tree_hi = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
+        tree_lo = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
+        m.d.sync += [tree_hi.eq(_balanced_sum(rn_hi)), tree_lo.eq(_balanced_sum(rn_lo))]
         # row accumulator
         acc_hi = Signal(signed(OUT_WIDTH))
         acc_lo = Signal(signed(OUT_WIDTH))
-        at = ctl[SLICE_LATENCY + 1]  # aligned with tree_*
+        at = ctl[GROUP_LATENCY + 1]  # aligned with tree_*
         new_hi = tree_hi + Mux(at[1], 0, acc_hi)
         new_lo = tree_lo + Mux(at[1], 0, acc_lo)
         m.d.sync += self.out_valid.eq(0)
@@ -127,6 +135,14 @@ class SparseDspChain(wiring.Component):
             with m.If(at[2]):
                 m.d.sync += [self.out_hi.eq(new_hi), self.out_lo.eq(new_lo), self.out_valid.eq(1)]
         return m
+
+
+def _balanced_sum(values):
+    """A balanced adder tree (a linear ``sum`` would widen every partial sum by one more bit)."""
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
 
 
 class MatrixProcessingEngine(wiring.Component):

@@ -58,7 +58,17 @@ BOARDS: dict[str, BoardSpec] = {
         source="the U280 part, with only 4 HBM pseudo-channels modelled"),
 }
 
-SPARSE_M = 16  # N:M sparsity always uses M = 16 (one 4-bit index per kept weight)
+SPARSE_M = 16  # N:M sparsity always uses M = 16 (the sparse MUX takes a 4-bit index per kept weight)
+
+
+def position_bits_per_block(n: int) -> int:
+    """Bits the weight image spends on where a 16-block's n kept weights sit: n 4-bit indices,
+    or a 16-bit mask where that is smaller (n > 4); dense blocks need none.  The weight decoder
+    turns a mask into the MUX indices (a prefix count over 16 bits)."""
+    if n >= SPARSE_M:
+        return 0
+    return min(4 * n, SPARSE_M)
+
 LEGAL_SPARSE_N = (2, 4, 8, 16)
 LEGAL_WEIGHT_BITS = (2, 3, 4, 8)
 LEGAL_AXI_BITS = (64, 128, 256, 512)

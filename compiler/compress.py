@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from airfoil.compiler.model import ModelSpec
-from airfoil.config import LEGAL_SPARSE_N, LEGAL_WEIGHT_BITS, SPARSE_M
+from airfoil.config import LEGAL_SPARSE_N, LEGAL_WEIGHT_BITS, SPARSE_M, position_bits_per_block
 from airfoil.errors import AirfoilError, read_yaml
 
 __all__ = ["PlanError", "LayerRecipe", "CompressionPlan", "CompressedLinear", "compress_linear",
@@ -172,12 +172,13 @@ class CompressedLinear:
         return torch.from_numpy((self.operand() * s).astype(np.float32))
 
     def storage_bits(self) -> int:
-        """Bits the weight image holds: codes of kept weights, N:16 indices, scales and zeros."""
+        """Bits the weight image holds: codes of kept weights, N:16 positions (indices or masks),
+        scales and zeros."""
         o, k = self.shape
         kept = o * k * self.n // SPARSE_M
-        index_bits = 4 * kept if self.n < SPARSE_M else 0
+        position_bits = o * (k // SPARSE_M) * position_bits_per_block(self.n)
         groups = o * (k // self.group_size)
-        return kept * self.bits + index_bits + groups * (SCALE_BITS + self.bits)
+        return kept * self.bits + position_bits + groups * (SCALE_BITS + self.bits)
 
 
 def quantise_groups(w: torch.Tensor, mask: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,7 +55,7 @@ def write_report(rows: list[dict], out: Path, n_tokens: int) -> None:
     lines = ["# Compression plans on SmolLM2-135M-Instruct", "",
              f"Perplexity on the first {n_tokens} tokens of `pydoc_data.topics` (calibration uses the corpus' "
              "tail). *bits/weight* counts every stored bit of the linear layers (LM head included): codes, "
-             "4-bit N:16 indices, 16-bit group scales and zeros. *sparsity* is the fraction of linear-layer "
+             "N:16 positions (4-bit indices, or a 16-bit mask per block for 8:16), 16-bit group scales and zeros. *sparsity* is the fraction of linear-layer "
              "weights pruned. *ppl* is the compressed model's float simulation; *integer* is the integer "
              "reference (docs/numerics.md). Regenerate: `python -m airfoil.host.plan_report -o reports`.", "",
              "| plan | bits/weight | sparsity | ppl | x float | integer ppl |", "|---|---|---|---|---|---|"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from airfoil.config import SPARSE_M
+from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.sparse_chain import ChainMode
 
 __all__ = ["Beat", "schedule", "reference_outputs", "kept_positions"]
@@ -135,12 +135,12 @@ def decode_results(layout, values: list[int], chains: int) -> list[list[tuple[in
 
 def mv_weight_bytes_per_cycle(cfg, bits: int, n: int) -> float:
     """Weight-image bytes one core's MPE consumes per cycle in decode (MV): every slice takes
-    two dense weights (MV) or one kept weight with its 4-bit index (MV_SPARSE) per cycle; group
+    two dense weights (MV) or one kept weight with its position (MV_SPARSE) per cycle; group
     scale (16 bits) and zero (b bits) are amortised over the group's kept weights."""
     slices = cfg.chains_per_core * cfg.dsp_per_chain
     weights = slices * (2 if n == SPARSE_M else 1)
     kept_per_group = cfg.quant_group_size * n // SPARSE_M
-    bits_per_weight = bits + (4 if n < SPARSE_M else 0) + (16 + bits) / kept_per_group
+    bits_per_weight = bits + position_bits_per_block(n) / n + (16 + bits) / kept_per_group
     return weights * bits_per_weight / 8
 
 

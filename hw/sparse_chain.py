@@ -17,8 +17,8 @@ Modes (per beat, ``mode``):
   row r+1 (``lo``).
 * ``MV_SPARSE`` (decode GEMV, N < 16): rows have their own indices, so one row per beat in
   the low lane; the feeder zeroes the high row's weights and the chain runs it as MV (1 MAC per
-  slice per cycle; sparse weights carry 4 index bits, so bytes per
-  cycle still exceed the HBM share, see ``sim/perf`` and the tests).
+  slice per cycle; sparse weights carry their positions, so bytes per cycle still exceed the
+  HBM share, see ``mpe_schedule.mv_weight_bytes_per_cycle`` and the tests).
 
 Within a DSP group the upper slice adds the lower slice's packed product through the DSP
 cascade (PCIN, no fabric adder). Each group's *reduction node* breaks the cascade: it unpacks

@@ -13,8 +13,9 @@ def test_mv_consumes_at_least_what_hbm_delivers(board):
     assert short == {}, f"{board}: MV consumes less than HBM delivers for (bits, N): consumed/delivered {short}"
 
 
-def test_mv_consumption_counts_indices_and_scales():
+def test_mv_consumption_counts_positions_and_scales():
     cfg = preset("sim")
     slices = cfg.chains_per_core * cfg.dsp_per_chain
     assert mv_weight_bytes_per_cycle(cfg, 4, 16) == pytest.approx(2 * slices * (4 + 20 / 32) / 8)
-    assert mv_weight_bytes_per_cycle(cfg, 4, 8) == pytest.approx(slices * (4 + 4 + 20 / 16) / 8)
+    assert mv_weight_bytes_per_cycle(cfg, 4, 8) == pytest.approx(slices * (4 + 16 / 8 + 20 / 16) / 8)  # a 16-bit mask
+    assert mv_weight_bytes_per_cycle(cfg, 4, 2) == pytest.approx(slices * (4 + 4 + 20 / 4) / 8)  # two indices

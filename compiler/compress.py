@@ -57,6 +57,32 @@ class LayerRecipe:
 
 
 @dataclass(frozen=True)
+class RecoveryRecipe:
+    """Distillation after compression (``compiler.recovery``): Adam steps over windows of the
+    calibration tokens, learning group scales and norm gains; 0 steps = off."""
+
+    steps: int = 0
+    seq_len: int = 256
+    lr: float = 1e-3
+
+    @staticmethod
+    def from_dict(data: Any, origin: str) -> "RecoveryRecipe":
+        if not isinstance(data, dict):
+            raise PlanError(f"{origin}: recovery must be a mapping of steps/seq_len/lr")
+        unknown = set(data) - {"steps", "seq_len", "lr"}
+        if unknown:
+            raise PlanError(f"{origin}: unknown recovery field {sorted(unknown)[0]!r}; expected steps, seq_len, lr")
+        r = RecoveryRecipe(**data)
+        if not isinstance(r.steps, int) or r.steps < 0:
+            raise PlanError(f"{origin}: recovery.steps {r.steps!r} must be a non-negative integer")
+        if not isinstance(r.seq_len, int) or r.seq_len < 2:
+            raise PlanError(f"{origin}: recovery.seq_len {r.seq_len!r} must be an integer >= 2")
+        if not isinstance(r.lr, (int, float)) or not 0 < r.lr < 1:
+            raise PlanError(f"{origin}: recovery.lr {r.lr!r} must be a number in (0, 1)")
+        return r
+
+
+@dataclass(frozen=True)
 class CompressionPlan:
     """What each linear layer gets.  ``layers`` maps an exact name or a glob (``layers.*.ffn_up``)
     to recipe fields; later entries override earlier ones."""
@@ -68,12 +94,14 @@ class CompressionPlan:
     calibration_tokens: int = 2048
     smooth_alpha: float = 0.5  # SmoothQuant migration strength; 0 = off
     sequential: bool = True  # calibrate block i on the outputs of compressed blocks 0..i-1
+    recovery: RecoveryRecipe = RecoveryRecipe()
 
     @staticmethod
     def from_dict(data: Any, origin: str) -> "CompressionPlan":
         if not isinstance(data, dict):
             raise PlanError(f"{origin}: a plan is a YAML mapping")
-        known = {"name", "group_size", "default", "layers", "calibration_tokens", "smooth_alpha", "sequential"}
+        known = {"name", "group_size", "default", "layers", "calibration_tokens", "smooth_alpha", "sequential",
+                 "recovery"}
         for k in data:
             if k not in known:
                 raise PlanError(f"{origin}: unknown plan field {k!r}; expected {sorted(known)}")
@@ -93,7 +121,8 @@ class CompressionPlan:
         return CompressionPlan(name=str(data.get("name", Path(origin).stem)), group_size=gs, default=default,
                                layers=tuple(entries), calibration_tokens=int(data.get("calibration_tokens", 2048)),
                                smooth_alpha=_alpha(data.get("smooth_alpha", 0.5), origin),
-                               sequential=bool(data.get("sequential", True)))
+                               sequential=bool(data.get("sequential", True)),
+                               recovery=RecoveryRecipe.from_dict(data.get("recovery") or {}, origin))
 
     @staticmethod
     def load(path: str | Path) -> "CompressionPlan":
@@ -102,11 +131,12 @@ class CompressionPlan:
     def to_dict(self) -> dict:
         return {"name": self.name, "group_size": self.group_size, "calibration_tokens": self.calibration_tokens,
                 "smooth_alpha": self.smooth_alpha, "sequential": self.sequential,
+                "recovery": {"steps": self.recovery.steps, "seq_len": self.recovery.seq_len, "lr": self.recovery.lr},
                 "default": {"bits": self.default.bits, "n": self.default.n, "method": self.default.method},
                 "layers": {p: f for p, f in self.layers}}
 
     def needs_calibration(self, spec: ModelSpec) -> bool:
-        return self.smooth_alpha > 0 or any(r.method == "sparsegpt" for r in self.resolve(spec).values())
+        return self.smooth_alpha > 0 or self.recovery.steps > 0 or any(r.method == "sparsegpt" for r in self.resolve(spec).values())
 
     def resolve(self, spec: ModelSpec) -> dict[str, LayerRecipe]:
         """The recipe of every linear layer of ``spec``; a pattern that matches nothing is an error."""

@@ -284,5 +284,11 @@ def compress_model(model: LoadedModel, plan: CompressionPlan, calibration: torch
                                 plan.group_size)
     floats = {k: v for k, v in weights.items() if k.endswith("norm")}
     meta = {"source": str(model.source), "calibration_tokens": 0 if calibration is None else int(len(calibration))}
-    return CompressedModel(spec=spec, plan=plan, linears=linears, floats=floats,
-                           embedding=embedding, metadata=meta)
+    out = CompressedModel(spec=spec, plan=plan, linears=linears, floats=floats, embedding=embedding, metadata=meta)
+    if plan.recovery.steps > 0:
+        if calibration is None:
+            raise ValueError("the plan asks for recovery: calibration tokens are required")
+        from airfoil.compiler.recovery import recover
+
+        out = recover(out, model.weights, calibration, plan.recovery, progress)
+    return out

@@ -58,7 +58,8 @@ class FloatReference:
         var = x.pow(2).mean(-1, keepdim=True)
         return x * torch.rsqrt(var + self.spec.norm_eps) * g
 
-    @torch.no_grad()
+    # layer() and head() follow autograd when a weight requires grad (compiler.recovery trains
+    # through them); forward() is the inference entry point and records no graph.
     def layer(self, i: int, h: torch.Tensor, start: int, cache: FloatKVCache | None = None,
               observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
         """One transformer block on hidden states ``h`` [T, d] at positions start..start+T-1."""
@@ -98,7 +99,6 @@ class FloatReference:
             observe(p + "ffn_down", a)
         return h + a @ w[p + "ffn_down"].T
 
-    @torch.no_grad()
     def head(self, h: torch.Tensor, observe: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
         x = self._norm(h, self.w["final_norm"])
         if observe:

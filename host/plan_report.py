@@ -12,7 +12,7 @@ import torch
 
 __all__ = ["measure_plans", "write_report"]
 
-REPORT_PLANS = ("w8-dense", "w4-dense", "attn-sparse", "default", "mlp-sparse")
+REPORT_PLANS = ("w8-dense", "w4-dense", "attn-sparse", "default-no-recovery", "default")
 
 
 def measure_plans(names, n_tokens: int, progress=print, done: list[dict] | None = None,

@@ -39,8 +39,9 @@ def cached_compressed(plan_name: str):
     from airfoil.host.text import calibration_tokens
 
     path = plan_path(plan_name)
-    key = hashlib.sha256(path.read_bytes() + (ROOT / "compiler" / "compress.py").read_bytes()
-                         + (ROOT / "compiler" / "compressed_model.py").read_bytes()
+    key = hashlib.sha256(path.read_bytes()
+                         + b"".join((ROOT / "compiler" / f).read_bytes()
+                                    for f in ("compress.py", "compressed_model.py", "recovery.py"))
                          + str(smollm2_gguf_path().stat().st_size).encode()).hexdigest()[:16]
     CACHE.mkdir(parents=True, exist_ok=True)
     out = CACHE / f"smollm2-{plan_name}-{key}.afc"

@@ -94,9 +94,10 @@ class AirfoilConfig:
     quant_group_size: int = 32  # weights per scale/zero group (along K)
     act_bits: int = 8
     kv_bits: int = 8
-    act_buffer_kib: int = 64
-    global_buffer_kib: int = 64
-    weight_buffer_kib: int = 32  # per half of the double buffer
+    act_buffer_kib: int = 64  # INT8 operand rows (BRAM)
+    global_buffer_kib: int = 64  # INT32 results and the residual stream (URAM)
+    weight_buffer_kib: int = 32  # per half of the double buffer (BRAM)
+    kv_buffer_kib: int = 64  # K/V staging for attention (URAM)
     instr_queue_depth: int = 512
     hbm_channels: int = 4
     hbm_channel_gbps: float = 14.375
@@ -138,10 +139,16 @@ class AirfoilConfig:
 
     @property
     def bram36_estimate(self) -> int:
-        """On-chip buffers in 36 Kib block RAMs (4.5 KiB of data each, ignoring parity bits)."""
-        kib = self.act_buffer_kib + self.global_buffer_kib + 2 * self.weight_buffer_kib
-        per_core = math.ceil(kib * 1024 * 8 / 36864) + math.ceil(self.instr_queue_depth * 32 / 36864)
+        """Activation and weight buffers and the instruction queue in 36 Kib block RAMs (4.5 KiB
+        of data each, ignoring parity bits)."""
+        kib = self.act_buffer_kib + 2 * self.weight_buffer_kib
+        per_core = math.ceil(kib * 1024 * 8 / 36864) + math.ceil(self.instr_queue_depth * 64 * 8 / 36864)
         return self.cores * per_core
+
+    @property
+    def uram_estimate(self) -> int:
+        """Global and KV buffers in 288 Kib UltraRAMs (36 KiB each)."""
+        return self.cores * math.ceil((self.global_buffer_kib + self.kv_buffer_kib) / 36)
 
     @property
     def lut_estimate(self) -> int:
@@ -156,6 +163,7 @@ class AirfoilConfig:
             "hbm_peak_gbps": round(self.hbm_peak_gbps, 3),
             "clock_mhz": self.clock_mhz,
             "bram36_estimate": self.bram36_estimate,
+            "uram_estimate": self.uram_estimate,
             "lut_estimate": self.lut_estimate,
             "peak_tops_int8": round(2 * self.macs_per_cycle * self.clock_mhz * 1e6 / 1e12, 3),
         }
@@ -166,7 +174,7 @@ class AirfoilConfig:
             raise ConfigError(f"config field 'board': unknown board {self.board!r}; expected one of {sorted(BOARDS)}")
         spec = BOARDS[self.board]
         ints = ("cores", "chains_per_core", "dsp_groups_per_chain", "quant_group_size", "act_buffer_kib",
-                "global_buffer_kib", "weight_buffer_kib", "instr_queue_depth", "hbm_channels",
+                "global_buffer_kib", "weight_buffer_kib", "kv_buffer_kib", "instr_queue_depth", "hbm_channels",
                 "hbm_latency_cycles", "axi_data_bits", "act_bits", "kv_bits")
         for name in ints:
             value = getattr(self, name)
@@ -208,6 +216,7 @@ class AirfoilConfig:
                               f"pseudo-channel's {self.hbm_channel_gbps} GB/s")
         for name, used, limit in (("DSP", self.dsp_slices, spec.dsp),
                                   ("BRAM36", self.bram36_estimate, spec.bram36),
+                                  ("URAM", self.uram_estimate, spec.uram),
                                   ("LUT", self.lut_estimate, spec.lut)):
             if used > limit:
                 raise ConfigError(f"config: {name} demand {used} exceeds board {self.board!r} capacity {limit} "
@@ -235,19 +244,20 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 100 chains x 16 DSPs =
     # 4,800, limited by LUTs (the sparse MUXes cost ~190 LUTs per DSP: 79% of the XCU280's LUTs).
     "u280": dict(board="u280", clock_mhz=225.0, cores=3, chains_per_core=100, dsp_groups_per_chain=8,
-                 act_buffer_kib=512, global_buffer_kib=512, weight_buffer_kib=256,
+                 act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=256, kv_buffer_kib=2048,
                  instr_queue_depth=4096, hbm_channels=32, hbm_channel_gbps=14.375, hbm_latency_cycles=64,
                  axi_data_bits=512),
     # FlightLLM's released VHK158 profile: 4 SLRs at 225 MHz, MV parallelism 64x16. Ours: 4 x 100
     # chains x 16 DSPs = 6,400 (78% of the VH1782's LUTs at the measured cost per DSP): enough
     # that decode of 2-bit dense weights keeps up with the HBM share of each core.
     "vhk158": dict(board="vhk158", clock_mhz=225.0, cores=4, chains_per_core=100, dsp_groups_per_chain=8,
-                   act_buffer_kib=512, global_buffer_kib=512, weight_buffer_kib=256,
+                   act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=256, kv_buffer_kib=2048,
                    instr_queue_depth=4096, hbm_channels=64, hbm_channel_gbps=12.8, hbm_latency_cycles=64,
                    axi_data_bits=512),
     # Small enough to simulate a whole SmolLM2 token in Verilator on two cores.
     "sim": dict(board="sim", clock_mhz=225.0, cores=1, chains_per_core=4, dsp_groups_per_chain=2,
-                act_buffer_kib=64, global_buffer_kib=64, weight_buffer_kib=32, instr_queue_depth=512,
+                act_buffer_kib=128, global_buffer_kib=1024, weight_buffer_kib=64, kv_buffer_kib=160,
+                instr_queue_depth=512,
                 hbm_channels=4, hbm_channel_gbps=14.375, hbm_latency_cycles=64, axi_data_bits=512),
 }
 PRESETS = tuple(_PRESET_OVERRIDES)

@@ -1,0 +1,117 @@
+"""The weight image: the exact bytes the weight decoder reads, tile by tile.
+
+A *tile* is ``rows`` consecutive output rows of one linear layer with all of its ``k`` inputs,
+the unit one LD brings into a half of the weight double buffer and one MM/MV consumes.  Its
+bytes, in the order the decoder consumes them (each section bit-packed LSB first and padded to
+a whole byte; the tile padded to a 64-byte AXI beat):
+
+1. codes: the kept weights' b-bit codes, row by row, in input order;
+2. positions (N < 16 only): per row and 16-block, N 4-bit indices (N <= 4) or a 16-bit mask
+   (N = 8), as ``airfoil.config.position_bits_per_block`` counts them;
+3. scales: per row and group, the 16-bit mantissa S;
+4. zeros: per row and group, the b-bit zero point.
+
+A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
+of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
+whole tile at the aggregate bandwidth of C channels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from airfoil.config import SPARSE_M, position_bits_per_block
+
+__all__ = ["AXI_BEAT", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits"]
+
+AXI_BEAT = 64
+SCALE_BITS = 16
+
+
+def _ceil_bytes(bits: int) -> int:
+    return (bits + 7) // 8
+
+
+def _sections(rows: int, k: int, bits: int, n: int, group_size: int) -> tuple[int, int, int, int]:
+    kept = k * n // SPARSE_M
+    groups = k // group_size
+    return (_ceil_bytes(rows * kept * bits), _ceil_bytes(rows * (k // SPARSE_M) * position_bits_per_block(n)),
+            _ceil_bytes(rows * groups * SCALE_BITS), _ceil_bytes(rows * groups * bits))
+
+
+def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int) -> int:
+    """Bytes of one tile in the weight image (padded to an AXI beat)."""
+    total = sum(_sections(rows, k, bits, n, group_size))
+    return -(-total // AXI_BEAT) * AXI_BEAT
+
+
+def pack_bits(values: np.ndarray, width: int) -> bytes:
+    v = np.asarray(values, dtype=np.uint64).ravel()
+    bits = ((v[:, None] >> np.arange(width, dtype=np.uint64)) & 1).astype(np.uint8)
+    return np.packbits(bits.ravel(), bitorder="little").tobytes()
+
+
+def unpack_bits(buf: bytes | np.ndarray, width: int, count: int) -> np.ndarray:
+    raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
+    if width == 8:
+        return raw[:count].astype(np.int64)
+    if width == 16:
+        return np.ascontiguousarray(raw[:2 * count]).view("<u2").astype(np.int64)
+    if width in (1, 2, 4):
+        per = 8 // width
+        v = (raw[:-(-count // per)].astype(np.int64)[:, None] >> (np.arange(per) * width)) & ((1 << width) - 1)
+        return v.ravel()[:count]
+    bits = np.unpackbits(raw[:_ceil_bytes(count * width)], bitorder="little")[:count * width]
+    return bits.reshape(count, width).astype(np.int64) @ (np.int64(1) << np.arange(width, dtype=np.int64))
+
+
+def _positions(mask: np.ndarray, n: int) -> np.ndarray:
+    """Per row and 16-block: n indices (n <= 4) or the 16-bit mask (n = 8)."""
+    rows, k = mask.shape
+    blocks = mask.reshape(rows, k // SPARSE_M, SPARSE_M)
+    if n == 8:
+        return (blocks.astype(np.int64) << np.arange(SPARSE_M)).sum(-1)
+    return np.nonzero(blocks)[2].reshape(rows, k // SPARSE_M, n)
+
+
+def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, n: int,
+              group_size: int) -> bytes:
+    """One tile (rows x k) of a compressed layer in the decoder's byte order."""
+    rows, k = codes.shape
+    sections = [pack_bits(codes[mask].reshape(rows, k * n // SPARSE_M), bits)]
+    if n < SPARSE_M:
+        sections.append(pack_bits(_positions(mask, n), 16 if n == 8 else 4))
+    sections += [pack_bits(scale, SCALE_BITS), pack_bits(zero, bits)]
+    blob = b"".join(sections)
+    return blob + bytes(tile_bytes(rows, k, bits, n, group_size) - len(blob))
+
+
+def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
+                group_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups])."""
+    raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
+    s_codes, s_pos, s_scale, s_zero = _sections(rows, k, bits, n, group_size)
+    kept = k * n // SPARSE_M
+    groups = k // group_size
+    off = 0
+    codes = unpack_bits(raw[off:off + s_codes], bits, rows * kept).reshape(rows, kept)
+    off += s_codes
+    if n < SPARSE_M:
+        nb = k // SPARSE_M
+        if n == 8:
+            m = unpack_bits(raw[off:off + s_pos], 16, rows * nb).reshape(rows, nb)
+            mask = ((m[..., None] >> np.arange(SPARSE_M)) & 1).astype(bool).reshape(rows, k)
+        else:
+            idx = unpack_bits(raw[off:off + s_pos], 4, rows * nb * n).reshape(rows, nb, n)
+            mask = np.zeros((rows, nb, SPARSE_M), bool)
+            np.put_along_axis(mask, idx, True, axis=2)
+            mask = mask.reshape(rows, k)
+        off += s_pos
+    else:
+        mask = np.ones((rows, k), bool)
+    scale = unpack_bits(raw[off:off + s_scale], SCALE_BITS, rows * groups).reshape(rows, groups)
+    off += s_scale
+    zero = unpack_bits(raw[off:off + s_zero], bits, rows * groups).reshape(rows, groups)
+    full = np.zeros((rows, k), np.int64)
+    full[mask] = codes.ravel()
+    w8 = np.where(mask, full - np.repeat(zero, group_size, axis=1), 0)
+    return w8, scale

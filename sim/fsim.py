@@ -1,0 +1,289 @@
+"""Functional simulator: executes a compiled program on a memory image, instruction by instruction.
+
+It is the golden model of the RTL (issue: full accelerator).  The dispatcher reads the stream in
+order, runs SETR/LOOP itself (length registers), evaluates every affine field and hands each
+instruction to its queue.  The four queues then run *decoupled*: the scheduler always advances
+the first queue, in the order LOAD, STORE, SFU, COMPUTE, whose head instruction has its
+dependency tokens (and, for weight loads, a free half of the double buffer), so loads run as
+far ahead as the tokens allow; a missing token shows up as a wrong result, a missing release
+as a deadlock (an error naming the stuck queue heads), and a token left over at END as an error.
+
+Numerics are the integer reference's stages (``IntegerKernels``), applied to what the
+instructions address: weights come from the weight image bytes through the weight decoder
+(``compiler.weight_image.unpack_tile``), activations and the KV cache from the buffers and HBM.
+Counts: instructions per opcode, bytes per HBM channel, MACs per MM/MV and per SFU function.
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from airfoil.errors import AirfoilError
+from airfoil.isa import OPCODE_QUEUE, Affine, Buffer, Instruction, Opcode, Queue, SfuFunc
+from airfoil.compiler.weight_image import tile_bytes, unpack_tile
+from airfoil.host.integer_reference import block_quantise, sat
+
+__all__ = ["FsimError", "FunctionalSimulator", "FsimStats"]
+
+QUEUE_ORDER = (Queue.LOAD, Queue.STORE, Queue.SFU, Queue.COMPUTE)
+
+
+class FsimError(AirfoilError):
+    """The program did something the machine cannot: deadlock, out-of-range address, bad operand."""
+
+
+@dataclass
+class FsimStats:
+    instructions: Counter = field(default_factory=Counter)
+    channel_bytes: Counter = field(default_factory=Counter)
+    macs: Counter = field(default_factory=Counter)  # "MM", "MV", "ATTENTION"
+
+
+@dataclass
+class _Issued:
+    ins: Instruction
+    f: dict  # affine fields evaluated
+    index: int
+
+
+class FunctionalSimulator:
+    def __init__(self, program, kernels):
+        if program.images is None:
+            raise FsimError("the program has no weight image (compiled from a shape-only model)")
+        self.prog, self.k = program, kernels
+        cfg = program.cfg
+        self.hbm = [np.frombuffer(bytes(img), dtype=np.uint8).copy() for img in program.images]
+        self.half = cfg.weight_buffer_kib * 1024
+        self.buf = {
+            Buffer.ACT: np.zeros(cfg.act_buffer_kib * 1024, np.int64),
+            Buffer.KV: np.zeros(cfg.kv_buffer_kib * 1024, np.int64),
+            Buffer.GLOBAL: np.zeros(cfg.global_buffer_kib * 1024 // 4, np.int64),
+            Buffer.WEIGHT: np.zeros(2 * self.half, np.uint8),
+        }
+        self.stats = FsimStats()
+        self._decoded: dict = {}
+
+    # ------------------------------------------------------------------ host side
+    def write_inputs(self, h0: np.ndarray) -> None:
+        """The host writes the chunk's embedding rows (INT32, FRAC_H) into the input region."""
+        inp = self.prog.hbm["inputs"]
+        raw = np.asarray(h0, dtype="<i4").tobytes()
+        if len(raw) > inp["bytes"]:
+            raise FsimError(f"{len(h0)} input rows exceed the input region (max length {self.prog.hbm['max_len']})")
+        self.hbm[inp["channel"]][inp["offset"]:inp["offset"] + len(raw)] = np.frombuffer(raw, np.uint8)
+
+    def read_logits(self) -> np.ndarray:
+        lg = self.prog.hbm["logits"]
+        n = self.prog.spec.vocab * 4
+        return np.frombuffer(self.hbm[lg["channel"]][lg["offset"]:lg["offset"] + n].tobytes(), "<i4").astype(np.int64)
+
+    def run(self, section: str, tokens: int, position: int) -> None:
+        """Run a section with R0 = tokens and R1 = position."""
+        regs = [0] * 16
+        regs[0], regs[1] = tokens, position
+        pending: dict[Queue, list[_Issued]] = {q: [] for q in Queue}
+        count = 0
+        for ins, f in self._dispatch(self.prog.sections[section], regs):
+            self.stats.instructions[ins.opcode.name] += 1
+            if ins.opcode in (Opcode.BARRIER, Opcode.END):
+                self._drain(pending)
+                if ins.opcode == Opcode.END:
+                    return
+                continue
+            if ins.opcode == Opcode.NOP:
+                continue
+            pending[OPCODE_QUEUE[ins.opcode]].append(_Issued(ins, f, count))
+            count += 1
+        raise FsimError(f"section {section!r} ended without END")
+
+    # ------------------------------------------------------------------ dispatcher
+    def _dispatch(self, prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | None = None):
+        pc, hi = lo, len(prog) if hi is None else hi
+        while pc < hi:
+            ins = prog[pc]
+            if ins.opcode == Opcode.SETR:
+                f = ins.fields
+                v = (regs[f["rs"]] * f["mul"] if f["use_rs"] else 0) + (regs[f["rt"]] * f["mul_t"] if f["use_rt"] else 0)
+                regs[f["rd"]] = min(max((v + f["add"]) >> f["shift"], f["lo"]), f["hi"])
+                pc += 1
+            elif ins.opcode == Opcode.LOOP:
+                n = ins["count"].evaluate(regs)
+                body = ins["body"]
+                for it in range(max(0, n)):
+                    regs[ins["reg"]] = it
+                    yield from self._dispatch(prog, regs, pc + 1, pc + 1 + body)
+                pc += 1 + body
+            else:
+                yield ins, {k: (v.evaluate(regs) if isinstance(v, Affine) else v) for k, v in ins.fields.items()}
+                pc += 1
+
+    # ------------------------------------------------------------------ queues
+    def _drain(self, pending: dict[Queue, list[_Issued]]) -> None:
+        tokens: Counter = Counter()  # (from, to) -> count
+        heads = dict.fromkeys(Queue, 0)
+        full = [False, False]  # the weight double buffer's halves
+        while True:
+            progressed = False
+            for q in QUEUE_ORDER:
+                lst = pending[q]
+                while heads[q] < len(lst):
+                    it = lst[heads[q]]
+                    if any(tokens[(w, q)] == 0 for w in it.ins.wait):
+                        break
+                    half = None
+                    if it.ins.opcode == Opcode.LD and it.f["buffer"] == Buffer.WEIGHT:
+                        half = it.f["buf"] // self.half
+                        if full[half]:
+                            break
+                    for w in it.ins.wait:
+                        tokens[(w, q)] -= 1
+                    self._execute(it, full)
+                    if half is not None:
+                        full[half] = True
+                    for r in it.ins.release:
+                        tokens[(q, r)] += 1
+                    heads[q] += 1
+                    progressed = True
+                if progressed:
+                    break  # restart from the load queue: loads run as far ahead as allowed
+            if all(heads[q] == len(pending[q]) for q in Queue):
+                break
+            if not progressed:
+                stuck = {q.name: (pending[q][heads[q]].index, pending[q][heads[q]].ins.opcode.name,
+                                  getattr(pending[q][heads[q]].ins.fields.get("func"), "name", ""),
+                                  sorted(w.name for w in pending[q][heads[q]].ins.wait))
+                         for q in Queue if heads[q] < len(pending[q])}
+                raise FsimError(f"deadlock: queue heads waiting for tokens {stuck}")
+        left = {f"{a.name}->{b.name}": n for (a, b), n in tokens.items() if n}
+        if left:
+            raise FsimError(f"tokens released but never taken: {left}")
+        for q in Queue:
+            pending[q].clear()
+
+    # ------------------------------------------------------------------ execution
+    def _rows(self, buf: Buffer, base: int, stride: int, rows: int, width: int) -> np.ndarray:
+        idx = base + stride * np.arange(rows)[:, None] + np.arange(width)[None, :]
+        mem = self.buf[buf]
+        if rows and (idx.min() < 0 or idx.max() >= len(mem)):
+            raise FsimError(f"{buf.name} access [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)")
+        return mem[idx] if rows else np.zeros((0, width), np.int64)
+
+    def _store_rows(self, buf: Buffer, base: int, stride: int, values: np.ndarray) -> None:
+        rows, width = values.shape
+        if not rows:
+            return
+        idx = base + stride * np.arange(rows)[:, None] + np.arange(width)[None, :]
+        mem = self.buf[buf]
+        if idx.min() < 0 or idx.max() >= len(mem):
+            raise FsimError(f"{buf.name} write [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)")
+        mem[idx] = values
+
+    def _execute(self, it: _Issued, full: list[bool]) -> None:
+        op, f = it.ins.opcode, it.f
+        if op in (Opcode.LD, Opcode.ST):
+            self._transfer(op, f)
+        elif op in (Opcode.MM, Opcode.MV):
+            self._gemm(op, f)
+            full[f["weight"] // self.half] = False
+        elif op == Opcode.SFU:
+            self._sfu(f)
+
+    def _transfer(self, op: Opcode, f: dict) -> None:
+        buf, eb = f["buffer"], f["elem_bytes"]
+        for i in range(f["rows"]):
+            ch = f["channel"] + i % f["channels"]
+            a = f["hbm"] + (i // f["channels"]) * f["hbm_stride"]
+            n = f["row_bytes"]
+            mem = self.hbm[ch]
+            if a < 0 or a + n > len(mem):
+                raise FsimError(f"{op.name}: HBM channel {ch} bytes [{a}, {a + n}) outside its {len(mem)} bytes")
+            self.stats.channel_bytes[ch] += n
+            dst = f["buf"] + i * f["buf_stride"]
+            if buf == Buffer.WEIGHT:
+                if op == Opcode.ST:
+                    raise FsimError("ST from the weight buffer")
+                self.buf[buf][dst:dst + n] = mem[a:a + n]
+                continue
+            if op == Opcode.LD:
+                vals = np.frombuffer(mem[a:a + n].tobytes(), "<i1" if eb == 1 else "<i4").astype(np.int64)
+                self._store_rows(buf, dst, 0, vals[None, :])
+            else:
+                vals = self._rows(buf, dst, 0, 1, n // eb)[0]
+                lim = 1 << (8 * eb - 1)
+                if vals.min(initial=0) < -lim or vals.max(initial=0) >= lim:
+                    raise FsimError(f"ST: a value does not fit {eb} byte(s)")
+                mem[a:a + n] = np.frombuffer(vals.astype("<i1" if eb == 1 else "<i4").tobytes(), np.uint8)
+
+    def _gemm(self, op: Opcode, f: dict) -> None:
+        rows, k, T, gs = f["rows"], f["k"], f["tokens"], f["group_size"]
+        bits, n = f["width"].bits, f["pattern"].n
+        w = f["weight"]
+        raw = self.buf[Buffer.WEIGHT][w:w + tile_bytes(rows, k, bits, n, gs)].tobytes()
+        key = (hash(raw), rows, k, bits, n, gs)
+        if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
+            w8, s = unpack_tile(raw, rows, k, bits, n, gs)
+            self._decoded[key] = (w8.astype(np.int16), s.astype(np.int32), raw)
+        w8, s, seen = self._decoded[key]
+        if seen != raw:
+            raise FsimError("weight-decoder cache collision")
+        ws = w8.astype(np.int64) * np.repeat(s.astype(np.int64), gs, axis=1)
+        act = self._rows(Buffer.ACT, f["act"], f["act_stride"], T, k + 1)
+        q, e = act[:, :k], act[:, k]
+        y = np.rint(q.astype(np.float64) @ ws.T.astype(np.float64)).astype(np.int64)  # exact: sums < 2^53
+        if f["accumulate"]:
+            y = y + self._rows(Buffer.GLOBAL, f["out"], f["out_stride"], T, rows)
+        if f["requantise"]:
+            y = self.k.requantise(torch.from_numpy(y), f["scale_exp"], torch.from_numpy(e), f["out_frac"],
+                                  f"MM at weight {w}").numpy()
+        self._store_rows(Buffer.GLOBAL, f["out"], f["out_stride"], y)
+        self.stats.macs[op.name] += T * rows * k * n // 16
+
+    def _sfu(self, f: dict) -> None:
+        fn, rows, width = f["func"], f["rows"], f["width"]
+        if rows <= 0:
+            return
+        G, A, KV = Buffer.GLOBAL, Buffer.ACT, Buffer.KV
+        t = torch.from_numpy
+
+        def put_q(q, e):
+            self._store_rows(A, f["dst"], f["stride_d"], np.concatenate([q.numpy(), e.numpy()[:, None]], 1))
+
+        if fn == SfuFunc.RMSNORM:
+            h = self._rows(G, f["src0"], f["stride0"], rows, width)
+            gain = self._rows(G, f["param"], 0, 1, width)[0]
+            put_q(*self.k.rmsnorm(t(h), t(gain)))
+        elif fn == SfuFunc.ROPE:
+            hd = f["param"]
+            x = self._rows(G, f["src0"], f["stride0"], rows, width)
+            x3 = t(x).view(rows, width // hd, hd).transpose(0, 1)
+            pos = torch.arange(f["pos"], f["pos"] + rows)
+            y = self.k.rope(x3, pos).transpose(0, 1).reshape(rows, width)
+            self._store_rows(G, f["dst"], f["stride_d"], y.numpy())
+        elif fn == SfuFunc.REQUANT:
+            put_q(*block_quantise(t(self._rows(G, f["src0"], f["stride0"], rows, width)), f["frac"]))
+        elif fn == SfuFunc.ATTENTION:
+            start = f["pos"]
+            length = start + rows
+            qa = self._rows(A, f["src0"], f["stride0"], rows, width + 1)
+            ka = self._rows(KV, f["src1"], f["stride1"], length, width + 1)
+            va = self._rows(KV, f["src2"], f["stride1"], length, width + 1)
+            out = self.k.attention(t(qa[None, :, :width]), t(qa[None, :, width]), t(ka[None, :, :width]),
+                                   t(ka[None, :, width]), t(va[None, :, :width]), t(va[None, :, width]), start)
+            self._store_rows(G, f["dst"], f["stride_d"], out.numpy())
+            self.stats.macs["ATTENTION"] += 2 * rows * length * width
+        elif fn == SfuFunc.SILU_MUL:
+            g = self._rows(G, f["src0"], f["stride0"], rows, width)
+            u = self._rows(G, f["src1"], f["stride1"], rows, width)
+            put_q(*self.k.silu_mul(t(g), t(u)))
+        elif fn == SfuFunc.ADD:
+            a = self._rows(G, f["src0"], f["stride0"], rows, width)
+            b = self._rows(G, f["src1"], f["stride1"], rows, width)
+            self._store_rows(G, f["dst"], f["stride_d"], sat(t(a + b), 32).numpy())
+        elif fn == SfuFunc.RELU:
+            x = self._rows(G, f["src0"], f["stride0"], rows, width)
+            put_q(*block_quantise(t(np.maximum(x, 0)), f["frac"]))
+        else:
+            raise FsimError(f"SFU {fn.name} has no integer algorithm in docs/numerics.md yet")

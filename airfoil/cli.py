@@ -136,6 +136,71 @@ def cmd_generate(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ compile
+def cmd_compile(args) -> int:
+    import os
+    import shutil
+
+    from airfoil.compiler.compress import CompressionPlan
+    from airfoil.compiler.lowering import compile_model, program_stats
+    from airfoil.compiler.model import model_spec
+    from airfoil.compiler.plans import plan_path
+    from airfoil.isa import disassemble
+
+    cfg = _resolve_config(args)
+    t0 = time.time()
+    compressed = None
+    if args.compressed:
+        from airfoil.compiler.compressed_model import CompressedModel
+
+        compressed = CompressedModel.load(args.compressed)
+        spec, plan = compressed.spec, compressed.plan
+    else:
+        spec = model_spec(args.model)
+        plan_name = args.plan or ("default" if spec.arch == "llama" else "ffn-sparse")
+        plan = CompressionPlan.load(plan_path(plan_name) if not plan_name.endswith((".yaml", ".yml")) else plan_name)
+    max_len = args.max_len or min(spec.max_positions, 4096)
+    prog = compile_model(spec, plan.resolve(spec), plan.group_size, cfg, max_len, compressed)
+    compile_seconds = time.time() - t0
+    result = {"model": spec.name, "board": cfg.board, "plan": plan.name, "max_len": max_len,
+              "compile_seconds": round(compile_seconds, 3)}
+    if args.stats:
+        result.update(program_stats(prog))
+    if args.output:
+        out = Path(args.output)
+        if out.exists() and not (out / "program.json").exists() and any(out.iterdir()):
+            raise AirfoilError(f"-o {out}: exists and is not an airfoil program folder")
+        tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            blob, sections = b"", {}
+            for name, code in prog.encoded().items():
+                sections[name] = {"offset": len(blob), "instructions": len(prog.sections[name])}
+                blob += code
+            (tmp / "program.bin").write_bytes(blob)
+            (tmp / "program.asm").write_text("".join(
+                f"# section {name}\n" + "".join(disassemble(i) + "\n" for i in code)
+                for name, code in prog.sections.items()))
+            if prog.images is not None:
+                (tmp / "hbm").mkdir()
+                for ch, img in enumerate(prog.images):
+                    (tmp / "hbm" / f"channel_{ch:02d}.bin").write_bytes(bytes(img))
+            manifest = {"format": "airfoil-program", "version": 1, "model": spec.to_dict(), "plan": plan.to_dict(),
+                        "config": cfg.to_dict() if hasattr(cfg, "to_dict") else None, "sections": sections,
+                        "registers": {"R0": "tokens in this pass", "R1": "position of the first token"},
+                        "hbm": prog.hbm, "buffers": prog.buffers, "weights": prog.images is not None}
+            (tmp / "program.json").write_text(json.dumps(manifest, indent=1, default=str))
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        result["output"] = str(out)
+    _emit(result, args.json)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ demo
 def cmd_demo(args) -> int:
     from airfoil.host.demo import run_demo
@@ -183,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--synth", action="store_true", help="add Yosys synth_xilinx -family xcup resource counts")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_generate)
+
+    c = sub.add_parser("compile", help="lower a (compressed) model to one length-adaptive instruction program")
+    c.add_argument("--model", default="smollm2", help="smollm2, llama2-7b, opt-6.7b, a .gguf file or a Hugging Face folder")
+    c.add_argument("--compressed", help="a compressed-model file: also writes the weight image")
+    c.add_argument("--plan", help="the compression plan whose bit widths and patterns to assume (without --compressed)")
+    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    c.add_argument("--max-len", type=int, help="longest prompt + generation (default: the model's, at most 4096)")
+    c.add_argument("-o", "--output", help="program folder to write")
+    c.add_argument("--stats", action="store_true", help="instruction bytes, padding overhead, weight image size")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("demo", help="the main job: compress the embedded SmolLM2 and check it end to end")
     c.add_argument("--out", default="out", help="working folder (cached compressed model), default ./out")

@@ -39,7 +39,7 @@ from airfoil.compiler.model import ModelSpec
 from airfoil.compiler.weight_image import AXI_BEAT, pack_tile, tile_bytes
 
 __all__ = ["LoweringError", "GraphOp", "Graph", "build_graph", "tile_linears", "place_hbm", "allocate_buffers",
-           "LengthAdaptiveLowering", "Program", "compile_model", "PASSES"]
+           "LengthAdaptiveLowering", "Program", "compile_model", "PASSES", "program_stats", "exact_macs", "dispatched"]
 
 L_, C_, S_, T_ = Queue.LOAD, Queue.COMPUTE, Queue.SFU, Queue.STORE
 
@@ -555,3 +555,61 @@ def build_images(prog: Program, compressed) -> list[bytearray]:
         off = prog.hbm["gains"]["offset"]
         images[ch][off:off + gc] = gains[ch * gc:(ch + 1) * gc]
     return images
+
+
+# ------------------------------------------------------------------ statistics
+def dispatched(section: list[Instruction], tokens: int, position: int = 0):
+    """The instructions a dispatcher hands to the queues for R0 = tokens, R1 = position (with
+    affine fields evaluated): the unrolled stream a fixed-length compiler would emit."""
+    from airfoil.sim.fsim import dispatch
+
+    regs = [0] * 16
+    regs[0], regs[1] = tokens, position
+    return dispatch(section, regs)
+
+
+def _executed_macs(section: list[Instruction], tokens: int) -> int:
+    macs = 0
+    for ins, f in dispatched(section, tokens):
+        if ins.opcode in (Opcode.MM, Opcode.MV):
+            macs += f["tokens"] * f["rows"] * f["k"] * f["pattern"].n // SPARSE_M
+        elif ins.opcode == Opcode.SFU and f["func"] == SfuFunc.ATTENTION:
+            macs += 2 * f["rows"] * (f["pos"] + f["rows"]) * f["width"]
+    return macs
+
+
+def exact_macs(g: Graph, tokens: int) -> int:
+    """MACs of an exact-length prefill of ``tokens`` tokens: every linear on every token (the LM
+    head on the last only), attention over the causal prefix."""
+    spec = g.spec
+    macs = 0
+    for name, (o, k) in spec.linear_shapes().items():
+        rows = 1 if name == "lm_head" else tokens
+        macs += rows * o * k * g.recipes[name].n // SPARSE_M
+    macs += spec.n_layers * spec.n_heads * spec.head_dim * tokens * (tokens + 1)
+    return macs
+
+
+def program_stats(prog: Program, sample_lengths: list[int] | None = None) -> dict:
+    """Instruction bytes of this program against one unrolled stream per length, and the work it
+    does over exact-length code (padding) on a sample of lengths."""
+    tc, max_len = prog.buffers["chunk"], prog.hbm["max_len"]
+    pre = prog.sections["prefill"]
+
+    def count(n):
+        return sum(1 for _ in dispatched(pre, n))
+
+    one, two = count(1), count(min(max_len, tc + 1))
+    per_chunk = two - one
+    fixed = one - per_chunk
+    probe = min(max_len, 2 * tc + 1)
+    if count(probe) != fixed + -(-probe // tc) * per_chunk:
+        raise LoweringError("internal: the prefill stream is not linear in the number of chunks")
+    naive = sum(fixed + -(-n // tc) * per_chunk for n in range(1, max_len + 1)) * INSTR_BYTES
+    lengths = sample_lengths or sorted({1, 2, 3, tc - 1, tc, tc + 1, 2 * tc + 3, min(max_len, 5 * tc - 1)})
+    overhead = max((_executed_macs(pre, n) - exact_macs(prog.graph, n)) / exact_macs(prog.graph, n)
+                   for n in lengths if 1 <= n <= max_len)
+    return {"instr_bytes_total": prog.instruction_bytes(), "instr_bytes_naive_all_lengths": naive,
+            "instructions": {k: len(v) for k, v in prog.sections.items()}, "chunk_tokens": tc,
+            "max_padding_overhead": overhead, "padding_lengths_checked": lengths,
+            "weight_image_bytes": prog.weight_image_bytes(), "hbm_bytes_per_channel": prog.hbm["bytes_per_channel"]}

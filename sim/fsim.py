@@ -26,7 +26,7 @@ from airfoil.isa import OPCODE_QUEUE, Affine, Buffer, Instruction, Opcode, Queue
 from airfoil.compiler.weight_image import tile_bytes, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
-__all__ = ["FsimError", "FunctionalSimulator", "FsimStats"]
+__all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch"]
 
 QUEUE_ORDER = (Queue.LOAD, Queue.STORE, Queue.SFU, Queue.COMPUTE)
 
@@ -47,6 +47,29 @@ class _Issued:
     ins: Instruction
     f: dict  # affine fields evaluated
     index: int
+
+
+def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | None = None):
+    """The dispatcher: runs SETR and LOOP on ``regs`` and yields every other instruction with its
+    affine fields evaluated, in program order."""
+    pc, hi = lo, len(prog) if hi is None else hi
+    while pc < hi:
+        ins = prog[pc]
+        if ins.opcode == Opcode.SETR:
+            f = ins.fields
+            v = (regs[f["rs"]] * f["mul"] if f["use_rs"] else 0) + (regs[f["rt"]] * f["mul_t"] if f["use_rt"] else 0)
+            regs[f["rd"]] = min(max((v + f["add"]) >> f["shift"], f["lo"]), f["hi"])
+            pc += 1
+        elif ins.opcode == Opcode.LOOP:
+            n = ins["count"].evaluate(regs)
+            body = ins["body"]
+            for it in range(max(0, n)):
+                regs[ins["reg"]] = it
+                yield from dispatch(prog, regs, pc + 1, pc + 1 + body)
+            pc += 1 + body
+        else:
+            yield ins, {k: (v.evaluate(regs) if isinstance(v, Affine) else v) for k, v in ins.fields.items()}
+            pc += 1
 
 
 class FunctionalSimulator:
@@ -86,7 +109,7 @@ class FunctionalSimulator:
         regs[0], regs[1] = tokens, position
         pending: dict[Queue, list[_Issued]] = {q: [] for q in Queue}
         count = 0
-        for ins, f in self._dispatch(self.prog.sections[section], regs):
+        for ins, f in dispatch(self.prog.sections[section], regs):
             self.stats.instructions[ins.opcode.name] += 1
             if ins.opcode in (Opcode.BARRIER, Opcode.END):
                 self._drain(pending)
@@ -98,27 +121,6 @@ class FunctionalSimulator:
             pending[OPCODE_QUEUE[ins.opcode]].append(_Issued(ins, f, count))
             count += 1
         raise FsimError(f"section {section!r} ended without END")
-
-    # ------------------------------------------------------------------ dispatcher
-    def _dispatch(self, prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | None = None):
-        pc, hi = lo, len(prog) if hi is None else hi
-        while pc < hi:
-            ins = prog[pc]
-            if ins.opcode == Opcode.SETR:
-                f = ins.fields
-                v = (regs[f["rs"]] * f["mul"] if f["use_rs"] else 0) + (regs[f["rt"]] * f["mul_t"] if f["use_rt"] else 0)
-                regs[f["rd"]] = min(max((v + f["add"]) >> f["shift"], f["lo"]), f["hi"])
-                pc += 1
-            elif ins.opcode == Opcode.LOOP:
-                n = ins["count"].evaluate(regs)
-                body = ins["body"]
-                for it in range(max(0, n)):
-                    regs[ins["reg"]] = it
-                    yield from self._dispatch(prog, regs, pc + 1, pc + 1 + body)
-                pc += 1 + body
-            else:
-                yield ins, {k: (v.evaluate(regs) if isinstance(v, Affine) else v) for k, v in ins.fields.items()}
-                pc += 1
 
     # ------------------------------------------------------------------ queues
     def _drain(self, pending: dict[Queue, list[_Issued]]) -> None:

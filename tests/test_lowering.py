@@ -1,0 +1,175 @@
+"""Length-adaptive lowering and the functional simulator.
+
+A tiny random LLaMA (fast) checks the passes, exact chunking and the token protocol; SmolLM2 with
+the default plan checks the acceptance: prefill and 16 decode steps bit-identical with the
+integer reference for three prompt lengths, from one compiled program."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from airfoil.cli import main
+from airfoil.compiler.compress import CompressionPlan
+from airfoil.compiler.compressed_model import compress_model
+from airfoil.compiler.lowering import LoweringError, compile_model, exact_macs, program_stats
+from airfoil.compiler.model import SHAPE_MODELS, LoadedModel, ModelSpec
+from airfoil.compiler.plans import plan_path
+from airfoil.config import preset
+from airfoil.host.integer_reference import IntegerReference, IntKVCache
+from airfoil.isa import INSTR_BYTES, Instruction, Opcode, Queue, decode_program
+from airfoil.sim.fsim import FsimError, FunctionalSimulator
+
+TINY = ModelSpec(name="tiny", arch="llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab=96,
+                 max_positions=256)
+# small buffers force chunks of 4 tokens, so prompts span several chunks with a partial last one
+TINY_CFG = preset("sim", global_buffer_kib=8, act_buffer_kib=4, weight_buffer_kib=1, kv_buffer_kib=8)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    g = torch.Generator().manual_seed(1)
+    w = {n: torch.randn(o, k, generator=g) / k ** 0.5 for n, (o, k) in TINY.linear_shapes().items()}
+    w["embed"] = w.pop("lm_head")
+    for i in range(TINY.n_layers):
+        w[f"layers.{i}.attn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
+        w[f"layers.{i}.ffn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
+    w["final_norm"] = torch.ones(64)
+    plan = CompressionPlan.from_dict({"group_size": 32, "smooth_alpha": 0, "default": {"bits": 4, "method": "magnitude"},
+                                      "layers": {"layers.0.attn_*": {"bits": 3, "n": 8}, "layers.1.ffn_up": {"bits": 2, "n": 4},
+                                                 "layers.1.ffn_down": {"bits": 8, "n": 2}, "lm_head": {"n": 8}}}, "tiny")
+    cm = compress_model(LoadedModel(TINY, w), plan)
+    prog = compile_model(TINY, plan.resolve(TINY), 32, TINY_CFG, 64, cm)
+    return cm, prog
+
+
+def _generate(prog, ref, prompt, steps):
+    """fsim and the integer reference side by side: (fsim logits, reference logits) per step."""
+    fs = FunctionalSimulator(prog, ref)
+    cache = IntKVCache()
+    toks = torch.tensor(prompt)
+    out = []
+    want = ref.forward(toks, cache)[-1].numpy()
+    fs.write_inputs(ref.embedding(toks).numpy())
+    fs.run("prefill", len(prompt), 0)
+    out.append((fs.read_logits(), want))
+    pos = len(prompt)
+    for _ in range(steps):
+        nxt = torch.tensor([int(np.argmax(want))])
+        want = ref.forward(nxt, cache)[-1].numpy()
+        fs.write_inputs(ref.embedding(nxt).numpy())
+        fs.run("decode", 1, pos)
+        out.append((fs.read_logits(), want))
+        pos += 1
+    return out, fs
+
+
+def test_passes_record_their_decisions(tiny):
+    _, prog = tiny
+    g = prog.graph
+    assert prog.buffers["chunk"] == 4
+    assert all(rows >= 1 for rows in g.tiles.values())
+    assert {op.kind for op in g.ops} >= {"rmsnorm", "linear", "rope", "attention", "silu_mul", "add"}
+    # the weight image holds every tile, striped over all channels at the same offsets
+    assert len(prog.images) == TINY_CFG.hbm_channels
+    assert prog.weight_image_bytes() == sum(w["tiles"] * w["chunk"] for w in prog.hbm["weights"].values()) * 4
+
+
+@pytest.mark.parametrize("prompt_len", [1, 3, 4, 9])
+def test_tiny_fsim_is_bit_identical_with_the_integer_reference(tiny, prompt_len):
+    cm, prog = tiny
+    ref = IntegerReference(cm, "cpu")
+    prompt = [(7 * i + 3) % TINY.vocab for i in range(prompt_len)]
+    steps, fs = _generate(prog, ref, prompt, 5)
+    for got, want in steps:
+        assert got.dtype == np.int64 and np.array_equal(got, want)
+    assert fs.stats.macs["MM"] + fs.stats.macs["MV"] > 0 and sum(fs.stats.channel_bytes.values()) > 0
+
+
+def test_one_program_for_all_lengths(tiny):
+    _, prog = tiny
+    st = program_stats(prog)
+    assert st["instr_bytes_total"] == (len(prog.sections["prefill"]) + len(prog.sections["decode"])) * INSTR_BYTES
+    assert st["instr_bytes_naive_all_lengths"] > 10 * st["instr_bytes_total"]
+    assert 0 <= st["max_padding_overhead"] < 0.02
+    assert decode_program(b"".join(prog.encoded().values()), TINY_CFG.hbm_channels) == \
+        prog.sections["prefill"] + prog.sections["decode"]
+
+
+def test_a_missing_release_deadlocks_and_names_the_queues(tiny):
+    cm, prog = tiny
+    sec = prog.sections["decode"]
+    i = next(i for i, ins in enumerate(sec) if ins.opcode == Opcode.SFU and Queue.COMPUTE in ins.release)
+    broken = list(sec)
+    broken[i] = Instruction(sec[i].opcode, sec[i].fields, sec[i].wait, sec[i].release - {Queue.COMPUTE})
+    prog2 = type(prog)(prog.spec, prog.cfg, {"prefill": prog.sections["prefill"], "decode": broken}, prog.hbm,
+                       prog.buffers, prog.graph, prog.images)
+    fs = FunctionalSimulator(prog2, IntegerReference(cm, "cpu"))
+    fs.write_inputs(np.zeros((1, TINY.d_model), np.int64))
+    with pytest.raises(FsimError, match="deadlock.*COMPUTE"):
+        fs.run("decode", 1, 0)
+
+
+def test_exact_macs_counts_causal_attention():
+    spec = SHAPE_MODELS["llama2-7b"]
+    plan = CompressionPlan.load(plan_path("w4-dense"))
+    g = compile_model(spec, plan.resolve(spec), plan.group_size, preset("u280"), 128).graph
+    lin = sum(o * k for o, k in spec.linear_shapes().values())
+    head = spec.vocab * spec.d_model
+    assert exact_macs(g, 1) == lin + spec.n_layers * spec.n_heads * spec.head_dim * 2
+    assert exact_macs(g, 2) - exact_macs(g, 1) == lin - head + spec.n_layers * spec.n_heads * spec.head_dim * 4
+
+
+@pytest.mark.parametrize("model, board, max_len", [("llama2-7b", "u280", 4096), ("opt-6.7b", "vhk158", 2048)])
+def test_shape_models_compile_within_budget(model, board, max_len, capsys):
+    assert main(["compile", "--model", model, "--board", board, "--max-len", str(max_len), "--stats", "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["instr_bytes_total"] <= 16 * 2**20
+    assert st["max_padding_overhead"] <= 0.02
+    assert st["instr_bytes_naive_all_lengths"] > 1000 * st["instr_bytes_total"]
+    assert st["weight_image_bytes"] > 3e9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "llama2-7b", "--board", "u280", "--set", "weight_buffer_kib=2"], "exceeds half the weight buffer"),
+    (["--model", "smollm2", "--board", "sim", "--max-len", "4096"], "exceed the KV buffer"),
+    (["--model", "opt-6.7b", "--board", "vhk158", "--max-len", "4096"], "exceeds the model's 2048 positions"),
+])
+def test_lowering_errors_name_the_op(args, message, tmp_path, capsys):
+    out = tmp_path / "prog"
+    assert main(["compile", *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_corrupt_compressed_file(tmp_path, capsys):
+    bad = tmp_path / "bad.afc"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["compile", "--compressed", str(bad), "-o", str(tmp_path / "prog")]) == 2
+    assert "bad.afc" in capsys.readouterr().err and not (tmp_path / "prog").exists()
+
+
+def test_compile_writes_program_folder(tiny, tmp_path, capsys):
+    out = tmp_path / "prog"
+    assert main(["compile", "--model", "llama2-7b", "--board", "u280", "--max-len", "512", "-o", str(out), "--json"]) == 0
+    manifest = json.loads((out / "program.json").read_text())
+    blob = (out / "program.bin").read_bytes()
+    n = sum(s["instructions"] for s in manifest["sections"].values())
+    assert len(blob) == n * INSTR_BYTES and len(decode_program(blob, 32)) == n
+    assert (out / "program.asm").read_text().count("\n") == n + 2
+
+
+def test_smollm2_fsim_matches_integer_reference(compressed_default):
+    """Acceptance: one program, prompts of 3 lengths (1, 2 and 3 chunks), each with prefill and 16
+    greedy decode steps, logits bit-identical with the integer reference."""
+    cm = compressed_default
+    prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, preset("sim"), 256, cm)
+    ref = IntegerReference(cm, "cpu")
+    tc = prog.buffers["chunk"]
+    for n in (5, tc + 3, 2 * tc + 7):
+        prompt = [1 + (i * 7919) % 40000 for i in range(n)]
+        steps, _ = _generate(prog, ref, prompt, 16)
+        assert len(steps) == 17
+        for i, (got, want) in enumerate(steps):
+            assert np.array_equal(got, want), f"prompt of {n}: step {i} differs"

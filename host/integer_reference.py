@@ -17,7 +17,7 @@ from airfoil import numerics as nx
 from airfoil.compiler.compress import CompressedLinear
 from airfoil.compiler.compressed_model import CompressedModel
 
-__all__ = ["IntegerReference", "IntKVCache", "rshift_round", "block_quantise", "isqrt", "bitlen",
+__all__ = ["IntegerKernels", "IntegerReference", "IntKVCache", "rshift_round", "block_quantise", "isqrt", "bitlen",
            "default_device"]
 
 Trace = Callable[[int, str, torch.Tensor], None]  # (layer, op, integer tensor)
@@ -121,20 +121,14 @@ class IntKVCache:
             self.k.append(k), self.ek.append(ek), self.v.append(v), self.ev.append(ev)
 
 
-class IntegerReference:
-    """Runs a :class:`CompressedModel` in integers on ``device`` (CUDA when present, else CPU)."""
+class IntegerKernels:
+    """The integer stages of docs/numerics.md with their tables, for any model of ``spec``: the
+    integer reference composes them into a model; the functional simulator runs them per instruction."""
 
-    def __init__(self, model: CompressedModel, device: str | torch.device | None = None, max_positions: int = 8192):
-        spec = model.spec
-        if spec.arch != "llama":
-            raise ValueError(f"the integer reference runs llama-architecture models, not {spec.arch!r}")
-        self.model, self.spec = model, spec
+    def __init__(self, spec, device: str | torch.device | None = None, max_positions: int = 8192):
+        self.spec = spec
         self.device = torch.device(device) if device is not None else default_device()
         dev = self.device
-        self.lin = {n: _DeviceLinear.build(c, dev) for n, c in model.linears.items()}
-        self.embed = _DeviceLinear.build(model.embedding, dev, keep_rows=True)
-        self.gain = {n: torch.from_numpy(nx.gain_q(t.numpy())).to(dev) for n, t in model.floats.items()
-                     if n.endswith("norm")}
         self.eps_q = nx.eps_q(spec.norm_eps)
         self.c_qk = nx.c_qk(spec.head_dim)
         self.exp2 = torch.from_numpy(nx.exp2_table()).to(dev)
@@ -144,17 +138,12 @@ class IntegerReference:
         self.rope_c, self.rope_s = torch.from_numpy(cos).to(dev), torch.from_numpy(sin).to(dev)
 
     # ------------------------------------------------------------------ stages (docs/numerics.md)
-    def linear(self, name: str, q: torch.Tensor, e: torch.Tensor, frac: int) -> torch.Tensor:
-        lin = self.lin[name]
-        y = _exact_matmul(q, lin.ws)
+    @staticmethod
+    def requantise(y: torch.Tensor, scale_exp: int, e: torch.Tensor, frac: int, where: str = "linear") -> torch.Tensor:
+        """GEMM sums (of w8 * S) to INT32 fixed point with ``frac`` fraction bits."""
         if int(y.abs().max()) >= 1 << (nx.ACC_BITS - 1):
-            raise OverflowError(f"{name}: accumulator exceeds {nx.ACC_BITS} bits")
-        return sat(rshift_round(y, lin.exp - e.unsqueeze(-1) - frac), 32)
-
-    def embedding(self, tokens: torch.Tensor) -> torch.Tensor:
-        emb = self.embed
-        s = torch.repeat_interleave(emb.scale[tokens], emb.group_size, dim=1)
-        return sat(rshift_round(emb.w8[tokens] * s, emb.exp - nx.FRAC_H), 32)
+            raise OverflowError(f"{where}: accumulator exceeds {nx.ACC_BITS} bits")
+        return sat(rshift_round(y, scale_exp - e.unsqueeze(-1) - frac), 32)
 
     def rmsnorm(self, h: torch.Tensor, gain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         d = h.shape[-1]
@@ -207,6 +196,31 @@ class IntegerReference:
         i = rshift_round(gate, nx.FRAC_A - nx.SIG_IN_FRAC).clamp(-nx.SIG_RANGE, nx.SIG_RANGE - 1)
         silu = rshift_round(gate * self.sig[i + nx.SIG_RANGE], nx.PROB_FRAC)
         return block_quantise(silu * up, 2 * nx.FRAC_A)
+
+
+class IntegerReference(IntegerKernels):
+    """Runs a :class:`CompressedModel` in integers on ``device`` (CUDA when present, else CPU)."""
+
+    def __init__(self, model: CompressedModel, device: str | torch.device | None = None, max_positions: int = 8192):
+        spec = model.spec
+        if spec.arch != "llama":
+            raise ValueError(f"the integer reference runs llama-architecture models, not {spec.arch!r}")
+        super().__init__(spec, device, max_positions)
+        self.model = model
+        dev = self.device
+        self.lin = {n: _DeviceLinear.build(c, dev) for n, c in model.linears.items()}
+        self.embed = _DeviceLinear.build(model.embedding, dev, keep_rows=True)
+        self.gain = {n: torch.from_numpy(nx.gain_q(t.numpy())).to(dev) for n, t in model.floats.items()
+                     if n.endswith("norm")}
+
+    def linear(self, name: str, q: torch.Tensor, e: torch.Tensor, frac: int) -> torch.Tensor:
+        lin = self.lin[name]
+        return self.requantise(_exact_matmul(q, lin.ws), lin.exp, e, frac, name)
+
+    def embedding(self, tokens: torch.Tensor) -> torch.Tensor:
+        emb = self.embed
+        s = torch.repeat_interleave(emb.scale[tokens], emb.group_size, dim=1)
+        return sat(rshift_round(emb.w8[tokens] * s, emb.exp - nx.FRAC_H), 32)
 
     # ------------------------------------------------------------------ the model
     @torch.no_grad()

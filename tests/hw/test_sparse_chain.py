@@ -46,3 +46,15 @@ def test_mpe_tiles_match_numpy(mode, n):
         x, w, mask = random_tile(rng, 3, 64, 5, n, extreme)
         beats, outs = schedule(x, w, mask, n, mode, chains=2, groups=2)
         assert run_mpe(2, 2, beats) == reference_outputs(x, w, mode, outs)
+
+
+def test_row_accumulator_holds_the_longest_row():
+    """The chain's 32-bit row accumulator must hold a whole row's sum for every model Airfoil
+    compiles: |sum| <= K * 128 * 127 with K the widest linear input (OPT-6.7B's ffn_down, 16384)."""
+    from airfoil.compiler.model import SHAPE_MODELS
+    from airfoil.hw.sparse_chain import LANE_WIDTH, OUT_WIDTH
+
+    k_max = max(k for spec in SHAPE_MODELS.values() for _, k in spec.linear_shapes().values())
+    assert k_max == 16384
+    assert k_max * 128 * 127 < 2 ** (OUT_WIDTH - 1)
+    assert 2 * 128 * 127 < 2 ** (LANE_WIDTH - 1)  # a group's lane: two products

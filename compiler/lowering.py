@@ -64,7 +64,7 @@ class Graph:
     recipes: dict[str, LayerRecipe]
     group_size: int
     ops: list[GraphOp]
-    tensors: dict[str, dict]  # name -> {shape, dtype, placement}
+    tensors: dict[str, dict]  # name -> {shape, dtype, layout, placement}
     tiles: dict[str, int] = field(default_factory=dict)  # linear -> rows per tile
     scale_exp: dict[str, int] = field(default_factory=dict)  # linear -> E of its group scales
     hbm: dict = field(default_factory=dict)
@@ -78,7 +78,9 @@ def build_graph(spec: ModelSpec, recipes: dict[str, LayerRecipe], group_size: in
     d, hd, nh, nkv, ff = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ff
 
     def t(name, width, dtype, placement="on-chip"):
-        tensors[name] = {"shape": ("T", width), "dtype": dtype, "placement": placement}
+        # layout: rows of one token, row-major; an INT8 row is followed by its exponent element
+        layout = "rows+exponent" if dtype == "int8" else "rows"
+        tensors[name] = {"shape": ("T", width), "dtype": dtype, "layout": layout, "placement": placement}
         return name
 
     norm = "rmsnorm" if spec.arch == "llama" else "layernorm"

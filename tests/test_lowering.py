@@ -70,6 +70,9 @@ def test_passes_record_their_decisions(tiny):
     assert prog.buffers["chunk"] == 4
     assert all(rows >= 1 for rows in g.tiles.values())
     assert {op.kind for op in g.ops} >= {"rmsnorm", "linear", "rope", "attention", "silu_mul", "add"}
+    assert g.tensors["layers.0.x"] == {"shape": ("T", 64), "dtype": "int8", "layout": "rows+exponent",
+                                       "placement": "on-chip"}
+    assert g.tensors["layers.1.kv_cache"]["placement"] == "hbm"
     # the weight image holds every tile, striped over all channels at the same offsets
     assert len(prog.images) == TINY_CFG.hbm_channels
     assert prog.weight_image_bytes() == sum(w["tiles"] * w["chunk"] for w in prog.hbm["weights"].values()) * 4

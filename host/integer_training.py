@@ -1,0 +1,158 @@
+"""Sub-8-bit integer training: ShiftQuant GEMMs and L1 normalisation (docs/integer-training.md).
+
+ShiftQuant quantises a GEMM operand to b-bit symmetric integers with one tensor scale and, per
+channel along the GEMM's *reduction* dimension, a power-of-two factor chosen by the channel's
+range.  Channels with the same factor form a group; the GEMM accumulates each group's products
+in its own accumulator (the group id is a per-channel tag, so no channel is moved) and adds the
+group sums after shifting them into alignment.  Every step is integer and exact.
+
+The training layers here (``ShiftQuantLinear``, ``L1LayerNorm``) are PyTorch autograd
+functions whose forward, backward-data and backward-weight GEMMs are these integer GEMMs; the
+RTL datapaths are checked bit for bit against the same functions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "ShiftQuantLinear",
+           "l1_norm_forward", "l1_norm_backward", "L1_FRAC", "MAX_GROUPS"]
+
+MAX_GROUPS = 4  # power-of-two factors 2^0 .. 2^-3: a 2-bit group tag per channel
+L1_FRAC = 12  # fraction bits of the L1 norm's fixed-point values
+
+
+@dataclass
+class ShiftQuantized:
+    """``value ~= q * scale * 2^-group[k]`` along the reduction axis (the last one)."""
+
+    q: torch.Tensor  # int64, |q| <= 2^(b-1) - 1
+    scale: float  # tensor scale
+    group: torch.Tensor  # int64 [K], 0 .. MAX_GROUPS-1
+
+    def dequantise(self) -> torch.Tensor:
+        return self.q.to(torch.float64) * self.scale * torch.pow(2.0, -self.group.to(torch.float64))
+
+
+def _round(x: torch.Tensor, stochastic: bool, gen: torch.Generator | None) -> torch.Tensor:
+    if not stochastic:
+        return torch.round(x)  # nearest, ties to even
+    u = torch.rand(x.shape, generator=gen, dtype=torch.float64, device=x.device)
+    return torch.floor(x + u)
+
+
+def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: torch.Generator | None = None,
+                   groups: int = MAX_GROUPS) -> ShiftQuantized:
+    """ShiftQuant of ``x`` [..., K] with channels along the last axis (the reduction axis).
+
+    tensor scale ``s = max|x| / qmax``; channel k's range ``r_k = max |x[..., k]|``; its group
+    ``g_k = min(groups-1, floor(log2(max_k r / r_k)))`` (0 for the widest channels, zero
+    channels in the last group); ``q = round(x / (s * 2^-g_k))`` clipped to +-qmax."""
+    x = x.to(torch.float64)
+    qmax = (1 << (bits - 1)) - 1
+    amax = float(x.abs().max())
+    scale = amax / qmax if amax > 0 else 1.0
+    r = x.abs().reshape(-1, x.shape[-1]).amax(0)
+    ratio = torch.where(r > 0, amax / r.clamp(min=1e-300), torch.full_like(r, 2.0 ** groups))
+    group = torch.clamp(torch.floor(torch.log2(ratio)), 0, groups - 1).to(torch.int64)
+    step = scale * torch.pow(2.0, -group.to(torch.float64))
+    q = torch.clamp(_round(x / step, stochastic, gen), -qmax, qmax).to(torch.int64)
+    return ShiftQuantized(q, scale, group)
+
+
+def tensor_quantise(x: torch.Tensor, bits: int, stochastic: bool = False,
+                    gen: torch.Generator | None = None) -> ShiftQuantized:
+    """Per-tensor symmetric quantisation: ShiftQuant with one group."""
+    return shift_quantise(x, bits, stochastic, gen, groups=1)
+
+
+def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, float, int]:
+    """``a.q`` [M, K] times ``b.q`` [N, K] transposed, both with groups along K.  Returns the
+    integer ``Y`` [M, N], its scale and shift: ``value = Y * scale * 2^-shift``.
+
+    Channel k's combined group ``g = ga[k] + gb[k]`` selects one of the accumulators; the sums
+    are aligned by ``acc_g << (G - 1 - g)`` (G = number of combined groups) and added."""
+    g = a.group + b.group
+    top = int(g.max()) if g.numel() else 0
+    y = torch.zeros(a.q.shape[0], b.q.shape[0], dtype=torch.int64)
+    for gi in range(top + 1):
+        sel = g == gi
+        if bool(sel.any()):
+            acc = (a.q[:, sel].to(torch.float64) @ b.q[:, sel].T.to(torch.float64)).round().to(torch.int64)
+            y += acc << (top - gi)
+    return y, a.scale * b.scale, top
+
+
+def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
+    return y.to(torch.float64) * scale * 2.0 ** -shift
+
+
+class _ShiftQuantLinearFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, w, bits, gen):
+        xq, wq = tensor_quantise(x, bits), tensor_quantise(w, bits)
+        ctx.save_for_backward(x, w)
+        ctx.bits, ctx.gen = bits, gen
+        return _value(*shift_gemm(xq, wq)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, w = ctx.saved_tensors
+        bits, gen = ctx.bits, ctx.gen
+        # backward data: dX = dY W, reduction over the outputs: dY's channels are its columns
+        gq = shift_quantise(gy, bits, stochastic=True, gen=gen)
+        wq_t = tensor_quantise(w.T.contiguous(), bits)
+        gx = _value(*shift_gemm(gq, wq_t)).to(x.dtype)
+        # backward weight: dW = dY^T X, reduction over the tokens: dY^T's channels are tokens
+        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen)
+        xq_t = tensor_quantise(x.T.contiguous(), bits)
+        gw = _value(*shift_gemm(gq_t, xq_t)).to(w.dtype)
+        return gx, gw, None, None
+
+
+class ShiftQuantLinear(torch.nn.Linear):
+    """A linear layer whose three GEMMs are b-bit ShiftQuant integer GEMMs (bias in float32)."""
+
+    def __init__(self, in_features: int, out_features: int, bits: int, bias: bool = True,
+                 gen: torch.Generator | None = None):
+        super().__init__(in_features, out_features, bias)
+        self.bits, self.gen = bits, gen
+
+    def forward(self, x):
+        shape = x.shape
+        y = _ShiftQuantLinearFn.apply(x.reshape(-1, shape[-1]), self.weight, self.bits, self.gen)
+        y = y.reshape(*shape[:-1], self.out_features)
+        return y + self.bias if self.bias is not None else y
+
+
+# ------------------------------------------------------------------ L1 normalisation
+def _div_round(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Integer a / b rounded to nearest (ties away from zero), b > 0."""
+    q = torch.div(2 * a.abs() + b, 2 * b, rounding_mode="floor")
+    return torch.sign(a) * q
+
+
+def l1_norm_forward(x: torch.Tensor, frac: int, eps: int = 1) -> tuple[torch.Tensor, dict]:
+    """Integer L1 LayerNorm over the last axis of ``x`` (int64 with ``frac`` fraction bits):
+    returns y with L1_FRAC fraction bits, y = (x - mu) / s, mu = round(mean x),
+    s = round(mean |x - mu|) + eps.  Only adds, compares and divisions: no squares, no root."""
+    n = x.shape[-1]
+    mu = _div_round(x.sum(-1, keepdim=True), torch.full_like(x[..., :1], n))
+    d = x - mu
+    s = _div_round(d.abs().sum(-1, keepdim=True), torch.full_like(x[..., :1], n)) + eps
+    y = _div_round(d << L1_FRAC, s)
+    return y, {"y": y, "s": s, "sgn": torch.sign(d), "frac": frac}
+
+
+def l1_norm_backward(g: torch.Tensor, saved: dict) -> torch.Tensor:
+    """dL/dx (L1_FRAC fraction bits) from dL/dy (L1_FRAC fraction bits), in integers:
+    dx = (g - mean g - mean(g*y) * (sgn(x - mu) - mean sgn(x - mu))) / s, with s in x's units."""
+    y, s, sgn = saved["y"], saved["s"], saved["sgn"]
+    n = g.shape[-1]
+    nn = torch.full_like(g[..., :1], n)
+    mg = _div_round(g.sum(-1, keepdim=True), nn)
+    mgy = _div_round((g * y).sum(-1, keepdim=True), nn << L1_FRAC)  # L1_FRAC bits
+    msgn = _div_round(sgn.sum(-1, keepdim=True) << L1_FRAC, nn)  # L1_FRAC bits
+    t = _div_round(mgy * ((sgn << L1_FRAC) - msgn), torch.full_like(mgy, 1 << L1_FRAC))
+    return _div_round((g - mg - t) << saved["frac"], s)

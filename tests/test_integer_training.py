@@ -1,0 +1,76 @@
+"""ShiftQuant GEMMs and the integer L1 norm: exact integer arithmetic, and the backward formula
+against autograd of the float L1 norm."""
+import pytest
+import torch
+
+from airfoil.host.integer_training import (L1_FRAC, MAX_GROUPS, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
+                                           shift_gemm, shift_quantise, tensor_quantise)
+
+
+@pytest.mark.parametrize("bits", [4, 6, 8])
+def test_shift_gemm_is_exact_in_integers(bits):
+    g = torch.Generator().manual_seed(bits)
+    a = torch.randn(16, 96, generator=g) * torch.logspace(0, -2, 96)  # channels of falling range
+    b = torch.randn(12, 96, generator=g)
+    aq, bq = shift_quantise(a, bits), tensor_quantise(b, bits)
+    assert aq.q.abs().max() <= (1 << (bits - 1)) - 1 and set(aq.group.unique().tolist()) <= set(range(MAX_GROUPS))
+    y, scale, shift = shift_gemm(aq, bq)
+    assert y.dtype == torch.int64
+    # the accumulate-then-shift GEMM equals the dequantised product (to float64 rounding)
+    want = aq.dequantise() @ bq.dequantise().T
+    assert torch.allclose(y.double() * scale * 2.0 ** -shift, want, rtol=0, atol=1e-9 * want.abs().max())
+
+
+def test_shiftquant_beats_one_tensor_scale_on_outlier_channels():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(32, 128, generator=g)
+    a[:, :8] *= 30  # a few wide channels, as gradients have
+    b = torch.randn(16, 128, generator=g)
+    exact = a.double() @ b.double().T
+
+    def err(q):
+        y, s, sh = shift_gemm(q, tensor_quantise(b, 8))  # a fine b: the error is a's
+        return ((y.double() * s * 2.0 ** -sh) - exact).norm() / exact.norm()
+
+    assert err(shift_quantise(a, 4)) < 0.8 * err(tensor_quantise(a, 4))
+
+
+def test_stochastic_rounding_is_unbiased_and_seeded():
+    x = torch.full((4000, 16), 0.3)
+    x[0, 0] = 7.0  # sets the scale: 0.3 sits between two steps
+    q1 = shift_quantise(x, 4, stochastic=True, gen=torch.Generator().manual_seed(5))
+    q2 = shift_quantise(x, 4, stochastic=True, gen=torch.Generator().manual_seed(5))
+    assert torch.equal(q1.q, q2.q)
+    mean = q1.dequantise()[1:, 1:].mean().item()
+    assert abs(mean - 0.3) < 0.01
+
+
+def test_l1_norm_forward_and_backward_match_autograd_of_the_float_version():
+    g = torch.Generator().manual_seed(1)
+    frac = 10
+    x = torch.randn(6, 64, generator=g, dtype=torch.float64) * torch.tensor([0.5, 1, 3, 10, 0.2, 2])[:, None] + 1
+    xi = torch.round(x * 2 ** frac).to(torch.int64)
+    y, saved = l1_norm_forward(xi, frac)
+    xr = (xi.double() / 2 ** frac).requires_grad_(True)
+    d = xr - xr.mean(-1, keepdim=True)
+    yr = d / d.abs().mean(-1, keepdim=True)
+    # error of the integer mean/deviation (and eps = 1) relative to the row's deviation, plus rounding
+    bound = (yr.abs() + 1) * 1.5 / saved["s"].double() + 2 / 2 ** L1_FRAC
+    assert ((y.double() / 2 ** L1_FRAC - yr).abs() <= bound).all()
+    gy = torch.round(torch.randn(6, 64, generator=g, dtype=torch.float64) * 2 ** L1_FRAC).to(torch.int64)
+    (yr * gy.double() / 2 ** L1_FRAC).sum().backward()
+    dx = l1_norm_backward(gy, saved).double() / 2 ** L1_FRAC
+    assert ((dx - xr.grad).norm() / xr.grad.norm()).item() < 1e-2  # eps = 1 and integer rounding of s
+
+
+def test_shiftquant_linear_gradients_track_float():
+    torch.manual_seed(0)
+    layer = ShiftQuantLinear(48, 24, bits=8, gen=torch.Generator().manual_seed(0))
+    ref = torch.nn.Linear(48, 24)
+    ref.load_state_dict(layer.state_dict())
+    x = torch.randn(32, 48, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    layer(x).pow(2).sum().backward()
+    ref(x2).pow(2).sum().backward()
+    for a, b in ((x.grad, x2.grad), (layer.weight.grad, ref.weight.grad)):
+        assert ((a - b).norm() / b.norm()).item() < 0.05

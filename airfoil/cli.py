@@ -201,6 +201,48 @@ def cmd_compile(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ train-int
+def cmd_train_int(args) -> int:
+    import os
+
+    import torch
+
+    from airfoil.host.train_int import run_task
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = run_task(args.task, args.bits, args.seed, args.steps)
+    result = {"task": r.task, "bits": r.bits, "metric": r.metric, "fp32_metric": round(r.fp32_metric, 4),
+              "int_metric": round(r.int_metric, 4), "delta": round(r.delta, 4), "delta_unit": r.delta_kind,
+              "steps": r.steps, "seconds": round(r.seconds, 1)}
+    if args.out:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"train_int_{r.task}_{r.bits}bit"
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for name, curve in r.curves.items():
+            k = max(1, len(curve) // 100)  # a running mean over about 1% of the steps
+            smooth = [sum(curve[max(0, i - k):i + 1]) / len(curve[max(0, i - k):i + 1]) for i in range(len(curve))]
+            ax.plot(smooth, label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss" if r.task == "digits" else "training bits per character")
+        ax.set_title(f"{r.task}: FP32 vs {r.bits}-bit ShiftQuant + integer L1 norm")
+        ax.legend()
+        fig.tight_layout()
+        tmp = stem.with_suffix(".png.partial")
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, stem.with_suffix(".png"))
+        stem.with_suffix(".json").write_text(json.dumps({**result, "curves": r.curves}) + "\n")
+        result["curves"] = str(stem.with_suffix(".png"))
+    _emit(result, args.json)
+    return 0
+
+
 # ------------------------------------------------------------------------------------ demo
 def cmd_demo(args) -> int:
     from airfoil.host.demo import run_demo
@@ -261,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stats", action="store_true", help="instruction bytes, padding overhead, weight image size")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compile)
+
+    c = sub.add_parser("train-int", help="train in FP32 and with b-bit ShiftQuant + integer L1 norm; compare")
+    c.add_argument("--task", required=True, help="digits (MLP, test accuracy) or charlm (char Transformer, bpc)")
+    c.add_argument("--bits", type=int, required=True, help="4, 6 or 8")
+    c.add_argument("--steps", type=int, help="training steps (default: the task's)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--out", help="write the curves (PNG + JSON) into this folder, e.g. reports")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_train_int)
 
     c = sub.add_parser("demo", help="the main job: compress the embedded SmolLM2 and check it end to end")
     c.add_argument("--out", default="out", help="working folder (cached compressed model), default ./out")

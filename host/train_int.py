@@ -1,0 +1,214 @@
+"""Integer-training runs: the same model, seed and schedule in FP32 and with b-bit ShiftQuant
+GEMMs plus the integer L1 norm (``host/integer_training.py``).
+
+* ``digits``: an MLP on scikit-learn's bundled 8x8 digits (test accuracy, in points).
+* ``charlm``: a small character-level Transformer on Python's ``pydoc_data.topics`` text
+  (held-out bits per character; the delta is relative).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from airfoil.errors import AirfoilError
+from airfoil.host.integer_training import ShiftQuantLinear, l1_norm_backward, l1_norm_forward
+
+__all__ = ["TASKS", "TrainResult", "run_task", "L1Norm"]
+
+X_FRAC = 12  # fixed point of the L1 norm's input
+
+
+class _IntL1NormFn(torch.autograd.Function):
+    """y = (x - mean) / mean|x - mean| in integers; the gradient is scaled per call so its
+    largest element uses 15 bits (a block scale, like the tensor scale of ShiftQuant)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        shape = x.shape
+        xi = torch.round(x.reshape(-1, shape[-1]).to(torch.float64) * 2 ** X_FRAC).to(torch.int64)
+        y, saved = l1_norm_forward(xi, X_FRAC)
+        ctx.saved = saved
+        return (y.to(torch.float64) / 2 ** 12).to(x.dtype).reshape(shape)
+
+    @staticmethod
+    def backward(ctx, g):
+        shape = g.shape
+        g2 = g.reshape(-1, shape[-1]).to(torch.float64)
+        gs = float(g2.abs().max()) / 2 ** 15 or 1.0
+        dx = l1_norm_backward(torch.round(g2 / gs).to(torch.int64), ctx.saved).to(torch.float64) * gs
+        return dx.to(g.dtype).reshape(shape)
+
+
+class L1Norm(nn.Module):
+    """L1 LayerNorm with a float affine; ``integer`` selects the integer forward/backward."""
+
+    def __init__(self, n: int, integer: bool):
+        super().__init__()
+        self.integer = integer
+        self.weight = nn.Parameter(torch.ones(n))
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x):
+        if self.integer:
+            y = _IntL1NormFn.apply(x)
+        else:
+            d = x - x.mean(-1, keepdim=True)
+            y = d / (d.abs().mean(-1, keepdim=True) + 2.0 ** -X_FRAC)
+        return y * self.weight + self.bias
+
+
+def _linear(i, o, bits, gen):
+    return ShiftQuantLinear(i, o, bits, gen=gen) if bits else nn.Linear(i, o)
+
+
+@dataclass
+class TrainResult:
+    task: str
+    bits: int
+    metric: str
+    fp32_metric: float
+    int_metric: float
+    delta: float
+    delta_kind: str
+    steps: int
+    seconds: float
+    curves: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ digits
+class _DigitsMLP(nn.Module):
+    def __init__(self, bits, gen):
+        super().__init__()
+        self.fc1 = _linear(64, 128, bits, gen)
+        self.norm = L1Norm(128, integer=bool(bits))
+        self.fc2 = _linear(128, 10, bits, gen)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.norm(self.fc1(x))))
+
+
+def _digits(bits: int, seed: int, steps: int):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(1234))
+    tr, te = perm[:1347], perm[1347:]
+
+    def run(b):
+        torch.manual_seed(seed)
+        model = _DigitsMLP(b, torch.Generator().manual_seed(seed))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        g = torch.Generator().manual_seed(seed)
+        curve = []
+        for step in range(steps):
+            idx = tr[torch.randint(0, len(tr), (64,), generator=g)]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            curve.append(loss.item())
+        with torch.no_grad():
+            acc = (model(x[te]).argmax(-1) == y[te]).float().mean().item() * 100
+        return acc, curve
+
+    fp, cf = run(0)
+    it, ci = run(bits)
+    return "test accuracy (%)", fp, it, fp - it, "points", {"fp32_loss": cf, "int_loss": ci}
+
+
+# ------------------------------------------------------------------ char LM
+class _Block(nn.Module):
+    def __init__(self, d, heads, bits, gen):
+        super().__init__()
+        self.heads = heads
+        self.n1, self.n2 = L1Norm(d, bool(bits)), L1Norm(d, bool(bits))
+        self.qkv, self.proj = _linear(d, 3 * d, bits, gen), _linear(d, d, bits, gen)
+        self.up, self.down = _linear(d, 4 * d, bits, gen), _linear(4 * d, d, bits, gen)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        q, k, v = self.qkv(self.n1(x)).split(D, -1)
+        sh = lambda t: t.view(B, T, self.heads, D // self.heads).transpose(1, 2)  # noqa: E731
+        a = nn.functional.scaled_dot_product_attention(sh(q), sh(k), sh(v), is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
+        return x + self.down(torch.relu(self.up(self.n2(x))))
+
+
+class _CharLM(nn.Module):
+    def __init__(self, vocab, bits, gen, d=64, heads=4, layers=2, ctx=64):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(ctx, d) * 0.02)
+        self.blocks = nn.ModuleList(_Block(d, heads, bits, gen) for _ in range(layers))
+        self.norm = L1Norm(d, bool(bits))
+        self.head = _linear(d, vocab, bits, gen)
+
+    def forward(self, idx):
+        x = self.emb(idx) + self.pos[: idx.shape[1]]
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.norm(x))
+
+
+def _charlm(bits: int, seed: int, steps: int):
+    from pydoc_data.topics import topics
+
+    text = "".join(topics[k] for k in sorted(topics))[:400_000]
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text])
+    split = int(0.9 * len(data))
+    train, held = data[:split], data[split:]
+    ctx, batch = 64, 32
+    g_eval = torch.Generator().manual_seed(99)
+    starts = torch.randint(0, len(held) - ctx - 1, (64,), generator=g_eval)
+
+    def run(b):
+        torch.manual_seed(seed)
+        model = _CharLM(len(chars), b, torch.Generator().manual_seed(seed))
+        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+        g = torch.Generator().manual_seed(seed)
+        curve = []
+        for step in range(steps):
+            s = torch.randint(0, len(train) - ctx - 1, (batch,), generator=g)
+            xb = torch.stack([train[i:i + ctx] for i in s])
+            yb = torch.stack([train[i + 1:i + ctx + 1] for i in s])
+            loss = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            curve.append(loss.item() / math.log(2))
+        with torch.no_grad():
+            xb = torch.stack([held[i:i + ctx] for i in starts])
+            yb = torch.stack([held[i + 1:i + ctx + 1] for i in starts])
+            bpc = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1)).item() / math.log(2)
+        return bpc, curve
+
+    fp, cf = run(0)
+    it, ci = run(bits)
+    return "held-out bits per character", fp, it, (it - fp) / fp * 100, "% (relative, bpc)", \
+        {"fp32_bpc": cf, "int_bpc": ci}
+
+
+TASKS = {"digits": (_digits, 600), "charlm": (_charlm, 800)}
+
+
+def run_task(task: str, bits: int, seed: int = 0, steps: int | None = None) -> TrainResult:
+    if task not in TASKS:
+        raise AirfoilError(f"--task {task!r}: expected one of {sorted(TASKS)}")
+    if bits not in (4, 6, 8):
+        raise AirfoilError(f"--bits {bits}: ShiftQuant training supports 4, 6 or 8 bits")
+    fn, default_steps = TASKS[task]
+    steps = steps or default_steps
+    t = time.time()
+    metric, fp, it, delta, kind, curves = fn(bits, seed, steps)
+    return TrainResult(task, bits, metric, fp, it, delta, kind, steps, time.time() - t, curves)

@@ -29,7 +29,8 @@ class ShiftQuantized:
 
     q: torch.Tensor  # int64, |q| <= 2^(b-1) - 1
     scale: float  # tensor scale
-    group: torch.Tensor  # int64 [K], 0 .. MAX_GROUPS-1
+    group: torch.Tensor  # int64 [K], 0 .. groups-1
+    groups: int = MAX_GROUPS  # how many power-of-two factors the format has (1: per-tensor)
 
     def dequantise(self) -> torch.Tensor:
         return self.q.to(torch.float64) * self.scale * torch.pow(2.0, -self.group.to(torch.float64))
@@ -58,7 +59,7 @@ def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: to
     group = torch.clamp(torch.floor(torch.log2(ratio)), 0, groups - 1).to(torch.int64)
     step = scale * torch.pow(2.0, -group.to(torch.float64))
     q = torch.clamp(_round(x / step, stochastic, gen), -qmax, qmax).to(torch.int64)
-    return ShiftQuantized(q, scale, group)
+    return ShiftQuantized(q, scale, group, groups)
 
 
 def tensor_quantise(x: torch.Tensor, bits: int, stochastic: bool = False,
@@ -72,9 +73,10 @@ def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, floa
     integer ``Y`` [M, N], its scale and shift: ``value = Y * scale * 2^-shift``.
 
     Channel k's combined group ``g = ga[k] + gb[k]`` selects one of the accumulators; the sums
-    are aligned by ``acc_g << (G - 1 - g)`` (G = number of combined groups) and added."""
+    are aligned by ``acc_g << (top - g)`` with ``top`` the largest combined group the formats
+    allow (fixed, as in the hardware) and added."""
     g = a.group + b.group
-    top = int(g.max()) if g.numel() else 0
+    top = (a.groups - 1) + (b.groups - 1)
     y = torch.zeros(a.q.shape[0], b.q.shape[0], dtype=torch.int64)
     for gi in range(top + 1):
         sel = g == gi

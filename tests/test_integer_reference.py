@@ -61,7 +61,11 @@ def test_rmsnorm_stage_tracks_float(iref):
     x = h.to(torch.float64) / 2 ** nx.FRAC_H  # the residual as the hardware holds it
     want = x / (x.pow(2).mean(-1, keepdim=True) + iref.spec.norm_eps).sqrt() * gain.to(torch.float64) / 2 ** nx.FRAC_G
     step = torch.pow(2.0, e.to(torch.float64))[:, None]  # one INT8 step of each row
-    assert ((got - want).abs() <= step / 2 + 1e-4).all()
+    # half an INT8 step, plus the integer square root's truncation: a row below 2^8 units of
+    # FRAC_H is not scaled up before isqrt (docs/numerics.md: p >= 0), which keeps ~8 bits
+    assert ((got - want).abs() <= step / 2 + want.abs() * 2.0 ** -7 + 1e-4).all()
+    big = torch.tensor([1, 2, 3, 5, 6, 7])  # rows well above 2^8 units: half a step is the bound
+    assert ((got - want).abs()[big] <= step[big] / 2 + 1e-4).all()
     assert (step <= want.abs().amax(-1, keepdim=True) / 63).all()  # and the step is fine enough
 
 

@@ -93,7 +93,7 @@ def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
 class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
-        xq, wq = tensor_quantise(x, bits), tensor_quantise(w, bits)
+        xq, wq = shift_quantise(x, bits), tensor_quantise(w, bits)  # input channels along K get shifts
         ctx.save_for_backward(x, w)
         ctx.bits, ctx.gen = bits, gen
         return _value(*shift_gemm(xq, wq)).to(x.dtype)

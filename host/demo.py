@@ -16,8 +16,14 @@ __all__ = ["run_demo"]
 def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print) -> int:
     from airfoil.cli import main as cli
 
+    import hashlib
+
+    from airfoil.compiler.plans import plan_path
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    compressed = out_dir / "smollm2-default.afc"
+    # the cache is keyed by the plan's text, so a changed default plan is compressed again
+    key = hashlib.sha256(plan_path("default").read_bytes()).hexdigest()[:10]
+    compressed = out_dir / f"smollm2-default-{key}.afc"
     t0 = time.time()
     if not compressed.exists():
         progress(f"compressing SmolLM2-135M with the default plan -> {compressed} (once; cached)")

@@ -13,32 +13,24 @@ from airfoil.cli import main
 from airfoil.compiler.compress import CompressionPlan
 from airfoil.compiler.compressed_model import compress_model
 from airfoil.compiler.lowering import LoweringError, compile_model, exact_macs, program_stats
-from airfoil.compiler.model import SHAPE_MODELS, LoadedModel, ModelSpec
+from airfoil.compiler.model import SHAPE_MODELS
 from airfoil.compiler.plans import plan_path
 from airfoil.config import preset
 from airfoil.host.integer_reference import IntegerReference, IntKVCache
 from airfoil.isa import INSTR_BYTES, Instruction, Opcode, Queue, decode_program
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
+from tests.tiny_model import TINY_SPEC, tiny_llama
 
-TINY = ModelSpec(name="tiny", arch="llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab=96,
-                 max_positions=256)
-# small buffers force chunks of 4 tokens, so prompts span several chunks with a partial last one
+TINY = TINY_SPEC
 TINY_CFG = preset("sim", global_buffer_kib=8, act_buffer_kib=4, weight_buffer_kib=1, kv_buffer_kib=8)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    g = torch.Generator().manual_seed(1)
-    w = {n: torch.randn(o, k, generator=g) / k ** 0.5 for n, (o, k) in TINY.linear_shapes().items()}
-    w["embed"] = w.pop("lm_head")
-    for i in range(TINY.n_layers):
-        w[f"layers.{i}.attn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
-        w[f"layers.{i}.ffn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
-    w["final_norm"] = torch.ones(64)
     plan = CompressionPlan.from_dict({"group_size": 32, "smooth_alpha": 0, "default": {"bits": 4, "method": "magnitude"},
                                       "layers": {"layers.0.attn_*": {"bits": 3, "n": 8}, "layers.1.ffn_up": {"bits": 2, "n": 4},
                                                  "layers.1.ffn_down": {"bits": 8, "n": 2}, "lm_head": {"n": 8}}}, "tiny")
-    cm = compress_model(LoadedModel(TINY, w), plan)
+    cm = compress_model(tiny_llama(1), plan)
     prog = compile_model(TINY, plan.resolve(TINY), 32, TINY_CFG, 64, cm)
     return cm, prog
 

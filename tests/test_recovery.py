@@ -5,24 +5,17 @@ import torch
 
 from airfoil.compiler.compress import CompressionPlan, PlanError, RecoveryRecipe
 from airfoil.compiler.compressed_model import compress_model
-from airfoil.compiler.model import LoadedModel, ModelSpec
 from airfoil.compiler.recovery import recover
 from airfoil.host.float_reference import FloatReference
+from tests.tiny_model import TINY_SPEC, tiny_llama
 
-SPEC = ModelSpec(name="tiny", arch="llama", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, d_ff=128, vocab=96,
-                 max_positions=256)
+SPEC = TINY_SPEC
 
 
 @pytest.fixture(scope="module")
 def tiny():
+    model = tiny_llama(0)
     g = torch.Generator().manual_seed(0)
-    w = {n: torch.randn(o, k, generator=g) / k ** 0.5 for n, (o, k) in SPEC.linear_shapes().items()}
-    w["embed"] = w.pop("lm_head")
-    for i in range(SPEC.n_layers):
-        w[f"layers.{i}.attn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
-        w[f"layers.{i}.ffn_norm"] = 1 + 0.1 * torch.randn(64, generator=g)
-    w["final_norm"] = torch.ones(64)
-    model = LoadedModel(SPEC, w)
     plan = CompressionPlan.from_dict({"group_size": 16, "smooth_alpha": 0,
                                       "default": {"bits": 3, "n": 8, "method": "magnitude"}}, "tiny")
     tokens = torch.randint(0, SPEC.vocab, (512,), generator=g)

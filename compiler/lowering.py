@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from airfoil import numerics as nx
-from airfoil.config import SPARSE_M, AirfoilConfig
+from airfoil.config import BOARDS, SPARSE_M, AirfoilConfig
 from airfoil.errors import AirfoilError
 from airfoil.isa import (INSTR_BYTES, Affine, Buffer, Instruction, Opcode, Queue, SfuFunc, SparsePattern,
                          WeightWidth, encode_program)
@@ -188,7 +188,7 @@ def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
     inputs = {"channel": 0, "offset": off, "bytes": _align(max_len * d * 4)}
     logits = {"channel": 1 % C, "offset": off + inputs["bytes"], "bytes": _align(spec.vocab * 4)}
     top = logits["offset"] + logits["bytes"]
-    board_bytes = {"u280": 8, "vhk158": 32, "sim": 1}.get(cfg.board, 8) * 2**30 // C
+    board_bytes = BOARDS[cfg.board].hbm_gib * 2**30 // BOARDS[cfg.board].hbm_channels
     if top > board_bytes:
         raise LoweringError(f"the weight image and KV cache need {top} bytes per pseudo-channel, more than the "
                             f"{board_bytes} bytes of each of the {C} channels (max length {max_len})")
@@ -432,7 +432,7 @@ class LengthAdaptiveLowering:
         rows_t, n_tiles = w["rows"], w["tiles"]
         opcode = Opcode.MV if decode or last_token else Opcode.MM
 
-        def tile(t_aff: Affine, t_half: int, n_rows: int, first: bool, last: bool, in_loop: bool) -> list:
+        def tile(t_aff: Affine, t_half: int, n_rows: int, first: bool, last: bool) -> list:
             ld = _ld(Buffer.WEIGHT, 0, C, Affine(w["offset"], t_aff.reg, w["chunk"] * t_aff.scale) + w["chunk"] * t_aff.base
                      if t_aff.reg is not None else Affine(w["offset"] + w["chunk"] * t_aff.base),
                      Affine(t_half * half), Affine(C), w["chunk"], 0, w["chunk"], release=(C_,))
@@ -451,20 +451,20 @@ class LengthAdaptiveLowering:
         insts: list[Instruction] = []
         last_rows = o - rows_t * (n_tiles - 1)
         if n_tiles == 1:
-            insts += tile(Affine(0), 0, last_rows, True, True, False)
+            insts += tile(Affine(0), 0, last_rows, True, True)
         else:
-            insts += tile(Affine(0), 0, rows_t, True, False, False)
+            insts += tile(Affine(0), 0, rows_t, True, False)
             middle = n_tiles - 2  # tiles 1 .. n-2
             pairs = middle // 2
             if pairs:
-                body = tile(Affine(1, R_TILE, 2), 1, rows_t, False, False, True) + \
-                       tile(Affine(2, R_TILE, 2), 0, rows_t, False, False, True)
+                body = tile(Affine(1, R_TILE, 2), 1, rows_t, False, False) + \
+                       tile(Affine(2, R_TILE, 2), 0, rows_t, False, False)
                 insts += _loop(Affine(pairs), body, R_TILE)
             t = 1 + 2 * pairs
             if t < n_tiles - 1:
-                insts += tile(Affine(t), t % 2, rows_t, False, False, False)
+                insts += tile(Affine(t), t % 2, rows_t, False, False)
                 t += 1
-            insts += tile(Affine(t), t % 2, last_rows, False, True, False)
+            insts += tile(Affine(t), t % 2, last_rows, False, True)
         return insts
 
     def _attention(self, layer: int, tc: int) -> list[Instruction]:

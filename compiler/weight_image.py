@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits"]
 
 AXI_BEAT = 64
-SCALE_BITS = 16
 
 
 def _ceil_bytes(bits: int) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "ShiftQuantLinear",
-           "l1_norm_forward", "l1_norm_backward", "L1_FRAC", "MAX_GROUPS"]
+           "l1_norm_forward", "l1_norm_backward", "linear_l1_training_step", "L1_FRAC", "MAX_GROUPS"]
 
 MAX_GROUPS = 4  # power-of-two factors 2^0 .. 2^-3: a 2-bit group tag per channel
 L1_FRAC = 12  # fraction bits of the L1 norm's fixed-point values
@@ -158,3 +158,33 @@ def l1_norm_backward(g: torch.Tensor, saved: dict) -> torch.Tensor:
     msgn = _div_round(sgn.sum(-1, keepdim=True) << L1_FRAC, nn)  # L1_FRAC bits
     t = _div_round(mgy * ((sgn << L1_FRAC) - msgn), torch.full_like(mgy, 1 << L1_FRAC))
     return _div_round((g - mg - t) << saved["frac"], s)
+
+
+# ------------------------------------------------------------------ one training step
+def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, bits: int,
+                            gen: torch.Generator) -> dict:
+    """One training step of ``y = L1Norm(x W^T)`` in integers, every stage the RTL runs.
+
+    x [M, K] and w [N, K] are float; gy = dL/dy [M, N].  The norm takes the forward GEMM's
+    integer result z as fixed point with L1_FRAC fraction bits: it is scale-free, so z's
+    scale ``c = scale * 2^-shift`` drops out of y and only divides the gradient.  The
+    host-side steps between the integer stages are the quantisers (scale, groups, rounding).
+
+    Returns the integers of each stage (z, y, sgn, s, g, dz, dx, dw) and the float gradients
+    ``dx_value = dL/dx`` and ``dw_value = dL/dW``."""
+    xq, wq = shift_quantise(x, bits), tensor_quantise(w, bits)
+    z, z_scale, z_shift = shift_gemm(xq, wq)  # forward: X W^T
+    y, saved = l1_norm_forward(z, L1_FRAC)
+    g = torch.round(gy.to(torch.float64) * 2 ** L1_FRAC).to(torch.int64)
+    dz = l1_norm_backward(g, saved)  # dL/dz_int in 2^-(2 L1_FRAC) units
+    gq = shift_quantise(dz.to(torch.float64), bits, stochastic=True, gen=gen)
+    wq_t = tensor_quantise(w.T.contiguous(), bits)
+    dx, dx_scale, dx_shift = shift_gemm(gq, wq_t)  # backward data: dZ W
+    gq_t = shift_quantise(dz.T.contiguous().to(torch.float64), bits, stochastic=True, gen=gen)
+    xq_t = tensor_quantise(x.T.contiguous(), bits)
+    dw, dw_scale, dw_shift = shift_gemm(gq_t, xq_t)  # backward weight: dZ^T X
+    # dL/dz_value = dL/dz_int / c and dL/dz_int = dz * 2^-24
+    unit = 2.0 ** (-2 * L1_FRAC) / (z_scale * 2.0 ** -z_shift)
+    return {"xq": xq, "wq": wq, "z": z, "y": y, "sgn": saved["sgn"], "s": saved["s"], "g": g, "dz": dz,
+            "gq": gq, "wq_t": wq_t, "dx": dx, "gq_t": gq_t, "xq_t": xq_t, "dw": dw,
+            "dx_value": _value(dx, dx_scale, dx_shift) * unit, "dw_value": _value(dw, dw_scale, dw_shift) * unit}

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from airfoil.host.integer_training import (L1_FRAC, MAX_GROUPS, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
+                                           linear_l1_training_step,
                                            shift_gemm, shift_quantise, tensor_quantise)
 
 
@@ -74,3 +75,20 @@ def test_shiftquant_linear_gradients_track_float():
     ref(x2).pow(2).sum().backward()
     for a, b in ((x.grad, x2.grad), (layer.weight.grad, ref.weight.grad)):
         assert ((a - b).norm() / b.norm()).item() < 0.05
+
+
+def test_training_step_in_integers_tracks_float_autograd():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 32, generator=g, dtype=torch.float64)
+    w = torch.randn(16, 32, generator=g, dtype=torch.float64) * 0.3
+    gy = torch.randn(8, 16, generator=g, dtype=torch.float64)
+    step = linear_l1_training_step(x, w, gy, 8, torch.Generator().manual_seed(0))
+    for key in ("z", "y", "dz", "dx", "dw"):
+        assert step[key].dtype == torch.int64, key
+    xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+    z = xr @ wr.T
+    d = z - z.mean(-1, keepdim=True)
+    (d / d.abs().mean(-1, keepdim=True) * gy).sum().backward()
+    assert torch.allclose(step["y"].double() / 2 ** L1_FRAC, (d / d.abs().mean(-1, keepdim=True)).detach(), atol=0.06)
+    for got, want in ((step["dx_value"], xr.grad), (step["dw_value"], wr.grad)):
+        assert ((got - want).norm() / want.norm()).item() < 0.06

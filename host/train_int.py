@@ -158,43 +158,47 @@ class _CharLM(nn.Module):
         return self.head(self.norm(x))
 
 
-def _charlm(bits: int, seed: int, steps: int):
+def _charlm_data():
     from pydoc_data.topics import topics
 
     text = "".join(topics[k] for k in sorted(topics))[:400_000]
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text])
     split = int(0.9 * len(data))
-    train, held = data[:split], data[split:]
+    return chars, data[:split], data[split:]
+
+
+def _charlm_train(bits: int, seed: int, steps: int) -> tuple[float, list[float]]:
+    """Train one char LM (``bits`` 0: FP32); returns held-out bpc and the training curve."""
+    chars, train, held = _charlm_data()
     ctx, batch = 64, 32
-    g_eval = torch.Generator().manual_seed(99)
-    starts = torch.randint(0, len(held) - ctx - 1, (64,), generator=g_eval)
+    starts = torch.randint(0, len(held) - ctx - 1, (64,), generator=torch.Generator().manual_seed(99))
+    torch.manual_seed(seed)
+    model = _CharLM(len(chars), bits, torch.Generator().manual_seed(seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    curve = []
+    for step in range(steps):
+        s = torch.randint(0, len(train) - ctx - 1, (batch,), generator=g)
+        xb = torch.stack([train[i:i + ctx] for i in s])
+        yb = torch.stack([train[i + 1:i + ctx + 1] for i in s])
+        loss = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        curve.append(loss.item() / math.log(2))
+    with torch.no_grad():
+        xb = torch.stack([held[i:i + ctx] for i in starts])
+        yb = torch.stack([held[i + 1:i + ctx + 1] for i in starts])
+        bpc = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1)).item() / math.log(2)
+    return bpc, curve
 
-    def run(b):
-        torch.manual_seed(seed)
-        model = _CharLM(len(chars), b, torch.Generator().manual_seed(seed))
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
-        g = torch.Generator().manual_seed(seed)
-        curve = []
-        for step in range(steps):
-            s = torch.randint(0, len(train) - ctx - 1, (batch,), generator=g)
-            xb = torch.stack([train[i:i + ctx] for i in s])
-            yb = torch.stack([train[i + 1:i + ctx + 1] for i in s])
-            loss = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            curve.append(loss.item() / math.log(2))
-        with torch.no_grad():
-            xb = torch.stack([held[i:i + ctx] for i in starts])
-            yb = torch.stack([held[i + 1:i + ctx + 1] for i in starts])
-            bpc = nn.functional.cross_entropy(model(xb).reshape(-1, len(chars)), yb.reshape(-1)).item() / math.log(2)
-        return bpc, curve
 
-    fp, cf = run(0)
-    it, ci = run(bits)
+def _charlm(bits: int, seed: int, steps: int):
+    fp, cf = _charlm_train(0, seed, steps)
+    it, ci = _charlm_train(bits, seed, steps)
     return "held-out bits per character", fp, it, (it - fp) / fp * 100, "% (relative, bpc)", \
         {"fp32_bpc": cf, "int_bpc": ci}
 

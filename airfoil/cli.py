@@ -123,7 +123,7 @@ def cmd_generate(args) -> int:
     result = {"block": args.block, "board": cfg.board, "top": name, "dsp_slices": block_dsp_slices(args.block, cfg)}
     if args.synth:
         res = synthesize_verilog(text, name)
-        result["synth"] = {"dsp48e2": res.dsp, "lut": res.lut, "ff": res.ff, "carry": res.carry8,
+        result["synth"] = {"dsp48e2": res.dsp, "lut": res.lut, "ff": res.ff, "carry": res.carry,
                            "bram36": res.bram36, "uram": res.uram}
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".partial")

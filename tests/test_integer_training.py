@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from airfoil.host.integer_training import (L1_FRAC, MAX_GROUPS, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
-                                           linear_l1_training_step,
+                                           l1_batch_norm_backward, l1_batch_norm_forward, linear_l1_training_step,
                                            shift_gemm, shift_quantise, tensor_quantise)
 
 
@@ -92,3 +92,21 @@ def test_training_step_in_integers_tracks_float_autograd():
     assert torch.allclose(step["y"].double() / 2 ** L1_FRAC, (d / d.abs().mean(-1, keepdim=True)).detach(), atol=0.06)
     for got, want in ((step["dx_value"], xr.grad), (step["dw_value"], wr.grad)):
         assert ((got - want).norm() / want.norm()).item() < 0.06
+
+
+def test_l1_batch_norm_forward_and_backward_match_autograd_of_the_float_version():
+    g = torch.Generator().manual_seed(2)
+    frac = 10
+    # [batch 48, channels 5]: channels of different scale and offset
+    x = torch.randn(48, 5, generator=g, dtype=torch.float64) * torch.tensor([0.5, 1, 3, 10, 2]) + 1
+    xi = torch.round(x * 2 ** frac).to(torch.int64)
+    y, saved = l1_batch_norm_forward(xi, frac)
+    xr = (xi.double() / 2 ** frac).requires_grad_(True)
+    d = xr - xr.mean(0, keepdim=True)
+    yr = d / d.abs().mean(0, keepdim=True)
+    assert (y.double() / 2 ** L1_FRAC - yr).abs().max().item() < 0.01
+    gy = torch.round(torch.randn(48, 5, generator=g, dtype=torch.float64) * 2 ** L1_FRAC).to(torch.int64)
+    (yr * gy.double() / 2 ** L1_FRAC).sum().backward()
+    dx = l1_batch_norm_backward(gy, saved).double() / 2 ** L1_FRAC
+    assert dx.shape == xi.shape
+    assert ((dx - xr.grad).norm() / xr.grad.norm()).item() < 1e-2

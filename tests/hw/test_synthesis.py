@@ -26,3 +26,24 @@ def test_resources_match_committed_baseline(measured):
     for block, r in measured.items():
         for key in ("lut", "ff"):
             assert r[key] == pytest.approx(baseline[block][key], rel=0.02), (block, key, r[key])
+
+
+TRAINING = Path(__file__).resolve().parents[2] / "reports" / "synth_training.json"
+
+
+def test_shiftquant_needs_half_the_lut_equivalents_of_fp16():
+    """ShiftQuant tiles vs FP16 multiply-add at 8 MACs per cycle.  Here one FP16 lane is
+    synthesised and counted 8 times (the lanes are independent; the committed report
+    synthesises all 8); the ShiftQuant tiles are synthesised whole."""
+    from airfoil.hw.synth import lut_equivalents, measure_training_datapaths
+
+    measured = measure_training_datapaths(fp16_lanes=1)
+    committed = json.loads(TRAINING.read_text())["datapaths"]
+    fp16 = measured["fp16"]
+    assert fp16["dsp48e2"] == 8
+    assert fp16["lut"] == pytest.approx(committed["fp16"]["lut"], rel=0.05)
+    for bits in (4, 6, 8):
+        sq = measured[f"shiftquant_{bits}bit"]
+        assert lut_equivalents(sq) <= 0.5 * lut_equivalents(fp16), (bits, sq, fp16)
+        for key in ("lut", "ff", "dsp48e2"):
+            assert sq[key] == pytest.approx(committed[f"shiftquant_{bits}bit"][key], rel=0.02), (bits, key)

@@ -103,6 +103,7 @@ class AirfoilConfig:
     hbm_channel_gbps: float = 14.375
     hbm_latency_cycles: int = 64
     axi_data_bits: int = 512
+    sfu_lanes: int = 16  # SFU elements per cycle per core
 
     def __post_init__(self) -> None:
         self.validate()
@@ -175,7 +176,7 @@ class AirfoilConfig:
         spec = BOARDS[self.board]
         ints = ("cores", "chains_per_core", "dsp_groups_per_chain", "quant_group_size", "act_buffer_kib",
                 "global_buffer_kib", "weight_buffer_kib", "kv_buffer_kib", "instr_queue_depth", "hbm_channels",
-                "hbm_latency_cycles", "axi_data_bits", "act_bits", "kv_bits")
+                "hbm_latency_cycles", "axi_data_bits", "act_bits", "kv_bits", "sfu_lanes")
         for name in ints:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -1,0 +1,240 @@
+"""Performance model: cycles of a compiled program, instruction by instruction, for any length.
+
+It runs the same dispatcher as the functional simulator (``sim.fsim.dispatch``: SETR, LOOP and
+the affine fields) and schedules every instruction on the machine's units in time:
+
+* the four queues (LOAD, COMPUTE, SFU, STORE) each run their instructions in order, one at a
+  time; an instruction starts when its queue is free, its ``wait`` tokens have been released
+  (a token carries its release time) and the unit it needs is free;
+* units: the HBM pseudo-channels (LD and ST share them), the MPE (MM/MV, and attention's two
+  products), the SFU; a weight LD also waits for its half of the double buffer to be consumed.
+
+Cycle costs (``OpTiming``; the constants below, with where each comes from):
+
+* LD/ST: row i goes to channel ``channel + i mod channels``; a channel moves its bytes at its
+  share of the peak (``hbm_channel_gbps`` at ``clock_mhz``) times ``HBM_EFFICIENCY``, each burst
+  of b beats costing ``b + BURST_GAP_BEATS`` beat times; plus ``hbm_latency_cycles`` once.
+* MM/MV: the MPE mapping of ``hw/mpe_schedule.py``: D = dsp_per_chain kept weights per row per
+  beat; MM takes two tokens per pass and one row per chain, MV two rows per chain (dense) or one
+  (N < 16); all ``cores x chains_per_core`` chains work on a tile's rows.  Plus the pipeline
+  (``CHAIN_LATENCY`` and the requantisation path).
+* SFU: ``passes x elements / (sfu_lanes x cores)`` plus a pipeline latency; attention's
+  score and P.V products run on the MPE at MV rate (an ATTENTION instruction holds both units).
+
+Not yet calibrated against the full accelerator's RTL (that needs the controller, issue 5):
+the MM/MV beat counts are the MPE's, measured in Verilator (tests/hw/test_mpe_verilator.py);
+the HBM and SFU costs are this model's assumptions.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from airfoil.config import SPARSE_M, AirfoilConfig
+from airfoil.errors import AirfoilError
+from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc
+from airfoil.sim.fsim import QUEUE_ORDER, dispatch
+
+__all__ = ["PerfModel", "SectionTiming", "OpTiming", "HBM_EFFICIENCY", "BURST_GAP_BEATS"]
+
+# Best measured U280 HBM throughput over its 460 GB/s peak (Shuhai, FCCM'20): 425 / 460.
+HBM_EFFICIENCY = 425 / 460
+# One idle beat per AXI burst (address phase and turnaround not hidden): ours, an assumption that
+# makes short rows (a KV-cache head row) cost more than long sequential tiles.
+BURST_GAP_BEATS = 1
+AXI_MAX_BURST_BEATS = 64  # a 4 KiB AXI burst of 64-byte beats
+REQUANT_LATENCY = 4  # group scale multiply, sum, shift, saturate (cycles)
+SFU_LATENCY = 16
+SFU_PASSES = {SfuFunc.RMSNORM: 2, SfuFunc.LAYERNORM: 2, SfuFunc.SOFTMAX: 3, SfuFunc.SILU_MUL: 1, SfuFunc.RELU: 2,
+              SfuFunc.ROPE: 1, SfuFunc.ADD: 1, SfuFunc.MUL: 1, SfuFunc.REQUANT: 2, SfuFunc.ATTENTION: 3}
+
+
+class PerfError(AirfoilError):
+    pass
+
+
+@dataclass
+class OpTiming:
+    """Cycle costs of single instructions on one configuration."""
+
+    cfg: AirfoilConfig
+
+    @property
+    def channel_bytes_per_cycle(self) -> float:
+        c = self.cfg
+        return min(c.hbm_channel_gbps * 1e9 / (c.clock_mhz * 1e6), c.axi_bytes_per_cycle) * HBM_EFFICIENCY
+
+    def transfer(self, f: dict) -> tuple[dict[int, float], int]:
+        """(cycles each channel is busy, latency) of an LD/ST."""
+        beat = self.cfg.axi_bytes_per_cycle
+        beats = math.ceil(f["row_bytes"] / beat)
+        bursts = math.ceil(beats / AXI_MAX_BURST_BEATS)
+        per_row = (beats + bursts * BURST_GAP_BEATS) * beat / self.channel_bytes_per_cycle
+        full, extra = divmod(f["rows"], f["channels"])
+        busy = {}
+        for i in range(f["channels"]):
+            n = full + (1 if i < extra else 0)
+            if n:
+                busy[f["channel"] + i] = n * per_row
+        return busy, self.cfg.hbm_latency_cycles
+
+    def gemm(self, op: Opcode, f: dict) -> int:
+        from airfoil.hw.sparse_chain import CHAIN_LATENCY
+
+        c = self.cfg
+        chains = c.cores * c.chains_per_core
+        n = f["pattern"].n
+        beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain)
+        if op == Opcode.MV or f["tokens"] == 1:
+            rows_per_beat = chains * (2 if n == SPARSE_M else 1)
+            passes = f["tokens"]
+        else:
+            rows_per_beat = chains
+            passes = math.ceil(f["tokens"] / 2)
+        return passes * math.ceil(f["rows"] / rows_per_beat) * beats_per_row + CHAIN_LATENCY + REQUANT_LATENCY
+
+    def attention_products(self, f: dict) -> int:
+        c = self.cfg
+        length = f["pos"] + f["rows"]
+        macs = 2 * f["rows"] * length * f["width"]
+        # MV mapping: one MAC per slice per cycle with a single query row
+        return math.ceil(macs / (c.cores * c.chains_per_core * c.dsp_per_chain * (2 if f["rows"] > 1 else 1)))
+
+    def sfu(self, f: dict) -> int:
+        c = self.cfg
+        fn = f["func"]
+        elements = f["rows"] * f["width"]
+        if fn == SfuFunc.ATTENTION:
+            elements = f["rows"] * (f["pos"] + f["rows"])  # the softmax over the scores
+        return math.ceil(SFU_PASSES[fn] * elements / (c.sfu_lanes * c.cores)) + SFU_LATENCY
+
+
+@dataclass
+class SectionTiming:
+    cycles: int = 0
+    busy: Counter = field(default_factory=Counter)  # unit -> busy cycles ("MPE", "SFU", "HBM<c>")
+    op_cycles: Counter = field(default_factory=Counter)  # opcode / SFU function -> cycles
+    op_counts: Counter = field(default_factory=Counter)
+    hbm_bytes: int = 0
+    weight_bytes: int = 0
+    kv_bytes: int = 0
+    macs: int = 0
+
+    def seconds(self, cfg: AirfoilConfig) -> float:
+        return self.cycles / (cfg.clock_mhz * 1e6)
+
+
+class PerfModel:
+    def __init__(self, program):
+        self.prog, self.cfg = program, program.cfg
+        self.t = OpTiming(program.cfg)
+        self.half = program.cfg.weight_buffer_kib * 1024
+
+    def run(self, section: str, tokens: int, position: int) -> SectionTiming:
+        regs = [0] * 16
+        regs[0], regs[1] = tokens, position
+        st = SectionTiming()
+        now = 0.0
+        pending: dict[Queue, list] = {q: [] for q in Queue}
+        for ins, f in dispatch(self.prog.sections[section], regs):
+            if ins.opcode in (Opcode.BARRIER, Opcode.END):
+                now = self._drain(pending, now, st)
+                if ins.opcode == Opcode.END:
+                    st.cycles = math.ceil(now)
+                    return st
+                continue
+            if ins.opcode != Opcode.NOP:
+                pending[OPCODE_QUEUE[ins.opcode]].append((ins, f))
+        raise PerfError(f"section {section!r} ended without END")
+
+    def _drain(self, pending, start: float, st: SectionTiming) -> float:
+        tokens: dict = {}
+        heads = dict.fromkeys(Queue, 0)
+        queue_free = dict.fromkeys(Queue, start)
+        unit_free: Counter = Counter()
+        half_free = [start, start]
+        half_full = [False, False]
+        end = start
+        while True:
+            progressed = False
+            for q in QUEUE_ORDER:
+                lst = pending[q]
+                while heads[q] < len(lst):
+                    ins, f = lst[heads[q]]
+                    if any(not tokens.get((w, q)) for w in ins.wait):
+                        break
+                    half = None
+                    if ins.opcode == Opcode.LD and f["buffer"] == Buffer.WEIGHT:
+                        half = f["buf"] // self.half
+                        if half_full[half]:
+                            break
+                    t0 = max([queue_free[q]] + [tokens[(w, q)].popleft() for w in ins.wait])
+                    if half is not None:
+                        t0 = max(t0, half_free[half])
+                    t1 = self._execute(ins, f, t0, unit_free, st)
+                    if half is not None:
+                        half_full[half] = True
+                    if ins.opcode in (Opcode.MM, Opcode.MV):
+                        h = f["weight"] // self.half
+                        half_full[h], half_free[h] = False, t1
+                    queue_free[q] = t1
+                    end = max(end, t1)
+                    for r in ins.release:
+                        tokens.setdefault((q, r), deque()).append(t1)
+                    heads[q] += 1
+                    progressed = True
+                if progressed:
+                    break
+            if all(heads[q] == len(pending[q]) for q in Queue):
+                break
+            if not progressed:
+                raise PerfError("deadlock in the performance model (the functional simulator names the queue heads)")
+        for q in Queue:
+            pending[q].clear()
+        return end
+
+    def _execute(self, ins, f: dict, t0: float, unit_free: Counter, st: SectionTiming) -> float:
+        op = ins.opcode
+        st.op_counts[op.name] += 1
+        if op in (Opcode.LD, Opcode.ST):
+            busy, latency = self.t.transfer(f)
+            if not busy:  # no rows (a length-dependent count of zero)
+                return t0
+            start = max([t0] + [unit_free[f"HBM{c}"] for c in busy])
+            for c, b in busy.items():
+                unit_free[f"HBM{c}"] = start + b
+                st.busy[f"HBM{c}"] += b
+            t1 = start + max(busy.values()) + latency
+            nbytes = f["rows"] * f["row_bytes"]
+            st.hbm_bytes += nbytes
+            if f["buffer"] == Buffer.WEIGHT:
+                st.weight_bytes += nbytes
+            elif f["buffer"] == Buffer.KV:
+                st.kv_bytes += nbytes
+            key = op.name
+        elif op in (Opcode.MM, Opcode.MV):
+            cyc = self.t.gemm(op, f)
+            start = max(t0, unit_free["MPE"])
+            t1 = unit_free["MPE"] = start + cyc
+            st.busy["MPE"] += cyc
+            st.macs += f["tokens"] * f["rows"] * f["k"] * f["pattern"].n // SPARSE_M
+            key = op.name
+        elif op == Opcode.SFU:
+            cyc = self.t.sfu(f)
+            key = f"SFU.{f['func'].name}"
+            if f["func"] == SfuFunc.ATTENTION:
+                prod = self.t.attention_products(f)
+                start = max(t0, unit_free["MPE"], unit_free["SFU"])
+                t1 = start + prod + cyc
+                unit_free["MPE"] = unit_free["SFU"] = t1
+                st.busy["MPE"] += prod
+                st.macs += 2 * f["rows"] * (f["pos"] + f["rows"]) * f["width"]
+            else:
+                start = max(t0, unit_free["SFU"])
+                t1 = unit_free["SFU"] = start + cyc
+            st.busy["SFU"] += cyc
+        else:
+            raise PerfError(f"no timing for {op.name}")
+        st.op_cycles[key] += t1 - start
+        return t1

@@ -1,0 +1,54 @@
+"""The performance model: its MPE costs are the MPE's beat schedule (the one the Verilator bench
+measures), and whole-program figures respect the bandwidth and compute bounds."""
+import math
+
+import numpy as np
+import pytest
+
+from airfoil.compiler.compress import CompressionPlan
+from airfoil.compiler.lowering import compile_model
+from airfoil.compiler.model import model_spec
+from airfoil.compiler.plans import plan_path
+from airfoil.config import preset
+from airfoil.hw.mpe_schedule import schedule
+from airfoil.hw.sparse_chain import CHAIN_LATENCY, ChainMode
+from airfoil.isa import Opcode, SparsePattern
+from airfoil.sim.perf import REQUANT_LATENCY, OpTiming, PerfModel
+from tests.hw.tiles import random_tile
+
+CFG = preset("sim")
+
+
+@pytest.mark.parametrize("mode, n", [(ChainMode.MM, 16), (ChainMode.MM, 4), (ChainMode.MV, 16), (ChainMode.MV_SPARSE, 8),
+                                     (ChainMode.MV_SPARSE, 2)])
+def test_gemm_cycles_are_the_mpe_beat_schedule(mode, n):
+    rng = np.random.default_rng(n)
+    groups = CFG.dsp_groups_per_chain
+    unit = math.lcm(16, 16 * 2 * groups // n)
+    t = OpTiming(CFG)
+    for _ in range(20):
+        tokens = 1 if mode != ChainMode.MM else int(rng.integers(2, 9))
+        x, w, mask = random_tile(rng, tokens, unit * int(rng.integers(1, 5)), int(rng.integers(1, 40)), n, extreme=False)
+        beats, _ = schedule(x, w, mask, n, mode, CFG.chains_per_core, groups)
+        f = {"tokens": tokens, "rows": w.shape[0], "k": w.shape[1], "pattern": SparsePattern.of(n)}
+        op = Opcode.MM if mode == ChainMode.MM else Opcode.MV
+        assert t.gemm(op, f) == len(beats) + CHAIN_LATENCY + REQUANT_LATENCY
+
+
+@pytest.fixture(scope="module")
+def smollm2_sim():
+    spec = model_spec("smollm2")
+    plan = CompressionPlan.load(plan_path("default"))
+    return compile_model(spec, plan.resolve(spec), plan.group_size, CFG, 512)
+
+
+def test_decode_respects_bandwidth_and_compute_bounds(smollm2_sim):
+    pm = PerfModel(smollm2_sim)
+    prev = 0
+    for pos in (16, 128, 400):
+        st = pm.run("decode", 1, pos)
+        assert st.weight_bytes == smollm2_sim.weight_image_bytes()  # every weight tile, once per token
+        assert st.cycles >= st.hbm_bytes / CFG.hbm_bytes_per_cycle  # never faster than the HBM peak
+        assert st.cycles >= st.busy["MPE"] and st.cycles >= st.macs / CFG.macs_per_cycle
+        assert st.cycles > prev  # a longer context costs more (KV reads, attention)
+        prev = st.cycles

@@ -96,7 +96,7 @@ class AirfoilConfig:
     kv_bits: int = 8
     act_buffer_kib: int = 64  # INT8 operand rows (BRAM)
     global_buffer_kib: int = 64  # INT32 results and the residual stream (URAM)
-    weight_buffer_kib: int = 32  # per half of the double buffer (BRAM)
+    weight_buffer_kib: int = 32  # per core, per half of the double buffer (BRAM)
     kv_buffer_kib: int = 64  # K/V staging for attention (URAM)
     instr_queue_depth: int = 512
     hbm_channels: int = 4
@@ -125,6 +125,12 @@ class AirfoilConfig:
     def macs_per_cycle(self) -> int:
         # two INT8 MACs per DSP slice per cycle (two activations share one weight)
         return 2 * self.dsp_slices
+
+    @property
+    def weight_half_bytes(self) -> int:
+        """One half of the weight double buffer across the MPE: a tile's rows are split over
+        the cores, each core holding its share in its own buffer, so a tile may fill them all."""
+        return self.cores * self.weight_buffer_kib * 1024
 
     @property
     def hbm_peak_gbps(self) -> float:

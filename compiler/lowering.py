@@ -124,8 +124,8 @@ def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, channels: 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
     """Rows per weight tile: as many whole rows as half the weight buffer holds (a multiple of the
     MPE's row pairs when possible)."""
-    half = cfg.weight_buffer_kib * 1024
-    pair = 2 * cfg.chains_per_core
+    half = cfg.weight_half_bytes
+    pair = 2 * cfg.cores * cfg.chains_per_core
     C = cfg.hbm_channels
 
     def fits(rows, k, r):
@@ -417,7 +417,7 @@ class LengthAdaptiveLowering:
         r = g.recipes[op.name]
         w = g.hbm["weights"][op.name]
         C = self.cfg.hbm_channels
-        half = self.cfg.weight_buffer_kib * 1024
+        half = self.cfg.weight_half_bytes
         kind = op.name.rsplit(".", 1)[-1]
         d, hd, nh, nkv, ff = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ff
         src = {"attn_q": "x", "attn_k": "x", "attn_v": "x", "attn_o": "o", "ffn_gate": "x", "ffn_up": "x",

@@ -79,7 +79,7 @@ class FunctionalSimulator:
         self.prog, self.k = program, kernels
         cfg = program.cfg
         self.hbm = [np.frombuffer(bytes(img), dtype=np.uint8).copy() for img in program.images]
-        self.half = cfg.weight_buffer_kib * 1024
+        self.half = cfg.weight_half_bytes
         self.buf = {
             Buffer.ACT: np.zeros(cfg.act_buffer_kib * 1024, np.int64),
             Buffer.KV: np.zeros(cfg.kv_buffer_kib * 1024, np.int64),

@@ -129,7 +129,7 @@ class PerfModel:
     def __init__(self, program):
         self.prog, self.cfg = program, program.cfg
         self.t = OpTiming(program.cfg)
-        self.half = program.cfg.weight_buffer_kib * 1024
+        self.half = program.cfg.weight_half_bytes
 
     def run(self, section: str, tokens: int, position: int) -> SectionTiming:
         regs = [0] * 16

@@ -126,7 +126,7 @@ def test_shape_models_compile_within_budget(model, board, max_len, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "llama2-7b", "--board", "u280", "--set", "weight_buffer_kib=2"], "exceeds half the weight buffer"),
+    (["--model", "llama2-7b", "--board", "u280", "--set", "weight_buffer_kib=1"], "exceeds half the weight buffer"),
     (["--model", "smollm2", "--board", "sim", "--max-len", "4096"], "exceed the KV buffer"),
     (["--model", "opt-6.7b", "--board", "vhk158", "--max-len", "4096"], "exceeds the model's 2048 positions"),
 ])

@@ -150,7 +150,8 @@ HEADER_LAYOUT = data.StructLayout({
 
 BODY_LAYOUTS: dict[Opcode, data.StructLayout] = {
     Opcode.LD: data.StructLayout({
-        "channel": unsigned(7), "channels": unsigned(7), "buffer": Buffer, "hbm": AFFINE_LAYOUT[36],
+        "channel": unsigned(7), "channels": unsigned(7), "phase": AFFINE_LAYOUT[24], "buffer": Buffer,
+        "hbm": AFFINE_LAYOUT[36],
         "buf": AFFINE_LAYOUT[24], "rows": AFFINE_LAYOUT[24], "row_bytes": unsigned(24), "hbm_stride": unsigned(32),
         "buf_stride": unsigned(24), "elem_bytes": unsigned(3)}),
     Opcode.MM: data.StructLayout({
@@ -182,9 +183,12 @@ for _op, _layout in BODY_LAYOUTS.items():
 # What each field means, for the generated documentation.
 FIELD_DOCS = {
     "channel": "first HBM pseudo-channel (< config hbm_channels)",
-    "channels": "pseudo-channels the rows are striped over: row i uses channel + i mod channels (>= 1)",
+    "channels": "pseudo-channels the rows are striped over (>= 1): row i is row j = phase + i of the striped "
+                "region, in channel channel + (j mod channels)",
+    "phase": "index in the striped region of row 0 (affine; 0 for a region that starts in the first channel)",
     "buffer": "on-chip buffer (Buffer)",
-    "hbm": "HBM byte address in each channel of row 0 (affine); row i at hbm + (i div channels) * hbm_stride",
+    "hbm": "HBM byte address of the striped region in each channel (affine); row j = phase + i at "
+           "hbm + (j div channels) * hbm_stride",
     "buf": "buffer element address of row 0 (affine)",
     "rows": "row count (affine)",
     "row_bytes": "HBM bytes per row (> 0)",

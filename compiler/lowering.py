@@ -158,18 +158,19 @@ def _align(x: int, a: int = AXI_BEAT) -> int:
 
 
 def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
-    """Addresses in HBM (bytes, per pseudo-channel).  Striped regions (weights, gains) sit at the
-    same offset in every channel; KV rows of (layer, kv head) go to channel (layer*nkv+h) mod C."""
+    """Addresses in HBM (bytes, per pseudo-channel).  Every region is striped over all channels at
+    the same offset in each: the weight image tile by tile, the gains, and the KV cache of each
+    (layer, kv head), position p of K (and of V) in channel p mod C, so that one LD reads a
+    head's whole cache, and one ST appends a token, at the bandwidth of every channel."""
     spec = g.spec
     C = cfg.hbm_channels
     hd = spec.head_dim
     if max_len > spec.max_positions:
         raise LoweringError(f"max length {max_len} exceeds the model's {spec.max_positions} positions")
-    kv_rows = max_len * (hd + 1)
-    kv_region = _align(2 * kv_rows)
+    kv_rows = _align(-(-max_len // C) * (hd + 1))  # one channel's share of a head's K (or V) rows
+    kv_region = 2 * kv_rows
     n_kv = spec.n_layers * spec.n_kv_heads
-    per_channel_kv = -(-n_kv // C)
-    off = per_channel_kv * kv_region  # KV first, then the striped weight image
+    off = n_kv * kv_region  # KV first, then the striped weight image
     weights = {}
     for op in g.ops:
         if op.kind != "linear":
@@ -267,8 +268,9 @@ def _loop(count: Affine, body: list, reg: int) -> list:
 
 
 def _ld(buffer, channel, channels, hbm, buf, rows, row_bytes, hbm_stride=0, buf_stride=0, elem_bytes=1,
-        wait=(), release=(), op=Opcode.LD) -> Instruction:
-    return Instruction(op, {"channel": channel, "channels": channels, "buffer": buffer, "hbm": hbm, "buf": buf,
+        wait=(), release=(), op=Opcode.LD, phase=Affine(0)) -> Instruction:
+    return Instruction(op, {"channel": channel, "channels": channels, "phase": phase, "buffer": buffer, "hbm": hbm,
+                            "buf": buf,
                             "rows": rows, "row_bytes": row_bytes, "hbm_stride": hbm_stride, "buf_stride": buf_stride,
                             "elem_bytes": elem_bytes}, wait, release)
 
@@ -485,20 +487,20 @@ class LengthAdaptiveLowering:
             _sfu(SfuFunc.REQUANT, src0=Affine(G["v"]), stride0=hd, dst=Affine(A["v"]), stride_d=row, width=hd,
                  rows=Affine(0, R_TJ, nkv), frac=nx.FRAC_A, release=(T_,)),
         ]
+        pos0 = Affine(0, R_POS0, 1)
         for h in range(nkv):
-            idx = layer * nkv + h
-            ch, base = idx % C, (idx // C) * hb["kv_region"]
+            base = (layer * nkv + h) * hb["kv_region"]
             k_hbm, v_hbm = base, base + hb["kv_rows"]
-            # append this chunk's K and V rows to the cache at positions R5..
-            out.append(_ld(Buffer.ACT, ch, 1, Affine(k_hbm, R_POS0, row), Affine(A["k"] + h * row), rows, row, row,
-                           nkv * row, 1, wait=(S_,) if h == 0 else (), op=Opcode.ST))
-            out.append(_ld(Buffer.ACT, ch, 1, Affine(v_hbm, R_POS0, row), Affine(A["v"] + h * row), rows, row, row,
-                           nkv * row, 1, release=(L_,), op=Opcode.ST))
+            # append this chunk's K and V rows to the cache: position p is row p of the striped region
+            out.append(_ld(Buffer.ACT, 0, C, Affine(k_hbm), Affine(A["k"] + h * row), rows, row, row,
+                           nkv * row, 1, wait=(S_,) if h == 0 else (), op=Opcode.ST, phase=pos0))
+            out.append(_ld(Buffer.ACT, 0, C, Affine(v_hbm), Affine(A["v"] + h * row), rows, row, row,
+                           nkv * row, 1, release=(L_,), op=Opcode.ST, phase=pos0))
             # stage all R6 positions of K and V
             wait_ld = (T_, S_) if h > 0 else (T_,)
-            out.append(_ld(Buffer.KV, ch, 1, Affine(k_hbm), Affine(K["k"]), Affine(0, R_LEN, 1), row, row, row, 1,
+            out.append(_ld(Buffer.KV, 0, C, Affine(k_hbm), Affine(K["k"]), Affine(0, R_LEN, 1), row, row, row, 1,
                            wait=wait_ld))
-            out.append(_ld(Buffer.KV, ch, 1, Affine(v_hbm), Affine(K["v"]), Affine(0, R_LEN, 1), row, row, row, 1,
+            out.append(_ld(Buffer.KV, 0, C, Affine(v_hbm), Affine(K["v"]), Affine(0, R_LEN, 1), row, row, row, 1,
                            release=(S_,)))
             for r in range(rep):
                 q = h * rep + r

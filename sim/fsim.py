@@ -195,9 +195,12 @@ class FunctionalSimulator:
 
     def _transfer(self, op: Opcode, f: dict) -> None:
         buf, eb = f["buffer"], f["elem_bytes"]
+        if f["phase"] < 0:
+            raise FsimError(f"{op.name}: field 'phase' = {f['phase']} is negative")
         for i in range(f["rows"]):
-            ch = f["channel"] + i % f["channels"]
-            a = f["hbm"] + (i // f["channels"]) * f["hbm_stride"]
+            j = f["phase"] + i  # the row's index in the striped region
+            ch = f["channel"] + j % f["channels"]
+            a = f["hbm"] + (j // f["channels"]) * f["hbm_stride"]
             n = f["row_bytes"]
             mem = self.hbm[ch]
             if a < 0 or a + n > len(mem):

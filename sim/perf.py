@@ -11,9 +11,11 @@ the affine fields) and schedules every instruction on the machine's units in tim
 
 Cycle costs (``OpTiming``; the constants below, with where each comes from):
 
-* LD/ST: row i goes to channel ``channel + i mod channels``; a channel moves its bytes at its
+* LD/ST: row i goes to channel ``channel + (phase + i) mod channels``; a channel moves its bytes at its
   share of the peak (``hbm_channel_gbps`` at ``clock_mhz``) times ``HBM_EFFICIENCY``, each burst
-  of b beats costing ``b + BURST_GAP_BEATS`` beat times; plus ``hbm_latency_cycles`` once.
+  of b beats costing ``b + BURST_GAP_BEATS`` beat times; its data lands ``hbm_latency_cycles``
+  after the last burst is issued, but the queue issues its next transfer at once (the DMA keeps
+  several transactions outstanding, as AXI allows).
 * MM/MV: the MPE mapping of ``hw/mpe_schedule.py``: D = dsp_per_chain kept weights per row per
   beat; MM takes two tokens per pass and one row per chain, MV two rows per chain (dense) or one
   (N < 16); all ``cores x chains_per_core`` chains work on a tile's rows.  Plus the pipeline
@@ -72,9 +74,10 @@ class OpTiming:
         bursts = math.ceil(beats / AXI_MAX_BURST_BEATS)
         per_row = (beats + bursts * BURST_GAP_BEATS) * beat / self.channel_bytes_per_cycle
         full, extra = divmod(f["rows"], f["channels"])
+        first = f["phase"] % f["channels"]  # the channel offset of row 0
         busy = {}
         for i in range(f["channels"]):
-            n = full + (1 if i < extra else 0)
+            n = full + (1 if (i - first) % f["channels"] < extra else 0)
             if n:
                 busy[f["channel"] + i] = n * per_row
         return busy, self.cfg.hbm_latency_cycles
@@ -172,13 +175,13 @@ class PerfModel:
                     t0 = max([queue_free[q]] + [tokens[(w, q)].popleft() for w in ins.wait])
                     if half is not None:
                         t0 = max(t0, half_free[half])
-                    t1 = self._execute(ins, f, t0, unit_free, st)
+                    issued, t1 = self._execute(ins, f, t0, unit_free, st)
                     if half is not None:
                         half_full[half] = True
                     if ins.opcode in (Opcode.MM, Opcode.MV):
                         h = f["weight"] // self.half
                         half_full[h], half_free[h] = False, t1
-                    queue_free[q] = t1
+                    queue_free[q] = issued
                     end = max(end, t1)
                     for r in ins.release:
                         tokens.setdefault((q, r), deque()).append(t1)
@@ -194,18 +197,21 @@ class PerfModel:
             pending[q].clear()
         return end
 
-    def _execute(self, ins, f: dict, t0: float, unit_free: Counter, st: SectionTiming) -> float:
+    def _execute(self, ins, f: dict, t0: float, unit_free: Counter, st: SectionTiming) -> tuple[float, float]:
+        """Schedules one instruction from ``t0``: (when its queue may issue the next, when it is done).
+        A transfer frees its queue once its bursts are issued; its data lands a latency later."""
         op = ins.opcode
         st.op_counts[op.name] += 1
         if op in (Opcode.LD, Opcode.ST):
             busy, latency = self.t.transfer(f)
             if not busy:  # no rows (a length-dependent count of zero)
-                return t0
+                return t0, t0
             start = max([t0] + [unit_free[f"HBM{c}"] for c in busy])
             for c, b in busy.items():
                 unit_free[f"HBM{c}"] = start + b
                 st.busy[f"HBM{c}"] += b
-            t1 = start + max(busy.values()) + latency
+            issued = start + max(busy.values())
+            t1 = issued + latency
             nbytes = f["rows"] * f["row_bytes"]
             st.hbm_bytes += nbytes
             if f["buffer"] == Buffer.WEIGHT:
@@ -237,4 +243,4 @@ class PerfModel:
         else:
             raise PerfError(f"no timing for {op.name}")
         st.op_cycles[key] += t1 - start
-        return t1
+        return (issued if op in (Opcode.LD, Opcode.ST) else t1), t1

@@ -76,14 +76,15 @@ def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, floa
     Channel k's combined group ``g = ga[k] + gb[k]`` selects one of the accumulators; the sums
     are aligned by ``acc_g << (top - g)`` with ``top`` the largest combined group the formats
     allow (fixed, as in the hardware) and added."""
-    g = a.group + b.group
     top = (a.groups - 1) + (b.groups - 1)
-    y = torch.zeros(a.q.shape[0], b.q.shape[0], dtype=torch.int64)
-    for gi in range(top + 1):
-        sel = g == gi
-        if bool(sel.any()):
-            acc = (a.q[:, sel].to(torch.float64) @ b.q[:, sel].T.to(torch.float64)).round().to(torch.int64)
-            y += acc << (top - gi)
+    # sum_g acc_g << (top - g) == sum_k a[k] 2^(ga_max - ga[k]) * b[k] 2^(gb_max - gb[k]): one product
+    # in float64, exact while every partial sum stays below 2^53 (checked)
+    qa, qb = int(a.q.abs().max()) if a.q.numel() else 0, int(b.q.abs().max()) if b.q.numel() else 0
+    if a.q.shape[1] * qa * qb << top >= 1 << 53:
+        raise ValueError("shift_gemm: K too large for an exact float64 product")
+    sa = torch.pow(2.0, (a.groups - 1 - a.group).to(torch.float64))
+    sb = torch.pow(2.0, (b.groups - 1 - b.group).to(torch.float64))
+    y = ((a.q.to(torch.float64) * sa) @ (b.q.to(torch.float64) * sb).T).round().to(torch.int64)
     return y, a.scale * b.scale, top
 
 

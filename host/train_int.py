@@ -163,7 +163,8 @@ def _charlm_data():
 
     text = "".join(topics[k] for k in sorted(topics))[:400_000]
     chars = sorted(set(text))
-    data = torch.tensor([chars.index(c) for c in text])
+    code = {c: i for i, c in enumerate(chars)}
+    data = torch.tensor([code[c] for c in text])
     split = int(0.9 * len(data))
     return chars, data[:split], data[split:]
 

@@ -250,6 +250,20 @@ def cmd_demo(args) -> int:
     return run_demo(out_dir=Path(args.out), tokens=args.tokens, progress=_progress(False))
 
 
+def cmd_perf(args) -> int:
+    from airfoil.compiler.compress import CompressionPlan
+    from airfoil.compiler.model import model_spec
+    from airfoil.compiler.plans import plan_path
+    from airfoil.sim.perf import project
+
+    cfg = _resolve_config(args)
+    spec = model_spec(args.model)
+    name = args.plan or ("default" if spec.arch == "llama" else "ffn-sparse")
+    plan = CompressionPlan.load(name if name.endswith((".yaml", ".yml")) else plan_path(name))
+    _emit(project(spec, plan, cfg, context=args.context, prompt=args.prompt, max_len=args.max_len), args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="airfoil", description="Compressed LLMs to FPGA hardware, verified at every step.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -303,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stats", action="store_true", help="instruction bytes, padding overhead, weight image size")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_compile)
+
+    c = sub.add_parser("perf", help="project decode tok/s, prefill latency, HBM/DSP use and energy from the cycle model")
+    c.add_argument("--model", default="llama2-7b", help="smollm2, llama2-7b, opt-6.7b (shapes; no weights needed)")
+    c.add_argument("--board", default="u280", help="preset: u280, vhk158, sim (default u280)")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    c.add_argument("--plan", help="compression plan (default: default for LLaMA, ffn-sparse otherwise; flightllm, ...)")
+    c.add_argument("--context", type=int, default=512, help="decode position (tokens already in the KV cache)")
+    c.add_argument("--prompt", type=int, default=128, help="prefill length")
+    c.add_argument("--max-len", type=int, help="the program's max length (default: the model's, at most 4096)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_perf)
 
     c = sub.add_parser("train-int", help="train in FP32 and with b-bit ShiftQuant + integer L1 norm; compare")
     c.add_argument("--task", required=True, help="digits (MLP, test accuracy) or charlm (char Transformer, bpc)")

@@ -96,7 +96,7 @@ class AirfoilConfig:
     kv_bits: int = 8
     act_buffer_kib: int = 64  # INT8 operand rows (BRAM)
     global_buffer_kib: int = 64  # INT32 results and the residual stream (URAM)
-    weight_buffer_kib: int = 32  # per core, per half of the double buffer (BRAM)
+    weight_buffer_kib: int = 32  # per core, per half of the double buffer (URAM)
     kv_buffer_kib: int = 64  # K/V staging for attention (URAM)
     instr_queue_depth: int = 512
     hbm_channels: int = 4
@@ -146,16 +146,16 @@ class AirfoilConfig:
 
     @property
     def bram36_estimate(self) -> int:
-        """Activation and weight buffers and the instruction queue in 36 Kib block RAMs (4.5 KiB
-        of data each, ignoring parity bits)."""
-        kib = self.act_buffer_kib + 2 * self.weight_buffer_kib
-        per_core = math.ceil(kib * 1024 * 8 / 36864) + math.ceil(self.instr_queue_depth * 64 * 8 / 36864)
+        """The activation buffer and the instruction queue in 36 Kib block RAMs (4.5 KiB of data
+        each, ignoring parity bits)."""
+        per_core = math.ceil(self.act_buffer_kib * 1024 * 8 / 36864) + math.ceil(self.instr_queue_depth * 64 * 8 / 36864)
         return self.cores * per_core
 
     @property
     def uram_estimate(self) -> int:
-        """Global and KV buffers in 288 Kib UltraRAMs (36 KiB each)."""
-        return self.cores * math.ceil((self.global_buffer_kib + self.kv_buffer_kib) / 36)
+        """The global and KV buffers and the weight double buffer in 288 Kib UltraRAMs (36 KiB
+        each): a tile must hold as many rows as the MPE takes per beat, which BRAM cannot."""
+        return self.cores * math.ceil((self.global_buffer_kib + self.kv_buffer_kib + 2 * self.weight_buffer_kib) / 36)
 
     @property
     def lut_estimate(self) -> int:
@@ -251,14 +251,14 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 100 chains x 16 DSPs =
     # 4,800, limited by LUTs (the sparse MUXes cost ~190 LUTs per DSP: 79% of the XCU280's LUTs).
     "u280": dict(board="u280", clock_mhz=225.0, cores=3, chains_per_core=100, dsp_groups_per_chain=8,
-                 act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=256, kv_buffer_kib=2048,
+                 act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=1024, kv_buffer_kib=2048,
                  instr_queue_depth=4096, hbm_channels=32, hbm_channel_gbps=14.375, hbm_latency_cycles=64,
                  axi_data_bits=512),
     # FlightLLM's released VHK158 profile: 4 SLRs at 225 MHz, MV parallelism 64x16. Ours: 4 x 100
     # chains x 16 DSPs = 6,400 (78% of the VH1782's LUTs at the measured cost per DSP): enough
     # that decode of 2-bit dense weights keeps up with the HBM share of each core.
     "vhk158": dict(board="vhk158", clock_mhz=225.0, cores=4, chains_per_core=100, dsp_groups_per_chain=8,
-                   act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=256, kv_buffer_kib=2048,
+                   act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=1024, kv_buffer_kib=2048,
                    instr_queue_depth=4096, hbm_channels=64, hbm_channel_gbps=12.8, hbm_latency_cycles=64,
                    axi_data_bits=512),
     # Small enough to simulate a whole SmolLM2 token in Verilator on two cores.

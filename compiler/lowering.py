@@ -122,10 +122,12 @@ def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, channels: 
 
 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
-    """Rows per weight tile: as many whole rows as half the weight buffer holds (a multiple of the
-    MPE's row pairs when possible)."""
+    """Rows per weight tile.  A tile fits half the weight buffer; among the sizes that do, the one
+    with the least decode time, counting each tile as the longer of its HBM load (the whole
+    striped chunk, padding included) and its MV on the MPE (whole beats of ``rows_per_beat``
+    rows: 2 per chain dense, 1 per chain N:16 sparse)."""
     half = cfg.weight_half_bytes
-    pair = 2 * cfg.cores * cfg.chains_per_core
+    chains = cfg.cores * cfg.chains_per_core
     C = cfg.hbm_channels
 
     def fits(rows, k, r):
@@ -142,14 +144,22 @@ def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
         if not fits(1, k, r):
             raise LoweringError(f"{op.name}: one row of {k} inputs ({striped_bytes(1, k, r, g.group_size, C)} "
                                 f"bytes striped) exceeds half the weight buffer ({half} bytes)")
-        rows = 1
-        while rows * 2 <= o and fits(rows * 2, k, r):
-            rows *= 2
-        if rows >= pair:  # round to the MPE's width
-            rows = rows // pair * pair
-            while rows + pair <= o and fits(rows + pair, k, r):
-                rows += pair
-        g.tiles[op.name] = min(rows, o)
+        lo, hi = 1, o  # the most rows that fit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid, k, r) else (lo, mid - 1)
+        most = lo
+        per_beat = chains * (2 if r.n == SPARSE_M else 1)
+        beats_per_row = -(-k * r.n // SPARSE_M // cfg.dsp_per_chain)
+
+        def cost(rows):
+            load = striped_bytes(rows, k, r, g.group_size, C) / cfg.hbm_bytes_per_cycle
+            return -(-o // rows) * max(load, -(-rows // per_beat) * beats_per_row)
+
+        first = -(-o // most)
+        candidates = {min(most, -(-o // n)) for n in range(first, first + 4)}  # balanced tiles
+        candidates |= {m * per_beat for m in range(1, most // per_beat + 1)}  # whole beats
+        g.tiles[op.name] = min(sorted(candidates), key=lambda rows: (cost(rows), -rows))
     return g
 
 

@@ -244,3 +244,55 @@ class PerfModel:
             raise PerfError(f"no timing for {op.name}")
         st.op_cycles[key] += t1 - start
         return (issued if op in (Opcode.LD, Opcode.ST) else t1), t1
+
+
+# ------------------------------------------------------------------ projections
+# Energy per token (ours, estimates until a board is measured): the board's static power for the
+# token's time, plus HBM2 access energy per byte moved (3.9 pJ/bit, O'Connor et al., MICRO'17)
+# and the fabric's energy per INT8 MAC (DSP48E2 with its operand routing: 2 pJ, an assumption).
+STATIC_WATTS = {"u280": 25.0, "vhk158": 35.0, "sim": 25.0}
+HBM_PJ_PER_BYTE = 3.9 * 8
+PJ_PER_MAC = 2.0
+PROJECTION_CONTEXTS = (128, 512, 1024, 2048, 4096)
+
+
+def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 128, max_len: int | None = None) -> dict:
+    """Decode and prefill projections of a shape-only model compiled with ``plan`` on ``cfg``."""
+    from airfoil.compiler.lowering import compile_model
+
+    max_len = max_len or min(spec.max_positions, 4096)
+    for name, v in (("--context", context), ("--prompt", prompt)):
+        if not 1 <= v <= max_len - 1:
+            raise PerfError(f"{name} {v}: expected 1..{max_len - 1} (the program's max length {max_len})")
+    prog = compile_model(spec, plan.resolve(spec), plan.group_size, cfg, max_len)
+    pm = PerfModel(prog)
+    hz = cfg.clock_mhz * 1e6
+    params = sum(o * k for o, k in spec.linear_shapes().values())
+
+    def decode(pos: int) -> dict:
+        st = pm.run("decode", 1, pos)
+        s = st.cycles / hz
+        return {"context": pos, "cycles": st.cycles, "tok_s": 1 / s, "bytes": st.hbm_bytes, "kv_bytes": st.kv_bytes,
+                "hbm_utilisation": st.hbm_bytes / s / (cfg.hbm_peak_gbps * 1e9),
+                "dsp_utilisation": st.macs / (st.cycles * cfg.macs_per_cycle), "macs": st.macs,
+                "joules": STATIC_WATTS.get(cfg.board, 25.0) * s + (st.hbm_bytes * HBM_PJ_PER_BYTE + st.macs * PJ_PER_MAC) * 1e-12,
+                "busy": {k: round(v / st.cycles, 4) for k, v in sorted(st.busy.items()) if not k.startswith("HBM")}}
+
+    main = decode(context)
+    pre = pm.run("prefill", prompt, 0)
+    curve = [decode(c) for c in PROJECTION_CONTEXTS if c < max_len]
+    return {
+        "model": spec.name, "board": cfg.board, "plan": plan.name, "clock_mhz": cfg.clock_mhz,
+        "weight_bits_average": round(prog.weight_image_bytes() * 8 / params, 3),
+        "kv_bits": cfg.kv_bits, "dsp_slices": cfg.dsp_slices, "hbm_peak_gbps": round(cfg.hbm_peak_gbps, 1),
+        "context": context, "decode_cycles": main["cycles"], "decode_tok_s": round(main["tok_s"], 2),
+        "bytes_per_token": main["bytes"], "kv_bytes_per_token": main["kv_bytes"],
+        "hbm_utilisation": round(main["hbm_utilisation"], 4), "dsp_utilisation": round(main["dsp_utilisation"], 4),
+        "joules_per_token": round(main["joules"], 4), "unit_busy": main["busy"],
+        "prompt": prompt, "prefill_cycles": pre.cycles, "prefill_ms": round(pre.cycles / hz * 1e3, 3),
+        "decode_by_context": [{"context": d["context"], "tok_s": round(d["tok_s"], 2),
+                               "hbm_utilisation": round(d["hbm_utilisation"], 4)} for d in curve],
+        "calibrated": False,
+        "calibration": "MPE cycles are the Verilator-measured beat schedule; HBM, SFU and queue timing are "
+                       "model assumptions until the full accelerator RTL exists (issue 5)",
+    }

@@ -52,3 +52,28 @@ def test_decode_respects_bandwidth_and_compute_bounds(smollm2_sim):
         assert st.cycles >= st.busy["MPE"] and st.cycles >= st.macs / CFG.macs_per_cycle
         assert st.cycles > prev  # a longer context costs more (KV reads, attention)
         prev = st.cycles
+
+
+def test_perf_cli_projection_shows_its_arithmetic(capsys):
+    from airfoil.cli import main
+
+    assert main(["perf", "--model", "llama2-7b", "--board", "u280", "--plan", "flightllm", "--context", "512",
+                 "--json"]) == 0
+    r = __import__("json").loads(capsys.readouterr().out)
+    hz = r["clock_mhz"] * 1e6
+    seconds = r["decode_cycles"] / hz
+    assert r["decode_tok_s"] == pytest.approx(1 / seconds, rel=1e-3)
+    assert r["hbm_utilisation"] == pytest.approx(r["bytes_per_token"] / seconds / (r["hbm_peak_gbps"] * 1e9), rel=1e-3)
+    assert 0 < r["hbm_utilisation"] < 1 and 0 < r["dsp_utilisation"] < 1
+    assert r["bytes_per_token"] > 6.7e9 * 3 / 8  # at least the weights at 3 bits
+    assert 3.2 < r["weight_bits_average"] < 3.8  # the plan's stand-in for FlightLLM's 3.5 bits
+    assert r["prefill_ms"] > 0 and r["joules_per_token"] > 0 and r["calibrated"] is False
+    tok = [c["tok_s"] for c in r["decode_by_context"]]
+    assert tok == sorted(tok, reverse=True)  # longer contexts read more KV cache
+
+
+def test_perf_cli_bad_context(capsys):
+    from airfoil.cli import main
+
+    assert main(["perf", "--model", "smollm2", "--board", "sim", "--context", "99999"]) == 2
+    assert "--context 99999" in capsys.readouterr().err

@@ -257,7 +257,12 @@ def allocate_buffers(g: Graph, cfg: AirfoilConfig) -> Graph:
         what = "global" if gtop > glob_cap else "activation"
         raise LoweringError(f"decode: one token's activations need {gtop * 4} bytes of global and {atop} of "
                             f"activation buffer; the {what} buffer is too small for always-on-chip decode")
-    g.buffers = {"chunk": chunk, "global": G, "act": A, "kv": {"k": 0, "v": max_len * (hd + 1)},
+    # K/V staging: two slots when they fit, so that one KV head's loads overlap the previous
+    # head's attention; one slot otherwise
+    head = max_len * (hd + 1)
+    slots = 2 if 4 * head <= kv_cap and nkv > 1 else 1
+    g.buffers = {"chunk": chunk, "global": G, "act": A,
+                 "kv": {"k": 0, "v": head, "slots": slots, "slot": 2 * head},
                  "global_used": gtop, "act_used": atop}
     return g
 
@@ -352,10 +357,21 @@ class LengthAdaptiveLowering:
                         Affine(g.buffers["global"]["h"]), Affine(0, R_TJ, 1), d * 4, d * 4, d, 4,
                         wait=(S_,), release=(S_,)))
         head_start = next(i for i, op in enumerate(g.ops) if op.name == "final_norm")
+        kv_stage_at = None  # where the last attention's first K/V staging load sits in the body
         for i, op in enumerate(g.ops[:head_start]):
             prev = g.ops[i - 1].kind if i else "load"
             nxt = g.ops[i + 1].kind if i + 1 < len(g.ops) else None
-            body += self._with_tokens(op, prev, nxt, decode, tc)
+            insts = self._with_tokens(op, prev, nxt, decode, tc)
+            if op.kind == "linear" and prev == "attention" and kv_stage_at is not None:
+                # the output projection's first weight load goes before the K/V staging loads, so
+                # the HBM streams it while the attention waits for the new K/V rows' stores
+                body.insert(kv_stage_at, insts[0])
+                insts = insts[1:]
+                kv_stage_at = None
+            if op.kind == "attention":
+                kv_stage_at = len(body) + next(j for j, ins in enumerate(insts) if ins.opcode == Opcode.LD
+                                               and ins["buffer"] == Buffer.KV)
+            body += insts
         final_norm = self._op(g.ops[head_start], decode, tc)
         body += self._tokens(final_norm, set(), {L_})  # frees h for the next chunk's input load
         # the LM head runs once, in the last chunk, on the last token's row
@@ -506,18 +522,22 @@ class LengthAdaptiveLowering:
                            nkv * row, 1, wait=(S_,) if h == 0 else (), op=Opcode.ST, phase=pos0))
             out.append(_ld(Buffer.ACT, 0, C, Affine(v_hbm), Affine(A["v"] + h * row), rows, row, row,
                            nkv * row, 1, release=(L_,), op=Opcode.ST, phase=pos0))
-            # stage all R6 positions of K and V
-            wait_ld = (T_, S_) if h > 0 else (T_,)
-            out.append(_ld(Buffer.KV, 0, C, Affine(k_hbm), Affine(K["k"]), Affine(0, R_LEN, 1), row, row, row, 1,
-                           wait=wait_ld))
-            out.append(_ld(Buffer.KV, 0, C, Affine(v_hbm), Affine(K["v"]), Affine(0, R_LEN, 1), row, row, row, 1,
-                           release=(S_,)))
+            # stage all R6 positions of K and V in slot h mod slots; a slot is reused once the
+            # attention of the head before (slots heads back) has released it
+            slots, kslot = K["slots"], K["slot"] * (h % K["slots"])
+            wait_ld = (T_, S_) if h >= slots else (T_,)
+            out.append(_ld(Buffer.KV, 0, C, Affine(k_hbm), Affine(K["k"] + kslot), Affine(0, R_LEN, 1), row, row,
+                           row, 1, wait=wait_ld))
+            out.append(_ld(Buffer.KV, 0, C, Affine(v_hbm), Affine(K["v"] + kslot), Affine(0, R_LEN, 1), row, row,
+                           row, 1, release=(S_,)))
             for r in range(rep):
                 q = h * rep + r
+                frees = r == rep - 1 and h + slots < nkv
                 out.append(_sfu(SfuFunc.ATTENTION, src0=Affine(A["q"] + q * row), stride0=nh * row,
-                                src1=Affine(K["k"]), stride1=row, src2=Affine(K["v"]), dst=Affine(G["o"] + q * hd),
-                                stride_d=nh * hd, width=hd, rows=rows, pos=Affine(0, R_POS0, 1),
-                                wait=(L_,) if r == 0 else (), release=(L_,) if r == rep - 1 and h < nkv - 1 else ()))
+                                src1=Affine(K["k"] + kslot), stride1=row, src2=Affine(K["v"] + kslot),
+                                dst=Affine(G["o"] + q * hd), stride_d=nh * hd, width=hd, rows=rows,
+                                pos=Affine(0, R_POS0, 1), wait=(L_,) if r == 0 else (),
+                                release=(L_,) if frees else ()))
         out.append(_sfu(SfuFunc.REQUANT, src0=Affine(G["o"]), stride0=nh * hd, dst=Affine(A["o"]),
                         stride_d=nh * hd + 1, width=nh * hd, rows=rows, frac=nx.FRAC_A))
         return out

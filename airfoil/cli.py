@@ -264,6 +264,17 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from airfoil.host.perf_report import measure, write_report
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise AirfoilError(f"-o {out}: exists and is not a folder")
+    files = write_report(out, measure(progress=_progress(args.quiet)))
+    _emit({"written": [str(f) for f in files]}, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="airfoil", description="Compressed LLMs to FPGA hardware, verified at every step.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -329,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-len", type=int, help="the program's max length (default: the model's, at most 4096)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_perf)
+
+    c = sub.add_parser("report", help="write the performance report (Markdown, JSON, PNG plots)")
+    c.add_argument("-o", "--output", default="reports", help="output folder (default reports)")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_report)
 
     c = sub.add_parser("train-int", help="train in FP32 and with b-bit ShiftQuant + integer L1 norm; compare")
     c.add_argument("--task", required=True, help="digits (MLP, test accuracy) or charlm (char Transformer, bpc)")

@@ -77,3 +77,16 @@ def test_perf_cli_bad_context(capsys):
 
     assert main(["perf", "--model", "smollm2", "--board", "sim", "--context", "99999"]) == 2
     assert "--context 99999" in capsys.readouterr().err
+
+
+def test_report_writes_tables_and_plots(tmp_path):
+    from airfoil.host.perf_report import measure, write_report
+
+    rows = measure(progress=lambda msg: None, runs=(("smollm2", "u280", "default"),))
+    files = write_report(tmp_path, rows)
+    md = (tmp_path / "performance.md").read_text()
+    assert "| smollm2 | u280 | default |" in md and "FlightLLM, U280 (measured) | 55.0" in md
+    assert f"{rows[0]['decode_cycles']:,} cycles" in md
+    for f in files:
+        assert f.stat().st_size > 500, f
+    assert not list(tmp_path.glob("*.partial"))

@@ -264,6 +264,57 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from airfoil.compiler.compressed_model import CompressedModel
+    from airfoil.compiler.lowering import compile_model
+    from airfoil.compiler.tokenizer import load_tokenizer
+    from airfoil.host.demo import default_compressed
+    from airfoil.host.runtime import FsimBackend, ReferenceBackend, chat_prompt, generate
+
+    say = _progress(args.quiet or args.json)
+    if args.backend in ("rtl", "xrt"):
+        raise AirfoilError(f"--backend {args.backend}: the full accelerator's RTL is not built yet "
+                           f"(available: reference, fsim)")
+    if args.model != "smollm2" and not args.compressed:
+        raise AirfoilError(f"--model {args.model!r}: give --compressed FILE (from `airfoil compress`)")
+    if args.tokens < 1:
+        raise AirfoilError(f"--tokens {args.tokens}: expected at least 1")
+    path = Path(args.compressed) if args.compressed else default_compressed(Path(args.out), say)
+    cm = CompressedModel.load(path)
+    tok = load_tokenizer(cm.metadata["source"])
+    prompt = chat_prompt(tok, args.prompt, chat=not args.no_chat)
+    cfg = _resolve_config(args)
+    max_len = len(prompt) + args.tokens
+    stop = {t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int) and t >= 0}
+    program = None
+    if args.backend == "fsim":
+        say(f"compiling for {cfg.board} (max length {max_len})")
+        program = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, max_len, cm)
+        backend = FsimBackend(program, cm)
+    else:
+        backend = ReferenceBackend(cm, args.device)
+    checker = ReferenceBackend(cm, args.device) if args.check else None
+
+    def bar(done, total):
+        if not (args.quiet or args.json):
+            print(f"\r[airfoil] {args.backend}: {done}/{total} tokens", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+
+    gen = generate(backend, prompt, args.tokens, stop, checker, bar)
+    result = {"backend": args.backend, "device": backend.device, "prompt_tokens": len(prompt), "tokens": gen.tokens,
+              "text": tok.decode(gen.tokens, skip_special_tokens=True), "check": gen.check,
+              "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked,
+              "wall_seconds": round(gen.wall_seconds, 2)}
+    if program is not None:
+        from airfoil.sim.perf import PerfModel
+
+        st = PerfModel(program).run("decode", 1, len(prompt) + len(gen.tokens) - 1)
+        result["cycles_per_token"] = st.cycles  # the cycle model's, not yet calibrated against RTL
+        result["projected_tok_s"] = round(cfg.clock_mhz * 1e6 / st.cycles, 1)
+    _emit(result, args.json)
+    return 0 if gen.check != "failed" else 1
+
+
 def cmd_report(args) -> int:
     from airfoil.host.perf_report import measure, write_report
 
@@ -340,6 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-len", type=int, help="the program's max length (default: the model's, at most 4096)")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_perf)
+
+    c = sub.add_parser("run", help="generate text on a backend (reference, fsim), optionally checked against the reference")
+    c.add_argument("--model", default="smollm2")
+    c.add_argument("--compressed", help="a compressed-model file (default: the embedded SmolLM2, default plan, cached)")
+    c.add_argument("--out", default="out", help="cache folder for the default compressed model")
+    c.add_argument("--board", default="sim", help="preset for the fsim backend's program (default sim)")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    c.add_argument("--backend", default="fsim", choices=["reference", "fsim", "rtl", "xrt"])
+    c.add_argument("--device", help="torch device of the reference (default: cuda:0 if present, else cpu)")
+    c.add_argument("--prompt", required=True)
+    c.add_argument("--tokens", type=int, default=16, help="most tokens to generate (stops at end of turn)")
+    c.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the model's chat template")
+    c.add_argument("--check", action="store_true", help="compare every layer of every step with the reference")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("report", help="write the performance report (Markdown, JSON, PNG plots)")
     c.add_argument("-o", "--output", default="reports", help="output folder (default reports)")

@@ -10,28 +10,34 @@ import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["run_demo"]
+from airfoil.errors import AirfoilError
+
+__all__ = ["run_demo", "default_compressed"]
 
 
-def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print) -> int:
-    from airfoil.cli import main as cli
-
+def default_compressed(out_dir: Path, progress: Callable[[str], None] = print) -> Path:
+    """The embedded SmolLM2 compressed with the default plan, cached in ``out_dir`` under a key of
+    the plan's text (a changed default plan is compressed again)."""
     import hashlib
 
+    from airfoil.cli import main as cli
     from airfoil.compiler.plans import plan_path
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    # the cache is keyed by the plan's text, so a changed default plan is compressed again
     key = hashlib.sha256(plan_path("default").read_bytes()).hexdigest()[:10]
     compressed = out_dir / f"smollm2-default-{key}.afc"
-    t0 = time.time()
     if not compressed.exists():
         progress(f"compressing SmolLM2-135M with the default plan -> {compressed} (once; cached)")
-        rc = cli(["compress", "--model", "smollm2", "--plan", "default", "-o", str(compressed)])
-        if rc:
-            return rc
+        if cli(["compress", "--model", "smollm2", "--plan", "default", "-o", str(compressed)]):
+            raise AirfoilError("compressing the embedded SmolLM2 failed")
     else:
         progress(f"using the cached compressed model {compressed}")
+    return compressed
+
+
+def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print) -> int:
+    t0 = time.time()
+    compressed = default_compressed(out_dir, progress)
     from airfoil.host.evaluation import evaluate
 
     result = evaluate("smollm2", compressed=str(compressed), n_tokens=tokens, progress=progress)

@@ -88,6 +88,10 @@ class FunctionalSimulator:
         }
         self.stats = FsimStats()
         self._decoded: dict = {}
+        # trace(layer, op, rows): called with each residual add's output ("attn_residual",
+        # "ffn_residual"), the integer reference's trace points; None: off
+        self.trace = None
+        self._adds = 0
 
     # ------------------------------------------------------------------ host side
     def write_inputs(self, h0: np.ndarray) -> None:
@@ -107,6 +111,7 @@ class FunctionalSimulator:
         """Run a section with R0 = tokens and R1 = position."""
         regs = [0] * 16
         regs[0], regs[1] = tokens, position
+        self._adds = 0
         pending: dict[Queue, list[_Issued]] = {q: [] for q in Queue}
         count = 0
         for ins, f in dispatch(self.prog.sections[section], regs):
@@ -286,7 +291,12 @@ class FunctionalSimulator:
         elif fn == SfuFunc.ADD:
             a = self._rows(G, f["src0"], f["stride0"], rows, width)
             b = self._rows(G, f["src1"], f["stride1"], rows, width)
-            self._store_rows(G, f["dst"], f["stride_d"], sat(t(a + b), 32).numpy())
+            out = sat(t(a + b), 32).numpy()
+            self._store_rows(G, f["dst"], f["stride_d"], out)
+            if self.trace is not None:  # the residual adds: two per layer, in order, each chunk
+                n = self._adds % (2 * self.prog.spec.n_layers)
+                self.trace(n // 2, "ffn_residual" if n % 2 else "attn_residual", out)
+            self._adds += 1
         elif fn == SfuFunc.RELU:
             x = self._rows(G, f["src0"], f["stride0"], rows, width)
             put_q(*block_quantise(t(np.maximum(x, 0)), f["frac"]))

@@ -1,0 +1,161 @@
+"""The host runtime: one interface over the backends, and the host-side generation loop.
+
+A backend takes token ids and returns integer logits (FRAC_L); the same host code drives each:
+
+* ``reference``: the integer reference (``IntegerReference``; CUDA when present, else CPU);
+* ``fsim``: the compiled program in the functional simulator; the host writes each chunk's
+  embedding rows into the input region and reads the logits region, as it would on a board;
+* ``rtl`` and ``xrt``: not available yet (the full accelerator's RTL does not exist).
+
+Prompt formatting (the chat template stored in the GGUF), greedy sampling, stopping at the
+end-of-turn token and the position bookkeeping live here, not in the backends.  ``check`` runs
+the reference alongside and compares every layer's residual stream (and the logits) of every
+step, ``==`` on integers; the first difference is reported as step, layer, op, index,
+expected, got.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from airfoil.errors import AirfoilError
+
+__all__ = ["BACKENDS", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "generate", "chat_prompt"]
+
+BACKENDS = ("reference", "fsim", "rtl", "xrt")
+
+
+class RuntimeError_(AirfoilError):
+    pass
+
+
+@dataclass
+class Mismatch:
+    step: int
+    layer: int
+    op: str
+    index: tuple
+    expected: int
+    got: int
+
+    def __str__(self) -> str:
+        return (f"step {self.step}, layer {self.layer}, {self.op}, index {list(self.index)}: "
+                f"expected {self.expected}, got {self.got}")
+
+
+class _TraceLog:
+    """(layer, op) -> integer rows, in token order (chunks appended)."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, str], list[np.ndarray]] = {}
+
+    def __call__(self, layer: int, op: str, t) -> None:
+        a = t.cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+        self.rows.setdefault((layer, op), []).append(a.reshape(a.shape[0], -1).astype(np.int64))
+
+    def merged(self) -> dict[tuple[int, str], np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.rows.items()}
+
+
+class ReferenceBackend:
+    name = "reference"
+
+    def __init__(self, compressed, device=None):
+        from airfoil.host.integer_reference import IntegerReference, IntKVCache
+
+        self.ref = IntegerReference(compressed, device)
+        self.cache = IntKVCache()
+        self.device = str(self.ref.device)
+
+    def step(self, tokens: list[int], trace=None) -> np.ndarray:
+        """Logits of the last token after appending ``tokens``."""
+        return self.ref.forward(torch.tensor(tokens), self.cache, trace)[-1].cpu().numpy()
+
+
+class FsimBackend:
+    name = "fsim"
+
+    def __init__(self, program, compressed):
+        from airfoil.host.integer_reference import IntegerReference
+        from airfoil.sim.fsim import FunctionalSimulator
+
+        # the host computes the embedding rows (a table lookup) and the simulator runs the rest
+        self.host = IntegerReference(compressed, "cpu")
+        self.sim = FunctionalSimulator(program, self.host)
+        self.position = 0
+        self.device = "fsim"
+
+    def step(self, tokens: list[int], trace=None) -> np.ndarray:
+        self.sim.write_inputs(self.host.embedding(torch.tensor(tokens)).numpy())
+        self.sim.trace = trace
+        self.sim.run("prefill" if self.position == 0 else "decode", len(tokens), self.position)
+        self.sim.trace = None
+        self.position += len(tokens)
+        return self.sim.read_logits()
+
+
+def chat_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
+    """Token ids of ``text``, wrapped in the model's chat template when it has one."""
+    if chat and getattr(tokenizer, "chat_template", None):
+        rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return tokenizer.encode(rendered, add_special_tokens=False)
+    return tokenizer.encode(text)
+
+
+@dataclass
+class Generation:
+    prompt_tokens: list[int]
+    tokens: list[int] = field(default_factory=list)
+    check: str = "off"  # passed / failed / off
+    mismatch: Mismatch | None = None
+    steps_checked: int = 0
+    wall_seconds: float = 0.0
+
+
+def _compare(step: int, want: dict, got: dict) -> Mismatch | None:
+    order = {"embed": 0, "attention": 1, "attn_residual": 2, "ffn_residual": 3, "logits": 4}
+    for key in sorted(want, key=lambda k: (k[0], order.get(k[1], 5))):
+        if key not in got:
+            continue
+        w, g = want[key], got[key]
+        if w.shape != g.shape or not np.array_equal(w, g):
+            if w.shape != g.shape:
+                return Mismatch(step, key[0], key[1], (), w.size, g.size)
+            idx = tuple(int(i) for i in np.argwhere(w != g)[0])
+            return Mismatch(step, key[0], key[1], idx, int(w[idx]), int(g[idx]))
+    return None
+
+
+def generate(backend, prompt: list[int], max_tokens: int, stop: set[int] = frozenset(),
+             checker: ReferenceBackend | None = None, progress: Callable[[int, int], None] | None = None) -> Generation:
+    """Greedy generation on ``backend``; with ``checker``, every step is compared with it."""
+    t0 = time.time()
+    gen = Generation(list(prompt), check="passed" if checker else "off")
+    feed = list(prompt)
+    for step in range(max_tokens):
+        got_trace, want_trace = (_TraceLog(), _TraceLog()) if checker else (None, None)
+        logits = backend.step(feed, got_trace)
+        if checker:
+            want = checker.step(feed, want_trace)
+            got_rows, want_rows = got_trace.merged(), want_trace.merged()
+            last = next(k for k in want_rows if k[1] == "logits")  # (n_layers, "logits"), compared last
+            got_rows[last], want_rows[last] = logits[None], want[None]
+            bad = _compare(step, want_rows, got_rows)
+            gen.steps_checked += 1
+            if bad:
+                gen.check, gen.mismatch = "failed", bad
+                break
+        nxt = int(np.argmax(logits))
+        gen.tokens.append(nxt)
+        if progress:
+            progress(step + 1, max_tokens)
+        if nxt in stop:
+            break
+        feed = [nxt]
+    gen.wall_seconds = time.time() - t0
+    return gen

@@ -8,6 +8,8 @@ import pytest
 from airfoil.config import preset
 from airfoil.hw.mpe_schedule import decode_results, encode_beats, reference_outputs, schedule
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
+from airfoil.isa import Opcode, SparsePattern
+from airfoil.sim.perf import OpTiming
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.tiles import random_tile
 
@@ -69,5 +71,10 @@ def test_mm_steady_state_utilisation(mpe_build, tmp_path, n):
     assert got == reference_outputs(x, w, ChainMode.MM, outs)
     useful = int(mask.sum()) * UTIL_TILE["tokens"]  # MACs on kept weights only
     utilisation = useful / (2 * CFG.chains_per_core * CFG.dsp_per_chain * cycles)
-    print(f"MM {n}:16 tile {UTIL_TILE}: {useful} useful MACs in {cycles} cycles -> utilisation {utilisation:.3f}")
+    # the performance model's cycles for this MM (sim/perf.py) against the RTL's
+    f = {"tokens": UTIL_TILE["tokens"], "rows": UTIL_TILE["rows"], "k": UTIL_TILE["k"], "pattern": SparsePattern.of(n)}
+    modelled = OpTiming(CFG).gemm(Opcode.MM, f)
+    print(f"MM {n}:16 tile {UTIL_TILE}: {useful} useful MACs in {cycles} cycles -> utilisation {utilisation:.3f}; "
+          f"performance model {modelled} cycles ({modelled / cycles - 1:+.2%})")
     assert utilisation >= 0.9
+    assert abs(modelled / cycles - 1) <= 0.05

@@ -211,10 +211,12 @@ def cmd_train_int(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = run_task(args.task, args.bits, args.seed, args.steps)
+    r = run_task(args.task, args.bits, args.seed, args.steps, args.seeds)
     result = {"task": r.task, "bits": r.bits, "metric": r.metric, "fp32_metric": round(r.fp32_metric, 4),
               "int_metric": round(r.int_metric, 4), "delta": round(r.delta, 4), "delta_unit": r.delta_kind,
-              "steps": r.steps, "seconds": round(r.seconds, 1)}
+              "steps": r.steps, "seeds": len(r.per_seed), "seconds": round(r.seconds, 1)}
+    if len(r.per_seed) > 1:
+        result["per_seed"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()} for p in r.per_seed]
     if args.out:
         import matplotlib
 
@@ -420,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bits", type=int, required=True, help="4, 6 or 8")
     c.add_argument("--steps", type=int, help="training steps (default: the task's)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seeds", type=int, default=1, help="average over this many consecutive seeds (default 1)")
     c.add_argument("--threads", type=int, help="torch CPU threads")
     c.add_argument("--out", help="write the curves (PNG + JSON) into this folder, e.g. reports")
     c.add_argument("--json", action="store_true")

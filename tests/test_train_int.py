@@ -18,14 +18,16 @@ def test_digits_at_4_bits_within_the_papers_margin(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_charlm_at_6_bits_within_the_papers_margin(capsys):
-    assert main(["train-int", "--task", "charlm", "--bits", "6", "--json"]) == 0
+    # three seeds: one run moves by about 1.5% from seed to seed, more than the margin
+    assert main(["train-int", "--task", "charlm", "--bits", "6", "--seeds", "3", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["fp32_metric"] < 3.0  # it learned something: bits per character
-    assert r["delta"] <= 0.61  # % relative bpc: the paper's 6-bit Transformer loss
+    assert r["fp32_metric"] < 3.0 and len(r["per_seed"]) == 3  # it learned something: bits per character
+    assert r["delta"] <= 0.61  # % relative bpc (mean over the seeds): the paper's 6-bit Transformer loss
 
 
 @pytest.mark.parametrize("args, message", [(["--task", "mnist", "--bits", "4"], "--task 'mnist'"),
-                                           (["--task", "digits", "--bits", "5"], "--bits 5")])
+                                           (["--task", "digits", "--bits", "5"], "--bits 5"),
+                                           (["--task", "digits", "--bits", "4", "--seeds", "0"], "--seeds 0")])
 def test_bad_arguments(args, message, capsys):
     assert main(["train-int", *args]) == 2
     assert message in capsys.readouterr().err

@@ -328,14 +328,19 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _config_args(c: argparse.ArgumentParser, board: str) -> None:
+    """--board / --config / --set: the accelerator config (see _resolve_config)."""
+    c.add_argument("--board", default=board, help=f"preset: u280, vhk158, sim (default {board})")
+    c.add_argument("--config", help="a YAML config file (overrides --board)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="airfoil", description="Compressed LLMs to FPGA hardware, verified at every step.")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("config", help="print the resolved accelerator config with derived totals")
-    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
-    c.add_argument("--config", help="a YAML config file (overrides --board)")
-    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    _config_args(c, "sim")
     c.add_argument("-o", "--output", help="also save the resolved config as YAML")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_config)
@@ -361,9 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("generate", help="write the Verilog of a hardware block for a board")
     c.add_argument("--block", default="mpe", help="dsp_slice, chain or mpe (default mpe)")
-    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
-    c.add_argument("--config", help="a YAML config file (overrides --board)")
-    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    _config_args(c, "sim")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--synth", action="store_true", help="add Yosys synth_xilinx -family xcup resource counts")
     c.add_argument("--json", action="store_true")
@@ -373,9 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="smollm2", help="smollm2, llama2-7b, opt-6.7b, a .gguf file or a Hugging Face folder")
     c.add_argument("--compressed", help="a compressed-model file: also writes the weight image")
     c.add_argument("--plan", help="the compression plan whose bit widths and patterns to assume (without --compressed)")
-    c.add_argument("--board", default="sim", help="preset: u280, vhk158, sim (default sim)")
-    c.add_argument("--config", help="a YAML config file (overrides --board)")
-    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    _config_args(c, "sim")
     c.add_argument("--max-len", type=int, help="longest prompt + generation (default: the model's, at most 4096)")
     c.add_argument("-o", "--output", help="program folder to write")
     c.add_argument("--stats", action="store_true", help="instruction bytes, padding overhead, weight image size")
@@ -384,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("perf", help="project decode tok/s, prefill latency, HBM/DSP use and energy from the cycle model")
     c.add_argument("--model", default="llama2-7b", help="smollm2, llama2-7b, opt-6.7b (shapes; no weights needed)")
-    c.add_argument("--board", default="u280", help="preset: u280, vhk158, sim (default u280)")
-    c.add_argument("--config", help="a YAML config file (overrides --board)")
-    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    _config_args(c, "u280")
     c.add_argument("--plan", help="compression plan (default: default for LLaMA, ffn-sparse otherwise; flightllm, ...)")
     c.add_argument("--context", type=int, default=512, help="decode position (tokens already in the KV cache)")
     c.add_argument("--prompt", type=int, default=128, help="prefill length")
@@ -398,9 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default="smollm2")
     c.add_argument("--compressed", help="a compressed-model file (default: the embedded SmolLM2, default plan, cached)")
     c.add_argument("--out", default="out", help="cache folder for the default compressed model")
-    c.add_argument("--board", default="sim", help="preset for the fsim backend's program (default sim)")
-    c.add_argument("--config", help="a YAML config file (overrides --board)")
-    c.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override one field of the preset")
+    _config_args(c, "sim")
     c.add_argument("--backend", default="fsim", choices=["reference", "fsim", "rtl", "xrt"])
     c.add_argument("--device", help="torch device of the reference (default: cuda:0 if present, else cpu)")
     c.add_argument("--prompt", required=True)

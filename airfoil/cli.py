@@ -105,6 +105,9 @@ def cmd_eval(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ generate
+SYNTH_WHOLE_CHAINS = 8  # MPEs with more chains are synthesised as one chain, scaled
+
+
 def cmd_generate(args) -> int:
     import os
     import tempfile
@@ -122,9 +125,31 @@ def cmd_generate(args) -> int:
     text = to_verilog(build_block(args.block, cfg), name)
     result = {"block": args.block, "board": cfg.board, "top": name, "dsp_slices": block_dsp_slices(args.block, cfg)}
     if args.synth:
-        res = synthesize_verilog(text, name)
-        result["synth"] = {"dsp48e2": res.dsp, "lut": res.lut, "ff": res.ff, "carry": res.carry,
-                           "bram36": res.bram36, "uram": res.uram}
+        if args.block == "mpe" and cfg.chains_per_core > SYNTH_WHOLE_CHAINS:
+            # too slow here as a whole: one chain, counted chains_per_core times (the chains of an
+            # MPE share nothing but their inputs), labelled as scaled
+            res = synthesize_verilog(to_verilog(build_block("chain", cfg), "airfoil_chain"), "airfoil_chain")
+            scale = cfg.chains_per_core
+            result["synth_scope"] = f"one chain synthesised, x {scale} chains (scaled)"
+        else:
+            res, scale = synthesize_verilog(text, name), 1
+            result["synth_scope"] = "whole block"
+        result["synth"] = {"dsp48e2": res.dsp * scale, "lut": res.lut * scale, "ff": res.ff * scale,
+                           "carry": res.carry * scale, "bram36": res.bram36 * scale, "uram": res.uram * scale}
+        if args.block == "mpe":
+            # the device fit: one MPE per core (synthesised), plus the config's estimates for the
+            # buffers and the per-core control/SFU budget (those blocks are not built yet)
+            from airfoil.config import LUT_PER_CORE
+
+            spec, n = cfg.board_spec, cfg.cores
+            need = {"dsp": result["synth"]["dsp48e2"] * n, "lut": result["synth"]["lut"] * n + LUT_PER_CORE * n,
+                    "ff": result["synth"]["ff"] * n, "bram36": cfg.bram36_estimate, "uram": cfg.uram_estimate}
+            have = {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff, "bram36": spec.bram36, "uram": spec.uram}
+            result["device"] = {"part": spec.part, "cores": n, "need": need, "capacity": have,
+                                "utilisation": {k: round(need[k] / have[k], 3) for k in need},
+                                "fits": all(need[k] <= have[k] for k in need),
+                                "scope": "MPEs synthesised; buffers and the per-core control/SFU LUT budget "
+                                         "from the config (not built yet)"}
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".partial")
     with os.fdopen(fd, "w") as f:

@@ -178,6 +178,18 @@ class L1NormUnit(wiring.Component):
         m.d.comb += d.eq(x_mem - mu)
         d_sgn = Mux(d > 0, 1, Mux(d < 0, -1, 0))
 
+        def divide(a, b, kind: _Tag, sgn=0, last=0) -> list:
+            """Statements (comb) that hand one division to the pipelined divider."""
+            return [div.a.eq(a), div.b.eq(b), div.valid.eq(1), tag.kind.eq(kind), tag.sgn.eq(sgn), tag.last.eq(last)]
+
+        def read_pass(then: str) -> None:
+            """Read the row memory from 0 to n - 1, one element per cycle (its data one cycle
+            later, with rd_valid and rd_last), then go to ``then``."""
+            with m.If(i < n):
+                m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n)]
+            with m.If((i == n) & ~rd_valid):
+                m.next = then
+
         with m.FSM():
             with m.State("LOAD"):
                 m.d.comb += self.in_ready.eq(1)
@@ -204,51 +216,43 @@ class L1NormUnit(wiring.Component):
                             m.next = "BWD_MEAN_G"
             # ---- forward
             with m.State("MEAN"):
-                m.d.comb += [div.a.eq(sum_x), div.b.eq(n), div.valid.eq(1), tag.kind.eq(_Tag.MU)]
+                m.d.comb += divide(sum_x, n, _Tag.MU)
                 m.next = "WAIT_MEAN"
             with m.State("WAIT_MEAN"):
                 with m.If(div.q_valid & (q_tag.kind == _Tag.MU)):
                     m.d.sync += [sum_abs.eq(0), i.eq(0)]
                     m.next = "DEVIATION"
             with m.State("DEVIATION"):  # after mu lands: sum |x - mu| over the row
-                with m.If(i < n):
-                    m.d.sync += [i.eq(i + 1), rd_valid.eq(1)]
+                read_pass("SCALE")
                 with m.If(rd_valid):
                     m.d.sync += sum_abs.eq(sum_abs + Mux(d < 0, -d, d))
-                with m.If((i == n) & ~rd_valid):
-                    m.next = "SCALE"
             with m.State("SCALE"):
-                m.d.comb += [div.a.eq(sum_abs), div.b.eq(n), div.valid.eq(1), tag.kind.eq(_Tag.S)]
+                m.d.comb += divide(sum_abs, n, _Tag.S)
                 m.next = "WAIT_SCALE"
             with m.State("WAIT_SCALE"):
                 with m.If(div.q_valid & (q_tag.kind == _Tag.S)):
                     m.d.sync += i.eq(0)
                     m.next = "NORMALISE"
             with m.State("NORMALISE"):
-                with m.If(i < n):
-                    m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n)]
+                read_pass("DRAIN")
                 with m.If(rd_valid):
-                    m.d.comb += [div.a.eq(d << L1_FRAC), div.b.eq(s), div.valid.eq(1),
-                                 tag.kind.eq(_Tag.Y), tag.sgn.eq(d_sgn), tag.last.eq(rd_last)]
-                with m.If((i == n) & ~rd_valid):
-                    m.next = "DRAIN"
+                    m.d.comb += divide(d << L1_FRAC, s, _Tag.Y, d_sgn, rd_last)
             # ---- backward
             with m.State("BWD_MEAN_G"):
-                m.d.comb += [div.a.eq(sum_g), div.b.eq(n), div.valid.eq(1), tag.kind.eq(_Tag.MG)]
+                m.d.comb += divide(sum_g, n, _Tag.MG)
                 m.next = "BWD_MEAN_GY"
             with m.State("BWD_MEAN_GY"):
-                m.d.comb += [div.a.eq(sum_gy), div.b.eq(n << L1_FRAC), div.valid.eq(1), tag.kind.eq(_Tag.MGY)]
+                m.d.comb += divide(sum_gy, n << L1_FRAC, _Tag.MGY)
                 m.next = "BWD_MEAN_SGN"
             with m.State("BWD_MEAN_SGN"):
-                m.d.comb += [div.a.eq(sum_sgn << L1_FRAC), div.b.eq(n), div.valid.eq(1), tag.kind.eq(_Tag.MSGN)]
+                m.d.comb += divide(sum_sgn << L1_FRAC, n, _Tag.MSGN)
                 m.next = "BWD_WAIT"
             with m.State("BWD_WAIT"):
                 with m.If(div.q_valid & (q_tag.kind == _Tag.MSGN)):
                     m.d.sync += i.eq(0)
                     m.next = "BWD_GRADIENT"
             with m.State("BWD_GRADIENT"):
-                with m.If(i < n):
-                    m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n)]
+                read_pass("DRAIN")
                 with m.If(rd_valid):
                     prod = Signal(signed(self.t_width + L1_FRAC + 2))
                     t = Signal(signed(self.t_width))
@@ -256,10 +260,7 @@ class L1NormUnit(wiring.Component):
                     mag = Mux(prod < 0, -prod, prod)
                     t_mag = (mag + (1 << (L1_FRAC - 1))) >> L1_FRAC  # div_round(prod, 2^12)
                     m.d.comb += t.eq(Mux(prod < 0, -t_mag, t_mag))
-                    m.d.comb += [div.a.eq((g_mem - mg - t) << self.frac), div.b.eq(s), div.valid.eq(1),
-                                 tag.kind.eq(_Tag.DX), tag.last.eq(rd_last)]
-                with m.If((i == n) & ~rd_valid):
-                    m.next = "DRAIN"
+                    m.d.comb += divide((g_mem - mg - t) << self.frac, s, _Tag.DX, last=rd_last)
             with m.State("DRAIN"):  # the row's last result leaves the divider
                 with m.If(div.q_valid & q_tag.last):
                     m.d.sync += i.eq(0)

@@ -22,15 +22,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from airfoil.errors import AirfoilError
-
 __all__ = ["BACKENDS", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "generate", "chat_prompt"]
 
 BACKENDS = ("reference", "fsim", "rtl", "xrt")
-
-
-class RuntimeError_(AirfoilError):
-    pass
 
 
 @dataclass

@@ -38,7 +38,7 @@ from airfoil.errors import AirfoilError
 from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc
 from airfoil.sim.fsim import QUEUE_ORDER, dispatch
 
-__all__ = ["PerfModel", "SectionTiming", "OpTiming", "HBM_EFFICIENCY", "BURST_GAP_BEATS"]
+__all__ = ["PerfModel", "PerfError", "SectionTiming", "OpTiming", "project", "HBM_EFFICIENCY", "BURST_GAP_BEATS"]
 
 # Best measured U280 HBM throughput over its 460 GB/s peak (Shuhai, FCCM'20): 425 / 460.
 HBM_EFFICIENCY = 425 / 460

@@ -1,0 +1,318 @@
+"""The weight decoder: a tile of the weight image (``compiler/weight_image.py``) in, the DSP
+chain's operands out, one beat per cycle.
+
+A tile is four bit-packed sections: codes, positions, scales, zeros. The decoder reads the four
+with four *bit windows* (``BitWindowCache``) over the weight buffer, one per section, so it never
+needs the bytes in another order than the compiler wrote them. Per beat it emits, for one output
+row, the D kept weights ``w8 = code - zero`` with their 4-bit positions in their 16-block (what
+the chain's sparse MUXes take), and per DSP group the block number and the quant group's 16-bit
+scale (what the feeder and the requantisation path take).
+
+Each chain has its own decoder; the decoder walks rows ``row_first, row_first + row_step, ...``
+of the tile (chain c of C takes rows c, c + C, ...).  The per-tile numbers (where each section
+of the first row starts, strides between rows, the format) come in as a ``TileGeometry``;
+``tile_geometry`` computes them from the tile's shape, and the controller does the same from
+the instruction's fields.
+
+Formats: codes of 2, 3, 4 or 8 bits; N:16 with N in 2, 4, 8, 16; quant groups of a power of two
+inputs, at least 16 (``group_log2`` = log2(group / 16)).  Reference: ``unpack_tile``, bit for bit.
+"""
+from __future__ import annotations
+
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from airfoil.compiler.compress import SCALE_BITS
+from airfoil.config import SPARSE_M, position_bits_per_block
+
+__all__ = ["WeightDecoder", "BitWindowCache", "TileGeometry", "decoded_beat_layout", "tile_geometry",
+           "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
+
+BITS_CODE = {2: 0, 3: 1, 4: 2, 8: 3}  # the 2-bit width field
+N_CODE = {2: 0, 4: 1, 8: 2, 16: 3}  # log2(N) - 1
+WINDOW_SLOTS = 4  # words a bit window caches: the two it reads and two fetched ahead
+BLOCK_BITS = 12  # block number within a row: K up to 65,536
+
+
+def TileGeometry(addr_bits: int) -> data.StructLayout:  # noqa: N802 (a layout, named like a type)
+    """Where the sections of the first decoded row start and how far apart rows are, in bits of
+    the weight buffer (``addr_bits`` wide), and the tile's format."""
+    a = unsigned(addr_bits)
+    return data.StructLayout({
+        "code_base": a, "code_stride": a,
+        "pos_base": a, "pos_stride": a,
+        "scale_base": a, "scale_stride": a,
+        "zero_base": a, "zero_stride": a,
+        "rows": unsigned(16),  # rows this decoder emits
+        "kept": unsigned(16),  # kept weights per row (a multiple of D)
+        "bits": unsigned(2),  # BITS_CODE
+        "n": unsigned(2),  # N_CODE
+        "group_log2": unsigned(4),  # log2(group_size / 16)
+    })
+
+
+def tile_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, group_size: int,
+                  row_first: int = 0, row_step: int = 1, rows: int | None = None) -> dict:
+    """The ``TileGeometry`` of rows ``row_first, row_first + row_step, ...`` of a tile stored at
+    ``base_byte``; the values the controller computes from an instruction."""
+    from airfoil.compiler.weight_image import _sections
+
+    if bits not in BITS_CODE or n not in N_CODE:
+        raise ValueError(f"weight format {bits}-bit {n}:16 has no decoder mode")
+    if group_size < SPARSE_M or group_size & (group_size - 1):
+        raise ValueError(f"group_size {group_size}: the decoder takes powers of two from 16")
+    rows = len(range(row_first, tile_rows, row_step)) if rows is None else rows
+    s_codes, s_pos, s_scale, _ = _sections(tile_rows, k, bits, n, group_size)
+    kept, groups = k * n // SPARSE_M, k // group_size
+    per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
+               "scale": groups * SCALE_BITS, "zero": groups * bits}
+    start = {"code": 0, "pos": s_codes, "scale": s_codes + s_pos, "zero": s_codes + s_pos + s_scale}
+    g = {f"{s}_base": 8 * (base_byte + start[s]) + row_first * per_row[s] for s in per_row}
+    g.update({f"{s}_stride": row_step * per_row[s] for s in per_row})
+    g.update(rows=rows, kept=kept, bits=BITS_CODE[bits], n=N_CODE[n],
+             group_log2=exact_log2(group_size // SPARSE_M))
+    return g
+
+
+def decoded_beat_layout(d: int) -> data.StructLayout:
+    return data.StructLayout({
+        "weight": data.ArrayLayout(signed(8), d),  # w8 = code - zero (0..1 more bit never needed:
+        # b <= 4 gives |w8| < 16, b = 8 has zero 128)
+        "index": data.ArrayLayout(unsigned(4), d),  # position in the 16-block
+        "block": data.ArrayLayout(unsigned(BLOCK_BITS), d // 2),  # per DSP group: its 16-block of the row
+        "scale": data.ArrayLayout(unsigned(SCALE_BITS), d // 2),  # per DSP group: its quant group's S
+        "row": unsigned(16),  # which of the decoder's rows (0, 1, ...)
+        "first": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+class BitWindowCache(wiring.Component):
+    """``width`` bits of a word-addressed memory from bit address ``addr`` on, out of a cache of
+    ``WINDOW_SLOTS`` words (slot = word address mod 4).  It asks for the two words the window
+    spans first (``blocking``), then the next two ahead, so a window moving forward through a
+    section finds its words already there.  Memory reads take one cycle: a word granted in one
+    cycle arrives on ``fill_data`` the next.  ``flush`` forgets every word (the buffer was
+    rewritten): a word on its way then is dropped, and nothing is asked for in that cycle."""
+
+    def __init__(self, width: int, word_bits: int, depth: int):
+        assert width <= word_bits
+        self.width, self.word_bits, self.depth = width, word_bits, depth
+        self.addr_bits = exact_log2(depth * word_bits)
+        super().__init__({
+            "addr": In(unsigned(self.addr_bits)),
+            "window": Out(width),
+            "hit": Out(1),
+            "req": Out(1),
+            "blocking": Out(1),
+            "req_word": Out(unsigned(exact_log2(depth))),
+            "grant": In(1),
+            "flush": In(1),
+            "fill": In(1),
+            "fill_data": In(word_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wbits = exact_log2(self.word_bits)
+        word_w = exact_log2(self.depth)
+        tag = Array(Signal(word_w, name=f"tag{i}") for i in range(WINDOW_SLOTS))
+        valid = Array(Signal(name=f"valid{i}") for i in range(WINDOW_SLOTS))
+        pending = Array(Signal(name=f"pending{i}") for i in range(WINDOW_SLOTS))
+        words = Array(Signal(self.word_bits, name=f"word{i}") for i in range(WINDOW_SLOTS))
+        w = Signal(word_w)
+        m.d.comb += w.eq(self.addr[wbits:])
+        want = [Signal(word_w, name=f"want{j}") for j in range(WINDOW_SLOTS)]
+        have = [Signal(name=f"have{j}") for j in range(WINDOW_SLOTS)]
+        ready = [Signal(name=f"ready{j}") for j in range(WINDOW_SLOTS)]
+        for j in range(WINDOW_SLOTS):
+            slot = want[j][:2]
+            m.d.comb += [
+                want[j].eq(w + j),
+                ready[j].eq((tag[slot] == want[j]) & valid[slot]),
+                have[j].eq((tag[slot] == want[j]) & (valid[slot] | pending[slot])),
+            ]
+        m.d.comb += [
+            self.hit.eq(ready[0] & ready[1]),
+            self.window.eq(Cat(words[want[0][:2]], words[want[1][:2]]).bit_select(self.addr[:wbits], self.width)),
+        ]
+        # the first word not there or on its way
+        with m.If(self.flush):
+            pass
+        with m.Elif(~have[0]):
+            m.d.comb += [self.req.eq(1), self.blocking.eq(1), self.req_word.eq(want[0])]
+        with m.Elif(~have[1]):
+            m.d.comb += [self.req.eq(1), self.blocking.eq(1), self.req_word.eq(want[1])]
+        for j in range(2, WINDOW_SLOTS):
+            with m.Elif(~have[j]):
+                m.d.comb += [self.req.eq(1), self.req_word.eq(want[j])]
+        fill_slot = Signal(2)
+        dropped = Signal()  # the word arriving now was asked for before a flush
+        m.d.sync += dropped.eq(self.flush)
+        with m.If(self.fill & ~dropped):
+            m.d.sync += [words[fill_slot].eq(self.fill_data), valid[fill_slot].eq(1), pending[fill_slot].eq(0)]
+        with m.If(self.grant):  # after the fill: a slot granted again in the fill's cycle stays invalid
+            slot = self.req_word[:2]
+            m.d.sync += [tag[slot].eq(self.req_word), valid[slot].eq(0), pending[slot].eq(1),
+                         fill_slot.eq(slot)]
+        with m.If(self.flush):
+            m.d.sync += [valid[i].eq(0) for i in range(WINDOW_SLOTS)]
+            m.d.sync += [pending[i].eq(0) for i in range(WINDOW_SLOTS)]
+        return m
+
+
+def _times_bits(m: Module, value, bits_code, width: int, name: str) -> Signal:
+    """value * b for the code width b in {2, 3, 4, 8} (shifts and one add)."""
+    out = Signal(width, name=name)
+    with m.Switch(bits_code):
+        for b, c in BITS_CODE.items():
+            with m.Case(c):
+                m.d.comb += out.eq(value * b)
+    return out
+
+
+class WeightDecoder(wiring.Component):
+    """One chain's weight decoder: ``d`` kept weights per beat (D, a power of two), reading a
+    weight buffer of ``depth`` words of ``word_bits`` through one read port (``mem_*``: address
+    and enable in one cycle, data the next).  ``start`` latches ``geometry``; ``busy`` stays high
+    until the last beat has been taken from ``beats``."""
+
+    def __init__(self, d: int, word_bits: int = 512, depth: int = 1024):
+        exact_log2(d)
+        assert d >= 2
+        self.d, self.word_bits, self.depth = d, word_bits, depth
+        self.addr_bits = exact_log2(depth * word_bits)
+        self.geometry_layout = TileGeometry(self.addr_bits)
+        self.beat_layout = decoded_beat_layout(d)
+        super().__init__({
+            "start": In(1),
+            "geometry": In(self.geometry_layout),
+            "busy": Out(1),
+            "beats": Out(stream.Signature(self.beat_layout)),
+            "mem_addr": Out(unsigned(exact_log2(depth))),
+            "mem_en": Out(1),
+            "mem_data": In(word_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        d, ab = self.d, self.addr_bits
+        geo = Signal(self.geometry_layout)
+        # the four bit windows: codes (D codes), positions (D 4-bit indices, or the 16-bit masks
+        # of the D/8 blocks a beat covers at N = 8), zeros and scales (D/2 groups at most)
+        widths = {"code": 8 * d, "pos": max(4 * d, 16), "zero": max(4 * d, 8), "scale": max(8 * d, 16)}
+        win = {}
+        for name, width in widths.items():
+            win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth)
+
+        # ---- where the beat is: row bases, kept-weight index kbase of the beat's first slice
+        row = Signal(16)
+        kbase = Signal(16)
+        base = {s: Signal(ab, name=f"{s}_row_base") for s in ("code", "pos", "scale", "zero")}
+        block0 = Signal(16)
+        with m.Switch(geo.n):
+            for n, c in N_CODE.items():
+                with m.Case(c):
+                    m.d.comb += block0.eq(kbase >> exact_log2(n))
+        group0 = Signal(16)
+        m.d.comb += group0.eq(block0 >> geo.group_log2)
+        code_off = _times_bits(m, kbase, geo.bits, ab, "code_off")
+        zero_off = _times_bits(m, group0, geo.bits, ab, "zero_off")
+        m.d.comb += [
+            win["code"].addr.eq(base["code"] + code_off),
+            win["pos"].addr.eq(base["pos"] + Mux(geo.n == N_CODE[8], block0 << 4, kbase << 2)),
+            win["zero"].addr.eq(base["zero"] + zero_off),
+            win["scale"].addr.eq(base["scale"] + (group0 << 4)),
+        ]
+
+        # ---- the read port: blocking requests first, then fetches ahead, in window order
+        readers = list(win.values())
+        grant = [Signal(name=f"grant{i}") for i in range(len(readers))]
+        grants, taken = [Const(0, 1)] * len(readers), Const(0, 1)
+        for blocking in (True, False):
+            for i, r in enumerate(readers):
+                want = r.req & r.blocking if blocking else r.req
+                grants[i] = grants[i] | (want & ~taken)
+                taken = taken | want
+        m.d.comb += [g.eq(e) for g, e in zip(grant, grants)]
+        filled = Signal(len(readers))
+        m.d.sync += filled.eq(Cat(*grant))
+        for i, r in enumerate(readers):
+            m.d.comb += [r.grant.eq(grant[i]), r.fill.eq(filled[i]), r.fill_data.eq(self.mem_data),
+                         r.flush.eq(self.start)]
+            with m.If(grant[i]):
+                m.d.comb += [self.mem_addr.eq(r.req_word), self.mem_en.eq(1)]
+
+        # ---- the beat, from the windows
+        beat = Signal(self.beat_layout)
+        cw, pw, zw, sw = (win[s].window for s in ("code", "pos", "zero", "scale"))
+        for s in range(d):
+            kidx = kbase + s
+            code, zero, index = Signal(8, name=f"code{s}"), Signal(8, name=f"zero{s}"), Signal(4, name=f"index{s}")
+            block, goff = Signal(16, name=f"block{s}"), Signal(16, name=f"goff{s}")
+            with m.Switch(geo.n):
+                for n, c in N_CODE.items():
+                    with m.Case(c):
+                        m.d.comb += block.eq(kidx >> exact_log2(n))
+            m.d.comb += goff.eq((block >> geo.group_log2) - group0)
+            with m.Switch(geo.bits):
+                for b, c in BITS_CODE.items():
+                    with m.Case(c):
+                        m.d.comb += [code.eq(cw[s * b:(s + 1) * b]), zero.eq(zw.bit_select(goff * b, b))]
+            with m.Switch(geo.n):
+                with m.Case(N_CODE[16]):
+                    m.d.comb += index.eq(kidx[:4])
+                with m.Case(N_CODE[8]):
+                    # the rank-th set bit of the block's mask (blocks of a beat: D/8, or 1 for D < 8)
+                    mask = pw[16 * (s // 8):16 * (s // 8) + 16]
+                    m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])
+                with m.Default():
+                    m.d.comb += index.eq(pw[4 * s:4 * s + 4])
+            m.d.comb += [beat.weight[s].eq(code - zero), beat.index[s].eq(index)]
+            if s % 2 == 0:
+                m.d.comb += [beat.block[s // 2].eq(block), beat.scale[s // 2].eq(sw.bit_select(goff * 16, 16))]
+        last_in_row = Signal()
+        last_row = Signal()
+        m.d.comb += [
+            last_in_row.eq(kbase + d == geo.kept),
+            last_row.eq(row + 1 == geo.rows),
+            beat.row.eq(row), beat.first.eq(kbase == 0), beat.last.eq(last_in_row),
+        ]
+
+        # ---- issue: every window hit and the output register free
+        running = Signal()
+        hit = win["code"].hit & win["zero"].hit & win["scale"].hit & (win["pos"].hit | (geo.n == N_CODE[16]))
+        free = ~self.beats.valid | self.beats.ready
+        with m.If(self.beats.valid & self.beats.ready):
+            m.d.sync += self.beats.valid.eq(0)
+        with m.If(running & hit & free):
+            m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), kbase.eq(kbase + d)]
+            with m.If(last_in_row):
+                m.d.sync += [kbase.eq(0), row.eq(row + 1)]
+                m.d.sync += [base[s].eq(base[s] + geo[f"{s}_stride"]) for s in base]
+                with m.If(last_row):
+                    m.d.sync += running.eq(0)
+        with m.If(self.start):
+            m.d.sync += [geo.eq(self.geometry), row.eq(0), kbase.eq(0),
+                         running.eq(self.geometry.rows != 0)]
+            m.d.sync += [base[s].eq(self.geometry[f"{s}_base"]) for s in base]
+        m.d.comb += self.busy.eq(running | self.beats.valid)
+        return m
+
+
+def _set_bit_positions(mask) -> list:
+    """For a 16-bit mask with 8 set bits: the position of the r-th set bit, r = 0..7 (a prefix
+    popcount per bit, then one-hot selection)."""
+    before = [sum((mask[j] for j in range(i)), start=Const(0, 5)) for i in range(SPARSE_M)]
+    out = []
+    for r in range(8):
+        terms = []
+        for i in range(SPARSE_M):
+            terms.append(Mux(mask[i] & (before[i] == r), i, 0))
+        acc = terms[0]
+        for t in terms[1:]:
+            acc = acc | t
+        out.append(acc)
+    return out

@@ -1,0 +1,78 @@
+"""The requantisation path: a linear layer's group sums in, INT32 fixed point out.
+
+Per output (row o, token t) the chain delivers one integer sum per quant group,
+``acc[g] = sum_{k in g} q[t,k] * w8[o,k]``; this path computes (docs/numerics.md, Linear layer)
+
+    Y   = sum_g S[o,g] * acc[g]                      48-bit accumulator (|Y| < 2^47)
+    out = sat(rshift_round(Y, shift), 32)            shift = E - e[t] - F
+
+``rshift_round`` rounds half up for ``shift > 0`` and shifts left exactly for ``shift <= 0``;
+shifts above 62 act as 62 (``MAX_SHIFT``). Reference: ``IntegerKernels.requantise``.
+One group sum per cycle; an output ``LATENCY`` cycles after its last group.
+"""
+from __future__ import annotations
+
+from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from airfoil.numerics import ACC_BITS, MAX_SHIFT
+
+__all__ = ["RequantisePath", "group_sum_layout", "MIN_SHIFT", "LATENCY"]
+
+MIN_SHIFT = -16  # left shifts the path takes; a row's exponent keeps |Y << -shift| < 2^63
+LATENCY = 3  # product register, accumulator, rounded result
+
+
+def group_sum_layout(acc_width: int = 32) -> data.StructLayout:
+    return data.StructLayout({
+        "acc": signed(acc_width),  # one quant group's integer sum
+        "scale": unsigned(16),  # its S[o, g]
+        "shift": signed(8),  # E - e[t] - F, read with the output's last group
+        "first": unsigned(1),  # first group of an output: restart Y
+        "last": unsigned(1),  # last group: emit the output
+    })
+
+
+class RequantisePath(wiring.Component):
+    """Group sums in, requantised outputs out (one per output whose ``last`` group came in).
+    A fixed pipeline like the MPE: it always takes a sum, and its consumer takes every output
+    (``out.ready`` is not looked at).  ``shift`` must lie in [MIN_SHIFT, 127]."""
+
+    def __init__(self, acc_width: int = 32):
+        self.acc_width = acc_width
+        super().__init__({
+            "sums": In(stream.Signature(group_sum_layout(acc_width))),
+            "out": Out(stream.Signature(signed(32))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        s = self.sums.payload
+        m.d.comb += self.sums.ready.eq(1)
+        # stage 1: S * acc (a 32 x 17 signed product, at most 47 bits)
+        prod = Signal(signed(self.acc_width + 17))
+        p_valid, p_first, p_last, p_shift = Signal(), Signal(), Signal(), Signal(signed(8))
+        m.d.sync += [prod.eq(s.acc * s.scale),
+                     p_valid.eq(self.sums.valid), p_first.eq(s.first), p_last.eq(s.last), p_shift.eq(s.shift)]
+        # stage 2: the 48-bit accumulator
+        y = Signal(signed(ACC_BITS))
+        y_new = Signal(signed(ACC_BITS))
+        y_done, y_shift = Signal(), Signal(signed(8))
+        m.d.comb += y_new.eq(prod + Mux(p_first, 0, y))
+        m.d.sync += y_done.eq(0)
+        with m.If(p_valid):
+            m.d.sync += [y.eq(y_new), y_done.eq(p_last), y_shift.eq(p_shift)]
+        # stage 3: round half up (right) or shift left exactly, then saturate to 32 bits
+        sh = Signal(range(MAX_SHIFT + 1))
+        m.d.comb += sh.eq(Mux(y_shift > MAX_SHIFT, MAX_SHIFT, Mux(y_shift > 0, y_shift, 0)))
+        right = Signal(signed(ACC_BITS + 1))
+        half = (Const(1, ACC_BITS + 1) << sh) >> 1  # 2^(sh-1), 0 for sh = 0
+        m.d.comb += right.eq((y + half) >> sh)
+        left = Signal(signed(ACC_BITS - MIN_SHIFT))
+        m.d.comb += left.eq(y << Mux(y_shift < 0, (-y_shift)[:5], 0))
+        full = Signal(signed(ACC_BITS - MIN_SHIFT + 1))
+        m.d.comb += full.eq(Mux(y_shift > 0, right, left))
+        lo, hi = -(1 << 31), (1 << 31) - 1
+        m.d.sync += [self.out.valid.eq(y_done), self.out.payload.eq(Mux(full > hi, hi, Mux(full < lo, lo, full)))]
+        return m

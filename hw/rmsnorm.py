@@ -1,0 +1,219 @@
+"""The SFU's RMSNorm unit: a residual row in, INT8 codes and the row's exponent out, bit-exact
+with ``IntegerKernels.rmsnorm`` (docs/numerics.md, RMSNorm):
+
+    p   = max(0, bitlen(max |H|) - 24)
+    h   = rshift_round(H, p)
+    ms  = (sum h^2) // d
+    r   = max(1, isqrt(ms + (EPS_Q >> 2p)))
+    inv = 2^46 // r
+    z   = rshift_round(h * inv, 46 - FRAC_N)
+    u   = rshift_round(z * G, FRAC_G)
+    out = bq(u, FRAC_N)
+
+One (H, G) pair per cycle in; the row is held in a row memory for the passes (squares,
+normalise, quantise). The per-row steps (mean, square root, reciprocal) are sequential: a
+divider and a square root with one result bit per cycle, since they run once per row.
+Cycles per row of d: about 3d + 2 * 64 + 32 + a few.
+"""
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from airfoil import numerics as nx
+
+__all__ = ["RmsNormUnit", "SequentialDivider", "SequentialSqrt", "bitlen", "rshift_round"]
+
+SUM_BITS = 64  # sum of h^2: |h| <= 2^24, d <= 2^14 rows
+
+
+class SequentialDivider(wiring.Component):
+    """``q = a // b`` for unsigned a and b > 0, one quotient bit per cycle: ``done`` pulses
+    ``width`` cycles after ``start``."""
+
+    def __init__(self, width: int, divisor_width: int):
+        self.width, self.bw = width, divisor_width
+        super().__init__({"start": In(1), "a": In(unsigned(width)), "b": In(unsigned(divisor_width)),
+                          "q": Out(unsigned(width)), "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        w, bw = self.width, self.bw
+        num, den = Signal(w), Signal(bw)
+        rem = Signal(bw + 1)
+        count = Signal(range(w + 1))
+        shifted = Cat(num[w - 1], rem[:bw])
+        take = shifted >= den
+        m.d.sync += self.done.eq(0)
+        with m.If(count != 0):
+            m.d.sync += [num.eq(num << 1), rem.eq(Mux(take, shifted - den, shifted)),
+                         self.q.eq(Cat(take, self.q[:w - 1])), count.eq(count - 1), self.done.eq(count == 1)]
+        with m.If(self.start):
+            m.d.sync += [num.eq(self.a), den.eq(self.b), rem.eq(0), self.q.eq(0), count.eq(w)]
+        return m
+
+
+class SequentialSqrt(wiring.Component):
+    """``r = isqrt(n)`` for unsigned n of ``width`` (even) bits, digit by digit, one root bit per
+    cycle: ``done`` pulses ``width / 2`` cycles after ``start``."""
+
+    def __init__(self, width: int):
+        assert width % 2 == 0
+        self.width = width
+        super().__init__({"start": In(1), "n": In(unsigned(width)), "r": Out(unsigned(width // 2)),
+                          "done": Out(1)})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.width
+        num = Signal(w)
+        rem = Signal(w // 2 + 2)  # at most 2 * root
+        count = Signal(range(w // 2 + 1))
+        shifted = Cat(num[w - 2:w], rem)  # (rem << 2) | next two bits
+        trial = Cat(Const(1, 2), self.r)  # (root << 2) | 1
+        take = shifted >= trial
+        m.d.sync += self.done.eq(0)
+        with m.If(count != 0):
+            m.d.sync += [num.eq(num << 2), rem.eq(Mux(take, shifted - trial, shifted)),
+                         self.r.eq(Cat(take, self.r[:w // 2 - 1])), count.eq(count - 1), self.done.eq(count == 1)]
+        with m.If(self.start):
+            m.d.sync += [num.eq(self.n), rem.eq(0), self.r.eq(0), count.eq(w // 2)]
+        return m
+
+
+def bitlen(x, width: int):
+    """Bit length of a non-negative value (a priority encoder)."""
+    out = Const(0, range(width + 1))
+    for i in range(width):
+        out = Mux(x[i], i + 1, out)
+    return out
+
+
+def rshift_round(x, s, width: int):
+    """``floor((x + 2^(s-1)) / 2^s)`` for s > 0, ``x << -s`` for s <= 0 (signed s); ``width``
+    bounds the shift amounts (|s| < 2^width)."""
+    if isinstance(s, int):
+        return (x + (1 << (s - 1))) >> s if s > 0 else x << -s
+    pos = Mux(s > 0, s, 0)[:width]
+    neg = Mux(s < 0, -s, 0)[:width]
+    half = (Const(1, len(x) + 1) << pos) >> 1
+    return Mux(s > 0, (x + half) >> pos, x << neg)
+
+
+class RmsNormUnit(wiring.Component):
+    """RMSNorm over rows of up to ``max_d`` elements. Input (``in_valid``/``in_ready``,
+    ``in_last`` ends a row): the residual ``h`` and its gain ``gain`` (FRAC_G). Output
+    (``out_valid``, no back-pressure): the INT8 ``q`` of each element in order, ``out_last``,
+    and the row's ``exponent`` (valid with the row's elements). ``eps_q`` is EPS_Q."""
+
+    def __init__(self, max_d: int, h_width: int = 32, gain_width: int = 32):
+        self.max_d, self.hw, self.gw = max_d, h_width, gain_width
+        assert max_d <= 1 << 14
+        super().__init__({
+            "in_valid": In(1), "in_ready": Out(1), "in_last": In(1),
+            "h": In(signed(h_width)), "gain": In(signed(gain_width)), "eps_q": In(unsigned(32)),
+            "out_valid": Out(1), "q": Out(signed(8)), "out_last": Out(1), "exponent": Out(signed(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        hw, gw = self.hw, self.gw
+        u_w = 48  # |z| < sqrt(d) 2^16 and the gain's 2^-20: u fits with room
+        m.submodules.row = row = Memory(shape=unsigned(hw + gw), depth=self.max_d, init=[])
+        m.submodules.urow = urow = Memory(shape=unsigned(u_w), depth=self.max_d, init=[])
+        wr, rd = row.write_port(), row.read_port()
+        uwr, urd = urow.write_port(), urow.read_port()
+        m.submodules.div = div = SequentialDivider(SUM_BITS, SUM_BITS)
+        m.submodules.sqrt = sqrt = SequentialSqrt(SUM_BITS)
+
+        n = Signal(range(self.max_d + 1))
+        i = Signal(range(self.max_d + 1))
+        amax = Signal(unsigned(hw))
+        p = Signal(range(hw + 1))
+        sumsq = Signal(unsigned(SUM_BITS))
+        r = Signal(unsigned(SUM_BITS // 2))
+        inv = Signal(unsigned(nx.INV_RMS_SHIFT + 1))
+        umax = Signal(unsigned(u_w))
+        s = Signal(signed(8))
+        rd_valid, rd_last, rd_i = Signal(), Signal(), Signal.like(i)
+
+        h_mem = rd.data[:hw].as_signed()
+        g_mem = rd.data[hw:].as_signed()
+        hs = Signal(signed(hw))
+        m.d.comb += hs.eq(rshift_round(h_mem, p, 6))
+        m.d.comb += [rd.addr.eq(i), urd.addr.eq(i), wr.addr.eq(i), wr.data.eq(Cat(self.h, self.gain)),
+                     uwr.addr.eq(rd_i)]
+        m.d.sync += [rd_valid.eq(0), self.out_valid.eq(0)]
+
+        def read_pass(then: str) -> None:
+            """Read both row memories from 0 to n - 1 (data one cycle later, with rd_valid,
+            rd_last and rd_i), then go to ``then``."""
+            with m.If(i < n):
+                m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n), rd_i.eq(i)]
+            with m.If((i == n) & ~rd_valid):
+                m.d.sync += i.eq(0)
+                m.next = then
+
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += self.in_ready.eq(1)
+                with m.If(self.in_valid):
+                    mag = Mux(self.h < 0, -self.h, self.h)
+                    m.d.comb += wr.en.eq(1)
+                    m.d.sync += [i.eq(i + 1), amax.eq(Mux((i == 0) | (mag > amax), mag, amax))]
+                    with m.If(self.in_last):
+                        m.d.sync += [n.eq(i + 1), i.eq(0), sumsq.eq(0), umax.eq(0)]
+                        m.next = "PRESHIFT"
+            with m.State("PRESHIFT"):
+                bl = bitlen(amax, hw)
+                m.d.sync += p.eq(Mux(bl > 24, bl - 24, 0))
+                m.next = "SQUARES"
+            with m.State("SQUARES"):
+                read_pass("MEAN")
+                with m.If(rd_valid):
+                    m.d.sync += sumsq.eq(sumsq + (hs * hs).as_unsigned())
+            with m.State("MEAN"):
+                m.d.comb += [div.start.eq(1), div.a.eq(sumsq), div.b.eq(n)]
+                m.next = "WAIT_MEAN"
+            with m.State("WAIT_MEAN"):
+                with m.If(div.done):
+                    m.d.comb += [sqrt.start.eq(1), sqrt.n.eq(div.q + (self.eps_q >> (p << 1)))]
+                    m.next = "WAIT_SQRT"
+            with m.State("WAIT_SQRT"):
+                with m.If(sqrt.done):
+                    root = Mux(sqrt.r == 0, 1, sqrt.r)
+                    m.d.sync += r.eq(root)
+                    m.d.comb += [div.start.eq(1), div.a.eq(1 << nx.INV_RMS_SHIFT), div.b.eq(root)]
+                    m.next = "WAIT_INV"
+            with m.State("WAIT_INV"):
+                with m.If(div.done):
+                    m.d.sync += inv.eq(div.q)
+                    m.next = "NORMALISE"
+            with m.State("NORMALISE"):
+                read_pass("EXPONENT")
+                with m.If(rd_valid):
+                    z = Signal(signed(SUM_BITS + 8))
+                    u = Signal(signed(u_w))
+                    m.d.comb += [z.eq(rshift_round(hs * inv, nx.INV_RMS_SHIFT - nx.FRAC_N, 0)),
+                                 u.eq(rshift_round(z * g_mem, nx.FRAC_G, 0)),
+                                 uwr.en.eq(1), uwr.data.eq(u)]
+                    umag = Mux(u < 0, -u, u)
+                    m.d.sync += umax.eq(Mux(umag > umax, umag, umax))
+            with m.State("EXPONENT"):
+                # bq: s = bitlen(max|u|) - 7, one more if rounding carries past 127; 0 for a zero row
+                bl = bitlen(umax, u_w)
+                s0 = Signal(signed(8))
+                m.d.comb += s0.eq(bl - 7)
+                over = rshift_round(umax, s0, 6) > 127
+                m.d.sync += s.eq(Mux(umax == 0, 0, Mux(over, s0 + 1, s0)))
+                m.next = "EMIT"
+            with m.State("EMIT"):
+                read_pass("LOAD")
+                with m.If(rd_valid):
+                    v = Signal(signed(u_w + 8))
+                    m.d.comb += v.eq(rshift_round(urd.data.as_signed(), s, 6))
+                    m.d.sync += [self.out_valid.eq(1), self.out_last.eq(rd_last),
+                                 self.q.eq(Mux(v > 127, 127, Mux(v < -128, -128, v)))]
+        m.d.comb += self.exponent.eq(s - nx.FRAC_N)
+        return m

@@ -11,7 +11,7 @@ with ``IntegerKernels.rmsnorm`` (docs/numerics.md, RMSNorm):
     out = bq(u, FRAC_N)
 
 One (H, G) pair per cycle in; the row is held in a row memory for the passes (squares,
-normalise, quantise). The per-row steps (mean, square root, reciprocal) are sequential: a
+normalise); the normalised row streams into a ``BlockQuantiser``. The per-row steps (mean, square root, reciprocal) are sequential: a
 divider and a square root with one result bit per cycle, since they run once per row.
 Cycles per row of d: about 3d + 2 * 64 + 32 + a few.
 """
@@ -22,8 +22,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from airfoil import numerics as nx
+from airfoil.hw.block_quantiser import BlockQuantiser, bitlen, rshift_round
 
-__all__ = ["RmsNormUnit", "SequentialDivider", "SequentialSqrt", "bitlen", "rshift_round"]
+__all__ = ["RmsNormUnit", "SequentialDivider", "SequentialSqrt"]
 
 SUM_BITS = 64  # sum of h^2: |h| <= 2^24, d <= 2^14 rows
 
@@ -82,25 +83,6 @@ class SequentialSqrt(wiring.Component):
         return m
 
 
-def bitlen(x, width: int):
-    """Bit length of a non-negative value (a priority encoder)."""
-    out = Const(0, range(width + 1))
-    for i in range(width):
-        out = Mux(x[i], i + 1, out)
-    return out
-
-
-def rshift_round(x, s, width: int):
-    """``floor((x + 2^(s-1)) / 2^s)`` for s > 0, ``x << -s`` for s <= 0 (signed s); ``width``
-    bounds the shift amounts (|s| < 2^width)."""
-    if isinstance(s, int):
-        return (x + (1 << (s - 1))) >> s if s > 0 else x << -s
-    pos = Mux(s > 0, s, 0)[:width]
-    neg = Mux(s < 0, -s, 0)[:width]
-    half = (Const(1, len(x) + 1) << pos) >> 1
-    return Mux(s > 0, (x + half) >> pos, x << neg)
-
-
 class RmsNormUnit(wiring.Component):
     """RMSNorm over rows of up to ``max_d`` elements. Input (``in_valid``/``in_ready``,
     ``in_last`` ends a row): the residual ``h`` and its gain ``gain`` (FRAC_G). Output
@@ -121,9 +103,8 @@ class RmsNormUnit(wiring.Component):
         hw, gw = self.hw, self.gw
         u_w = 48  # |z| < sqrt(d) 2^16 and the gain's 2^-20: u fits with room
         m.submodules.row = row = Memory(shape=unsigned(hw + gw), depth=self.max_d, init=[])
-        m.submodules.urow = urow = Memory(shape=unsigned(u_w), depth=self.max_d, init=[])
         wr, rd = row.write_port(), row.read_port()
-        uwr, urd = urow.write_port(), urow.read_port()
+        m.submodules.bq = bq = BlockQuantiser(self.max_d, u_w, nx.FRAC_N)
         m.submodules.div = div = SequentialDivider(SUM_BITS, SUM_BITS)
         m.submodules.sqrt = sqrt = SequentialSqrt(SUM_BITS)
 
@@ -132,25 +113,23 @@ class RmsNormUnit(wiring.Component):
         amax = Signal(unsigned(hw))
         p = Signal(range(hw + 1))
         sumsq = Signal(unsigned(SUM_BITS))
-        r = Signal(unsigned(SUM_BITS // 2))
         inv = Signal(unsigned(nx.INV_RMS_SHIFT + 1))
-        umax = Signal(unsigned(u_w))
-        s = Signal(signed(8))
-        rd_valid, rd_last, rd_i = Signal(), Signal(), Signal.like(i)
+        rd_valid, rd_last = Signal(), Signal()
 
         h_mem = rd.data[:hw].as_signed()
         g_mem = rd.data[hw:].as_signed()
         hs = Signal(signed(hw))
         m.d.comb += hs.eq(rshift_round(h_mem, p, 6))
-        m.d.comb += [rd.addr.eq(i), urd.addr.eq(i), wr.addr.eq(i), wr.data.eq(Cat(self.h, self.gain)),
-                     uwr.addr.eq(rd_i)]
-        m.d.sync += [rd_valid.eq(0), self.out_valid.eq(0)]
+        m.d.comb += [rd.addr.eq(i), wr.addr.eq(i), wr.data.eq(Cat(self.h, self.gain))]
+        m.d.sync += rd_valid.eq(0)
+        m.d.comb += [self.out_valid.eq(bq.out_valid), self.q.eq(bq.q), self.out_last.eq(bq.out_last),
+                     self.exponent.eq(bq.exponent)]
 
         def read_pass(then: str) -> None:
-            """Read both row memories from 0 to n - 1 (data one cycle later, with rd_valid,
-            rd_last and rd_i), then go to ``then``."""
+            """Read the row memory from 0 to n - 1 (data one cycle later, with rd_valid and
+            rd_last), then go to ``then``."""
             with m.If(i < n):
-                m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n), rd_i.eq(i)]
+                m.d.sync += [i.eq(i + 1), rd_valid.eq(1), rd_last.eq(i + 1 == n)]
             with m.If((i == n) & ~rd_valid):
                 m.d.sync += i.eq(0)
                 m.next = then
@@ -163,7 +142,7 @@ class RmsNormUnit(wiring.Component):
                     m.d.comb += wr.en.eq(1)
                     m.d.sync += [i.eq(i + 1), amax.eq(Mux((i == 0) | (mag > amax), mag, amax))]
                     with m.If(self.in_last):
-                        m.d.sync += [n.eq(i + 1), i.eq(0), sumsq.eq(0), umax.eq(0)]
+                        m.d.sync += [n.eq(i + 1), i.eq(0), sumsq.eq(0)]
                         m.next = "PRESHIFT"
             with m.State("PRESHIFT"):
                 bl = bitlen(amax, hw)
@@ -183,37 +162,21 @@ class RmsNormUnit(wiring.Component):
             with m.State("WAIT_SQRT"):
                 with m.If(sqrt.done):
                     root = Mux(sqrt.r == 0, 1, sqrt.r)
-                    m.d.sync += r.eq(root)
                     m.d.comb += [div.start.eq(1), div.a.eq(1 << nx.INV_RMS_SHIFT), div.b.eq(root)]
                     m.next = "WAIT_INV"
             with m.State("WAIT_INV"):
                 with m.If(div.done):
                     m.d.sync += inv.eq(div.q)
+                    m.next = "WAIT_QUANTISER"
+            with m.State("WAIT_QUANTISER"):  # the quantiser may still be emitting the last row
+                with m.If(bq.in_ready):
                     m.next = "NORMALISE"
             with m.State("NORMALISE"):
-                read_pass("EXPONENT")
+                read_pass("LOAD")
                 with m.If(rd_valid):
                     z = Signal(signed(SUM_BITS + 8))
                     u = Signal(signed(u_w))
                     m.d.comb += [z.eq(rshift_round(hs * inv, nx.INV_RMS_SHIFT - nx.FRAC_N, 0)),
                                  u.eq(rshift_round(z * g_mem, nx.FRAC_G, 0)),
-                                 uwr.en.eq(1), uwr.data.eq(u)]
-                    umag = Mux(u < 0, -u, u)
-                    m.d.sync += umax.eq(Mux(umag > umax, umag, umax))
-            with m.State("EXPONENT"):
-                # bq: s = bitlen(max|u|) - 7, one more if rounding carries past 127; 0 for a zero row
-                bl = bitlen(umax, u_w)
-                s0 = Signal(signed(8))
-                m.d.comb += s0.eq(bl - 7)
-                over = rshift_round(umax, s0, 6) > 127
-                m.d.sync += s.eq(Mux(umax == 0, 0, Mux(over, s0 + 1, s0)))
-                m.next = "EMIT"
-            with m.State("EMIT"):
-                read_pass("LOAD")
-                with m.If(rd_valid):
-                    v = Signal(signed(u_w + 8))
-                    m.d.comb += v.eq(rshift_round(urd.data.as_signed(), s, 6))
-                    m.d.sync += [self.out_valid.eq(1), self.out_last.eq(rd_last),
-                                 self.q.eq(Mux(v > 127, 127, Mux(v < -128, -128, v)))]
-        m.d.comb += self.exponent.eq(s - nx.FRAC_N)
+                                 bq.v.eq(u), bq.in_valid.eq(1), bq.in_last.eq(rd_last)]
         return m

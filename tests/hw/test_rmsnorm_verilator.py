@@ -54,8 +54,9 @@ def test_random_rows_bit_exact(tmp_path):
     runner = build_component(RmsNormUnit(MAX_D), "rmsnorm", build_dir)
     rows = _rows(np.random.default_rng(5))
     eps_q = nx.eps_q(1e-5)
-    (tmp_path / "rows.json").write_text(json.dumps({"eps_q": eps_q, "rows": rows}))
-    run_bench(runner, "rmsnorm", build_dir, "tests.hw.rmsnorm_bench", tmp_path,
+    case = {"const": {"eps_q": eps_q}, "rows": [{"h": h, "gain": g} for h, g in rows]}
+    (tmp_path / "rows.json").write_text(json.dumps(case))
+    run_bench(runner, "rmsnorm", build_dir, "tests.hw.sfu_bench", tmp_path,
               {"AIRFOIL_ROWS": str(tmp_path / "rows.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
     out = json.loads((tmp_path / "out.json").read_text())
     kernels = SimpleNamespace(eps_q=eps_q)

@@ -1,5 +1,7 @@
-"""cocotb bench for the RMSNorm unit: streams prepared rows (AIRFOIL_ROWS, JSON: eps_q and
-[h, gain] lists) and writes each row's INT8 codes and exponent (AIRFOIL_RESULTS)."""
+"""cocotb bench for the SFU's row units (RMSNorm, SiLU-mul, ...): streams prepared rows
+(AIRFOIL_ROWS, JSON: ``const`` port values, and ``rows``, each a dict of port -> per-element
+values) through the ``in_valid``/``in_ready``/``in_last`` handshake and writes each output
+row's INT8 codes and exponent (AIRFOIL_RESULTS)."""
 import json
 import os
 
@@ -10,11 +12,12 @@ from tests.hw.l1norm_bench import start
 
 
 @cocotb.test()
-async def rmsnorm_rows(dut):
+async def sfu_rows(dut):
     with open(os.environ["AIRFOIL_ROWS"]) as f:
         case = json.load(f)
     await start(dut)
-    dut.eps_q.value = case["eps_q"]
+    for port, value in case["const"].items():
+        getattr(dut, port).value = value
     out, current = [], []
 
     async def monitor():
@@ -28,9 +31,12 @@ async def rmsnorm_rows(dut):
                     current = []
 
     task = cocotb.start_soon(monitor())
-    for h, gain in case["rows"]:
-        for j in range(len(h)):
-            dut.h.value, dut.gain.value, dut.in_last.value, dut.in_valid.value = h[j], gain[j], int(j == len(h) - 1), 1
+    for row in case["rows"]:
+        n = len(next(iter(row.values())))
+        for j in range(n):
+            for port, values in row.items():
+                getattr(dut, port).value = values[j]
+            dut.in_last.value, dut.in_valid.value = int(j == n - 1), 1
             await FallingEdge(dut.clk)
             while not int(dut.in_ready.value):
                 await FallingEdge(dut.clk)

@@ -172,9 +172,19 @@ class IntegerKernels:
         v8, ev = v8.repeat_interleave(rep, 0), ev.repeat_interleave(rep, 0)
         L = k8.shape[1]
         dot = _exact_matmul(q8, k8.transpose(1, 2))  # [nh, T, L]
-        shift = 15 - eq.unsqueeze(-1) - ek.unsqueeze(1) - nx.FRAC_S
+        allowed = torch.arange(L, device=dot.device)[None, :] <= (start + torch.arange(T, device=dot.device))[:, None]
+        qp, ep, ev_max, inv = self.attention_probabilities(dot, eq, ek, ev, allowed)
+        acc = _exact_matmul(qp, v8)  # [nh, T, hd]
+        out = sat(rshift_round(acc * inv, nx.INV_SUM_SHIFT - ep.unsqueeze(-1) - ev_max - nx.FRAC_A), 32)
+        return out.transpose(0, 1).reshape(T, nh * hd)
+
+    def attention_probabilities(self, dot, eq, ek, ev, allowed):
+        """The softmax of attention on integer scores ``dot`` [.., T, L] (Q.K^T), with the query
+        exponents eq [.., T], the keys' and values' ek, ev [.., L] and the causal ``allowed``
+        [T, L]: the INT8 probabilities qp with their exponent ep [.., T], ev_max [.., T, 1] (the
+        values' exponents folded in) and inv = 2^40 // sum p [.., T, 1] for the P.V result."""
+        shift = 15 - eq.unsqueeze(-1) - ek.unsqueeze(-2) - nx.FRAC_S
         x = rshift_round(dot * self.c_qk, shift)
-        allowed = torch.arange(L, device=x.device)[None, :] <= (start + torch.arange(T, device=x.device))[:, None]
         neg = torch.iinfo(torch.int64).min // 4
         x = torch.where(allowed, x, torch.full_like(x, neg))
         m = x.amax(-1, keepdim=True)
@@ -182,15 +192,13 @@ class IntegerKernels:
         n = dlt >> nx.FRAC_S
         f = dlt & ((1 << nx.FRAC_S) - 1)
         p = torch.where((n <= 31) & allowed, self.exp2[f] >> n.clamp(max=31), torch.zeros_like(dlt))
-        ev_b = torch.where(allowed, ev.unsqueeze(1).expand(-1, T, -1), torch.full_like(x, -(1 << 20)))
+        ev_b = torch.where(allowed, ev.unsqueeze(-2).expand_as(x), torch.full_like(x, -(1 << 20)))
         ev_max = ev_b.amax(-1, keepdim=True)
         p2 = rshift_round(p, ev_max - ev_b)
         total = p.sum(-1, keepdim=True)
         qp, ep = block_quantise(p2, 0)
-        acc = _exact_matmul(qp, v8)  # [nh, T, hd]
         inv = torch.div(torch.full_like(total, 1 << nx.INV_SUM_SHIFT), total, rounding_mode="floor")
-        out = sat(rshift_round(acc * inv, nx.INV_SUM_SHIFT - ep.unsqueeze(-1) - ev_max - nx.FRAC_A), 32)
-        return out.transpose(0, 1).reshape(T, nh * hd)
+        return qp, ep, ev_max, inv
 
     def silu_mul(self, gate: torch.Tensor, up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         i = rshift_round(gate, nx.FRAC_A - nx.SIG_IN_FRAC).clamp(-nx.SIG_RANGE, nx.SIG_RANGE - 1)

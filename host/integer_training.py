@@ -2,7 +2,9 @@
 
 ShiftQuant quantises a GEMM operand to b-bit symmetric integers with one tensor scale and, per
 channel along the GEMM's *reduction* dimension, a power-of-two factor chosen by the channel's
-range.  Channels with the same factor form a group; the GEMM accumulates each group's products
+range.  The training layers also give each row along the *other* dimension its own factor
+(``per_row``): it multiplies a whole row of the GEMM's result, after the integer sums, so the
+integer GEMM does not change.  Channels with the same factor form a group; the GEMM accumulates each group's products
 in its own accumulator (the group id is a per-channel tag, so no channel is moved) and adds the
 group sums after shifting them into alignment.  Every step is integer and exact.
 
@@ -18,7 +20,8 @@ import torch
 
 __all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "ShiftQuantLinear",
            "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
-           "l1_batch_norm_backward", "linear_l1_training_step", "L1_FRAC", "MAX_GROUPS"]
+           "l1_batch_norm_backward", "linear_l1_training_step", "norm_input", "gradient_value",
+           "L1_FRAC", "MAX_GROUPS"]
 
 MAX_GROUPS = 4  # power-of-two factors 2^0 .. 2^-3: a 2-bit group tag per channel
 L1_FRAC = 12  # fraction bits of the L1 norm's fixed-point values
@@ -32,9 +35,11 @@ class ShiftQuantized:
     scale: float  # tensor scale
     group: torch.Tensor  # int64 [K], 0 .. groups-1
     groups: int = MAX_GROUPS  # how many power-of-two factors the format has (1: per-tensor)
+    row_scale: torch.Tensor | None = None  # [M] float64: each row's own factor (per_row), else None
 
     def dequantise(self) -> torch.Tensor:
-        return self.q.to(torch.float64) * self.scale * torch.pow(2.0, -self.group.to(torch.float64))
+        v = self.q.to(torch.float64) * self.scale * torch.pow(2.0, -self.group.to(torch.float64))
+        return v if self.row_scale is None else v * self.row_scale[:, None]
 
 
 def _round(x: torch.Tensor, stochastic: bool, gen: torch.Generator | None) -> torch.Tensor:
@@ -45,13 +50,22 @@ def _round(x: torch.Tensor, stochastic: bool, gen: torch.Generator | None) -> to
 
 
 def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: torch.Generator | None = None,
-                   groups: int = MAX_GROUPS) -> ShiftQuantized:
+                   groups: int = MAX_GROUPS, per_row: bool = False) -> ShiftQuantized:
     """ShiftQuant of ``x`` [..., K] with channels along the last axis (the reduction axis).
 
     tensor scale ``s = max|x| / qmax``; channel k's range ``r_k = max |x[..., k]|``; its group
     ``g_k = min(groups-1, floor(log2(max_k r / r_k)))`` (0 for the widest channels, zero
-    channels in the last group); ``q = round(x / (s * 2^-g_k))`` clipped to +-qmax."""
+    channels in the last group); ``q = round(x / (s * 2^-g_k))`` clipped to +-qmax.
+
+    ``per_row`` (x [M, K]): first divide each row by its own ``max |x[m, :]|`` (1 for a zero
+    row), kept as ``row_scale``; the tensor scale and the groups then see rows of equal range."""
     x = x.to(torch.float64)
+    if per_row:
+        r = x.abs().amax(-1)
+        r = torch.where(r > 0, r, torch.ones_like(r))
+        q = shift_quantise(x / r[:, None], bits, stochastic, gen, groups)
+        q.row_scale = r
+        return q
     qmax = (1 << (bits - 1)) - 1
     amax = float(x.abs().max())
     scale = amax / qmax if amax > 0 else 1.0
@@ -64,14 +78,15 @@ def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: to
 
 
 def tensor_quantise(x: torch.Tensor, bits: int, stochastic: bool = False,
-                    gen: torch.Generator | None = None) -> ShiftQuantized:
-    """Per-tensor symmetric quantisation: ShiftQuant with one group."""
-    return shift_quantise(x, bits, stochastic, gen, groups=1)
+                    gen: torch.Generator | None = None, per_row: bool = False) -> ShiftQuantized:
+    """Per-tensor symmetric quantisation (per row with ``per_row``): ShiftQuant with one group."""
+    return shift_quantise(x, bits, stochastic, gen, groups=1, per_row=per_row)
 
 
-def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, float, int]:
+def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, float | torch.Tensor, int]:
     """``a.q`` [M, K] times ``b.q`` [N, K] transposed, both with groups along K.  Returns the
-    integer ``Y`` [M, N], its scale and shift: ``value = Y * scale * 2^-shift``.
+    integer ``Y`` [M, N], its scale and shift: ``value = Y * scale * 2^-shift``; the scale is
+    [M, N] (an outer product) when either operand has row factors.
 
     Channel k's combined group ``g = ga[k] + gb[k]`` selects one of the accumulators; the sums
     are aligned by ``acc_g << (top - g)`` with ``top`` the largest combined group the formats
@@ -85,7 +100,12 @@ def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, floa
     sa = torch.pow(2.0, (a.groups - 1 - a.group).to(torch.float64))
     sb = torch.pow(2.0, (b.groups - 1 - b.group).to(torch.float64))
     y = ((a.q.to(torch.float64) * sa) @ (b.q.to(torch.float64) * sb).T).round().to(torch.int64)
-    return y, a.scale * b.scale, top
+    scale = a.scale * b.scale
+    if a.row_scale is not None or b.row_scale is not None:
+        ra = a.row_scale if a.row_scale is not None else torch.ones(y.shape[0], dtype=torch.float64)
+        rb = b.row_scale if b.row_scale is not None else torch.ones(y.shape[1], dtype=torch.float64)
+        scale = scale * ra[:, None] * rb[None, :]
+    return y, scale, top
 
 
 def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
@@ -95,7 +115,8 @@ def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
 class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
-        xq, wq = shift_quantise(x, bits), tensor_quantise(w, bits)  # input channels along K get shifts
+        # input channels along K get shifts; tokens (rows of x) and outputs (rows of w) their own factors
+        xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
         ctx.save_for_backward(x, w)
         ctx.bits, ctx.gen = bits, gen
         return _value(*shift_gemm(xq, wq)).to(x.dtype)
@@ -105,12 +126,12 @@ class _ShiftQuantLinearFn(torch.autograd.Function):
         x, w = ctx.saved_tensors
         bits, gen = ctx.bits, ctx.gen
         # backward data: dX = dY W, reduction over the outputs: dY's channels are its columns
-        gq = shift_quantise(gy, bits, stochastic=True, gen=gen)
-        wq_t = tensor_quantise(w.T.contiguous(), bits)
+        gq = shift_quantise(gy, bits, stochastic=True, gen=gen, per_row=True)
+        wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
         gx = _value(*shift_gemm(gq, wq_t)).to(x.dtype)
         # backward weight: dW = dY^T X, reduction over the tokens: dY^T's channels are tokens
-        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen)
-        xq_t = tensor_quantise(x.T.contiguous(), bits)
+        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+        xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
         gw = _value(*shift_gemm(gq_t, xq_t)).to(w.dtype)
         return gx, gw, None, None
 
@@ -174,30 +195,52 @@ def l1_batch_norm_backward(g: torch.Tensor, saved: dict) -> torch.Tensor:
     return l1_norm_backward(g.T, saved).T
 
 # ------------------------------------------------------------------ one training step
+COLUMN_FRAC = 15  # fraction bits of the per-output factors that bring z's columns to one unit
+
+
+def norm_input(z: torch.Tensor, wq: ShiftQuantized) -> torch.Tensor:
+    """The forward GEMM's integer z [M, N] as the L1 norm's input (fixed point, L1_FRAC bits).
+
+    The norm normalises each token row, so the row factors of x drop out; the row factors of W
+    are z's *columns* and must be one unit first: ``zn = rshift_round(z * C[n], 15)`` with
+    ``C[n] = round(2^15 * r_n / max r)``, one integer multiply per output (host side here)."""
+    c = torch.round(wq.row_scale / wq.row_scale.max() * 2 ** COLUMN_FRAC).to(torch.int64)
+    return (z * c[None, :] + (1 << (COLUMN_FRAC - 1))) >> COLUMN_FRAC
+
+
+def gradient_value(dz: torch.Tensor, xq: ShiftQuantized, wq: ShiftQuantized, z_shift: int) -> torch.Tensor:
+    """dL/dz (float) from the norm's integer gradient ``dz`` (in 2^-2 L1_FRAC units of zn).
+
+    zn[m, :] = z_value[m, :] / c_m with ``c_m = xq.scale * xq.row_scale[m] * wq.scale *
+    max(wq.row_scale) * 2^-shift``, so dL/dz_value = dz * 2^-24 / c_m: a factor per token, which
+    must be applied before the backward-weight GEMM sums over tokens."""
+    c = xq.scale * xq.row_scale * wq.scale * float(wq.row_scale.max()) * 2.0 ** -z_shift
+    return dz.to(torch.float64) * 2.0 ** (-2 * L1_FRAC) / c[:, None]
+
+
 def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, bits: int,
                             gen: torch.Generator) -> dict:
     """One training step of ``y = L1Norm(x W^T)`` in integers, every stage the RTL runs.
 
-    x [M, K] and w [N, K] are float; gy = dL/dy [M, N].  The norm takes the forward GEMM's
-    integer result z as fixed point with L1_FRAC fraction bits: it is scale-free, so z's
-    scale ``c = scale * 2^-shift`` drops out of y and only divides the gradient.  The
-    host-side steps between the integer stages are the quantisers (scale, groups, rounding).
+    x [M, K] and w [N, K] are float; gy = dL/dy [M, N].  The quantisers are those of
+    ``ShiftQuantLinear``.  The host-side steps between the integer stages are the quantisers
+    (scales, groups, rounding), ``norm_input`` (z's columns to one unit) and ``gradient_value``.
 
-    Returns the integers of each stage (z, y, sgn, s, g, dz, dx, dw) and the float gradients
+    Returns the integers of each stage (z, zn, y, sgn, s, g, dz, dx, dw) and the float gradients
     ``dx_value = dL/dx`` and ``dw_value = dL/dW``."""
-    xq, wq = shift_quantise(x, bits), tensor_quantise(w, bits)
-    z, z_scale, z_shift = shift_gemm(xq, wq)  # forward: X W^T
-    y, saved = l1_norm_forward(z, L1_FRAC)
+    xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
+    z, _, z_shift = shift_gemm(xq, wq)  # forward: X W^T
+    zn = norm_input(z, wq)
+    y, saved = l1_norm_forward(zn, L1_FRAC)
     g = torch.round(gy.to(torch.float64) * 2 ** L1_FRAC).to(torch.int64)
-    dz = l1_norm_backward(g, saved)  # dL/dz_int in 2^-(2 L1_FRAC) units
-    gq = shift_quantise(dz.to(torch.float64), bits, stochastic=True, gen=gen)
-    wq_t = tensor_quantise(w.T.contiguous(), bits)
+    dz = l1_norm_backward(g, saved)  # dL/dzn in 2^-(2 L1_FRAC) units
+    dzv = gradient_value(dz, xq, wq, z_shift)
+    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True)
+    wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
     dx, dx_scale, dx_shift = shift_gemm(gq, wq_t)  # backward data: dZ W
-    gq_t = shift_quantise(dz.T.contiguous().to(torch.float64), bits, stochastic=True, gen=gen)
-    xq_t = tensor_quantise(x.T.contiguous(), bits)
+    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+    xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
     dw, dw_scale, dw_shift = shift_gemm(gq_t, xq_t)  # backward weight: dZ^T X
-    # dL/dz_value = dL/dz_int / c and dL/dz_int = dz * 2^-24
-    unit = 2.0 ** (-2 * L1_FRAC) / (z_scale * 2.0 ** -z_shift)
-    return {"xq": xq, "wq": wq, "z": z, "y": y, "sgn": saved["sgn"], "s": saved["s"], "g": g, "dz": dz,
+    return {"xq": xq, "wq": wq, "z": z, "zn": zn, "y": y, "sgn": saved["sgn"], "s": saved["s"], "g": g, "dz": dz,
             "gq": gq, "wq_t": wq_t, "dx": dx, "gq_t": gq_t, "xq_t": xq_t, "dw": dw,
-            "dx_value": _value(dx, dx_scale, dx_shift) * unit, "dw_value": _value(dw, dw_scale, dw_shift) * unit}
+            "dx_value": _value(dx, dx_scale, dx_shift), "dw_value": _value(dw, dw_scale, dw_shift)}

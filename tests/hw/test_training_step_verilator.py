@@ -33,6 +33,6 @@ def test_training_step_bit_exact(bits, tmp_path):
     got = json.loads((tmp_path / "out.json").read_text())
     want = linear_l1_training_step(x, w, gy, bits, torch.Generator().manual_seed(seed))
     assert got["s"] == want["s"][:, 0].tolist()
-    for stage in ("z", "y", "sgn", "dz", "dx", "dw"):  # forward GEMM, norm, norm backward, dX, dW
+    for stage in ("z", "zn", "y", "sgn", "dz", "dx", "dw"):  # forward GEMM, norm, norm backward, dX, dW
         assert got[stage] == want[stage].tolist(), stage
     assert torch.tensor(got["dw"]).abs().max() > 0 and torch.tensor(got["dx"]).abs().max() > 0

@@ -9,7 +9,8 @@ import cocotb
 import torch
 from amaranth.hdl import Const
 
-from airfoil.host.integer_training import L1_FRAC, shift_quantise, tensor_quantise
+from airfoil.host.integer_training import (L1_FRAC, gradient_value, norm_input, shift_gemm, shift_quantise,
+                                           tensor_quantise)
 from airfoil.hw.shiftquant import SHIFTQUANT_LATENCY, ShiftQuantDot
 from tests.hw.l1norm_bench import dot_rows, l1_rows, start
 
@@ -39,16 +40,19 @@ async def training_step(dut):
     x, w, gy = (torch.tensor(cfg[k], dtype=torch.float64) for k in ("x", "w", "gy"))
     gen = torch.Generator().manual_seed(cfg["seed"])
     await start(dut)
-    z = await gemm(dut, layout, lanes, shift_quantise(x, bits), tensor_quantise(w, bits))
-    fwd = await l1_rows(dut, "norm__", [{"mode": 0, "x": row} for row in z.tolist()])
+    xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
+    z = await gemm(dut, layout, lanes, xq, wq)
+    zn = norm_input(z, wq)
+    fwd = await l1_rows(dut, "norm__", [{"mode": 0, "x": row} for row in zn.tolist()])
     g = torch.round(gy * 2 ** L1_FRAC).to(torch.int64)
     bwd = await l1_rows(dut, "norm__", [{"mode": 1, "g": gr, "y": f["value"], "sgn": f["sgn"], "s": f["s"]}
                                         for gr, f in zip(g.tolist(), fwd)])
     dz = torch.tensor([r["value"] for r in bwd], dtype=torch.int64)
-    gq = shift_quantise(dz.double(), bits, stochastic=True, gen=gen)
-    dx = await gemm(dut, layout, lanes, gq, tensor_quantise(w.T.contiguous(), bits))
-    gq_t = shift_quantise(dz.T.contiguous().double(), bits, stochastic=True, gen=gen)
-    dw = await gemm(dut, layout, lanes, gq_t, tensor_quantise(x.T.contiguous(), bits))
-    json.dump({"z": z.tolist(), "y": [f["value"] for f in fwd], "sgn": [f["sgn"] for f in fwd],
+    dzv = gradient_value(dz, xq, wq, shift_gemm(xq, wq)[2])
+    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True)
+    dx = await gemm(dut, layout, lanes, gq, tensor_quantise(w.T.contiguous(), bits, per_row=True))
+    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+    dw = await gemm(dut, layout, lanes, gq_t, tensor_quantise(x.T.contiguous(), bits, per_row=True))
+    json.dump({"z": z.tolist(), "zn": zn.tolist(), "y": [f["value"] for f in fwd], "sgn": [f["sgn"] for f in fwd],
                "s": [f["s"] for f in fwd], "dz": dz.tolist(), "dx": dx.tolist(), "dw": dw.tolist()},
               open(os.environ["AIRFOIL_RESULTS"], "w"))

@@ -217,7 +217,7 @@ FIELD_DOCS = {
     "src2": "third source address (affine; ATTENTION: V)",
     "dst": "destination address (affine)",
     "stride_d": "elements between dst rows",
-    "width": "elements per row",
+    "SFU.width": "elements per row",
     "param": "GLOBAL address of the gain vector (norms); unused otherwise",
     "pos": "position of the first row (affine; RoPE and the causal mask)",
     "frac": "fraction bits of the result (REQUANT, SILU_MUL: of the input)",
@@ -566,7 +566,8 @@ def isa_markdown() -> str:
         lines += [f"## {' / '.join(same)}", "", "| field | bits | type | meaning |", "|---|---|---|---|"]
         for name, f in layout:
             lo = HEADER_LAYOUT.size + f.offset
-            lines.append(f"| {name} | {lo}..{lo + f.width - 1} | {_shape_text(f.shape)} | {FIELD_DOCS[name]} |")
+            doc = FIELD_DOCS.get(f"{op.name}.{name}", FIELD_DOCS.get(name))  # "OP.field" where names collide
+            lines.append(f"| {name} | {lo}..{lo + f.width - 1} | {_shape_text(f.shape)} | {doc} |")
         lines.append("")
     lines += ["## Enumerations", ""]
     for e in (Queue, Buffer, SfuFunc, SparsePattern, WeightWidth):

@@ -439,7 +439,7 @@ class LengthAdaptiveLowering:
         raise LoweringError(f"{op.name}: no lowering for op kind {op.kind!r}")
 
     def _linear(self, op: GraphOp, decode: bool, first_wait: bool, last_release: Queue | None) -> list[Instruction]:
-        spec, g = self.spec, self.g
+        g = self.g
         G, A = g.buffers["global"], g.buffers["act"]
         o, k = _linear_shape(g, op.name)
         r = g.recipes[op.name]
@@ -447,7 +447,6 @@ class LengthAdaptiveLowering:
         C = self.cfg.hbm_channels
         half = self.cfg.weight_half_bytes
         kind = op.name.rsplit(".", 1)[-1]
-        d, hd, nh, nkv, ff = spec.d_model, spec.head_dim, spec.n_heads, spec.n_kv_heads, spec.d_ff
         src = {"attn_q": "x", "attn_k": "x", "attn_v": "x", "attn_o": "o", "ffn_gate": "x", "ffn_up": "x",
                "ffn_down": "a", "lm_head": "x"}[kind]
         dst = {"attn_q": "q", "attn_k": "k", "attn_v": "v", "attn_o": "delta", "ffn_gate": "gate", "ffn_up": "up",

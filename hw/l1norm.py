@@ -18,7 +18,7 @@ A row is held in a row memory while the unit makes its passes over it:
 
 Cycles per row of n: forward 3n + 2 divider latencies + 5, backward 2n + 2 latencies + 7.
 """
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

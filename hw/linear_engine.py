@@ -64,7 +64,7 @@ class LinearEngine(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        C, G, D = self.chains, self.groups, self.d
+        C, G = self.chains, self.groups
         m.submodules.wbuf = wbuf = Memory(shape=unsigned(self.word_bits), depth=self.wdepth, init=[])
         wp = wbuf.write_port()
         m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]

@@ -19,7 +19,6 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from airfoil import numerics as nx
 from airfoil.hw.block_quantiser import BlockQuantiser, bitlen, rshift_round

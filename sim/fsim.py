@@ -15,7 +15,7 @@ Counts: instructions per opcode, bytes per HBM channel, MACs per MM/MV and per S
 """
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np

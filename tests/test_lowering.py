@@ -12,7 +12,7 @@ import torch
 from airfoil.cli import main
 from airfoil.compiler.compress import CompressionPlan
 from airfoil.compiler.compressed_model import compress_model
-from airfoil.compiler.lowering import LoweringError, compile_model, exact_macs, program_stats
+from airfoil.compiler.lowering import compile_model, exact_macs, program_stats
 from airfoil.compiler.model import SHAPE_MODELS
 from airfoil.compiler.plans import plan_path
 from airfoil.config import preset

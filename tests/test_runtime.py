@@ -1,6 +1,5 @@
 """The host runtime: the same generation loop on the reference and fsim backends gives the same
 tokens; --check compares every layer of every step and names the first difference."""
-import numpy as np
 import pytest
 
 from airfoil.cli import main

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from airfoil.compiler.weight_image import pack_tile, unpack_tile
+from airfoil.compiler.weight_image import unpack_tile
 from airfoil.config import SPARSE_M
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.linear_engine import LinearEngine

@@ -102,7 +102,6 @@ def test_decoder_matches_unpack_tile(tmp_path, d):
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
     out = json.loads((tmp_path / "out.json").read_text())
     assert len(out) == len(runs)
-    total_beats = total_cycles = 0
     for run, (blob, rows, k, bits, n, gs, first, step) in zip(out, expect):
         w8, scale = unpack_tile(blob, rows, k, bits, n, gs)
         mine = list(range(first, rows, step))

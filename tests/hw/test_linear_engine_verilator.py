@@ -35,7 +35,7 @@ def test_layers_bit_exact(tmp_path):
         shift = int(rng.integers(8, 20))
         w8, scale = unpack_tile(blob, rows, k, bits, n, GS)
         acc = (w8 * q[None, :]).reshape(rows, k // GS, GS).sum(-1)  # per group
-        y = torch.tensor([(acc * scale).sum(-1)], dtype=torch.int64)
+        y = torch.from_numpy((acc * scale).sum(-1)[None].astype(np.int64))
         expect.append(IntegerKernels.requantise(y, shift, torch.tensor([0]), 0)[0].tolist())
         geos = [tile_geometry(0, rows, k, bits, n, GS, row_first=c, row_step=CHAINS) for c in range(CHAINS)]
         words = [(a, f"{int.from_bytes(blob[a * 64:(a + 1) * 64], 'little'):x}") for a in range(-(-len(blob) // 64))]

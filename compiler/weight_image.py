@@ -22,7 +22,7 @@ import numpy as np
 from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
-__all__ = ["AXI_BEAT", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits"]
+__all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits"]
 
 AXI_BEAT = 64
 
@@ -31,7 +31,8 @@ def _ceil_bytes(bits: int) -> int:
     return (bits + 7) // 8
 
 
-def _sections(rows: int, k: int, bits: int, n: int, group_size: int) -> tuple[int, int, int, int]:
+def tile_sections(rows: int, k: int, bits: int, n: int, group_size: int) -> tuple[int, int, int, int]:
+    """Bytes of a tile's four sections: codes, positions, scales, zeros (before the padding)."""
     kept = k * n // SPARSE_M
     groups = k // group_size
     return (_ceil_bytes(rows * kept * bits), _ceil_bytes(rows * (k // SPARSE_M) * position_bits_per_block(n)),
@@ -40,7 +41,7 @@ def _sections(rows: int, k: int, bits: int, n: int, group_size: int) -> tuple[in
 
 def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int) -> int:
     """Bytes of one tile in the weight image (padded to an AXI beat)."""
-    total = sum(_sections(rows, k, bits, n, group_size))
+    total = sum(tile_sections(rows, k, bits, n, group_size))
     return -(-total // AXI_BEAT) * AXI_BEAT
 
 
@@ -89,7 +90,7 @@ def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
                 group_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups])."""
     raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
-    s_codes, s_pos, s_scale, s_zero = _sections(rows, k, bits, n, group_size)
+    s_codes, s_pos, s_scale, s_zero = tile_sections(rows, k, bits, n, group_size)
     kept = k * n // SPARSE_M
     groups = k // group_size
     off = 0

@@ -82,6 +82,26 @@ class TrainResult:
     secondary: dict = field(default_factory=dict)  # other figures of the same runs (means over seeds)
 
 
+@dataclass
+class _Run:
+    fp32: float
+    int_: float
+    curves: dict
+    secondary: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Task:
+    run: object
+    steps: int
+    metric: str
+    delta_kind: str
+
+    def delta(self, fp: float, it: float) -> float:
+        """How much worse the integer run is (positive: worse)."""
+        return fp - it if self.delta_kind == "points" else (fp - it) / fp * 100
+
+
 # ------------------------------------------------------------------ digits
 class _DigitsMLP(nn.Module):
     def __init__(self, bits, gen):
@@ -217,26 +237,6 @@ def _charlm(bits: int, seed: int, steps: int):
     it_bpc, it_acc, ci = _charlm_train(bits, seed, steps)
     return _Run(100 * fp_acc, 100 * it_acc, {"fp32_bpc": cf, "int_bpc": ci},
                 {"fp32_bpc": fp_bpc, "int_bpc": it_bpc, "bpc_delta_pct": (it_bpc - fp_bpc) / fp_bpc * 100})
-
-
-@dataclass
-class _Run:
-    fp32: float
-    int_: float
-    curves: dict
-    secondary: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Task:
-    run: object
-    steps: int
-    metric: str
-    delta_kind: str
-
-    def delta(self, fp: float, it: float) -> float:
-        """How much worse the integer run is (positive: worse)."""
-        return fp - it if self.delta_kind == "points" else (fp - it) / fp * 100
 
 
 TASKS = {

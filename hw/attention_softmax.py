@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from airfoil import numerics as nx
 from airfoil.hw.block_quantiser import BlockQuantiser, rshift_round
-from airfoil.hw.rmsnorm import SequentialDivider
+from airfoil.hw.sequential_arith import SequentialDivider
 
 __all__ = ["AttentionSoftmax"]
 

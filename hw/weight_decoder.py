@@ -57,14 +57,14 @@ def tile_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, gro
                   row_first: int = 0, row_step: int = 1, rows: int | None = None) -> dict:
     """The ``TileGeometry`` of rows ``row_first, row_first + row_step, ...`` of a tile stored at
     ``base_byte``; the values the controller computes from an instruction."""
-    from airfoil.compiler.weight_image import _sections
+    from airfoil.compiler.weight_image import tile_sections
 
     if bits not in BITS_CODE or n not in N_CODE:
         raise ValueError(f"weight format {bits}-bit {n}:16 has no decoder mode")
     if group_size < SPARSE_M or group_size & (group_size - 1):
         raise ValueError(f"group_size {group_size}: the decoder takes powers of two from 16")
     rows = len(range(row_first, tile_rows, row_step)) if rows is None else rows
-    s_codes, s_pos, s_scale, _ = _sections(tile_rows, k, bits, n, group_size)
+    s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size)
     kept, groups = k * n // SPARSE_M, k // group_size
     per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
                "scale": groups * SCALE_BITS, "zero": groups * bits}

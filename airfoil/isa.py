@@ -21,6 +21,9 @@ Execution model (the shape of FlightLLM's ISA):
   SETR computes others from them; a LOOP writes its iteration index into a register.  Every
   address and trip count is an *affine field* ``base + scale * R[reg]``, evaluated when the
   instruction is dispatched, so one program serves every prompt length and decode position.
+* Loops nest: a loop body must end within the body of the loop around it, and at most
+  ``MAX_LOOP_DEPTH`` loops are open at once.  A machine that stops reports an ``ErrorCode``
+  (the table at the end).
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from amaranth.lib import data, enum
 
 from airfoil.errors import AirfoilError
 
-__all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "Opcode", "Queue", "Buffer", "SfuFunc",
+__all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "EVAL_BITS", "MAX_LOOP_DEPTH", "ErrorCode",
+           "ISSUED_LAYOUTS", "ISSUE_LAYOUT", "issued_fields", "issue_word", "Opcode", "Queue", "Buffer", "SfuFunc",
            "SparsePattern", "WeightWidth", "Affine", "AFFINE_LAYOUT", "HEADER_LAYOUT", "BODY_LAYOUTS",
            "INSTRUCTION_LAYOUT", "OPCODE_QUEUE", "Instruction", "IsaError", "encode", "decode",
            "assemble", "disassemble", "encode_program", "decode_program", "isa_markdown", "encode_with_amaranth"]
@@ -42,10 +46,77 @@ INSTR_BITS = 512
 INSTR_BYTES = INSTR_BITS // 8
 N_REGS = 16
 REG_BITS = 36
+EVAL_BITS = 48  # an evaluated affine field: values outside signed 48 bits stop the machine (FIELD_RANGE)
+MAX_LOOP_DEPTH = 4  # LOOPs open at once (the dispatcher's loop stack)
+
+
+class ErrorCode(enum.Enum, shape=5):
+    """The machine's status code (the controller's ``error`` register, fsim's ``FsimError.code``):
+    why a program stopped.  Codes up to DISPATCHER_TOKENS are illegal encodings, in the order the
+    decoder checks them (the first that applies is reported)."""
+
+    NONE = 0
+    OPCODE = 1
+    RESERVED = 2
+    UNUSED_BITS = 3
+    ENUM_VALUE = 4
+    AFFINE_UNUSED = 5
+    ROW_BYTES = 6
+    ST_INSTR = 7
+    CHANNELS = 8
+    ELEM_BYTES = 9
+    CHANNEL_RANGE = 10
+    K = 11
+    GROUP_SIZE = 12
+    ROWS = 13
+    MV_TOKENS = 14
+    LOOP_BODY = 15
+    SETR_CLAMP = 16
+    DISPATCHER_TOKENS = 17
+    # run time
+    PC_RANGE = 18
+    LOOP_DEPTH = 19
+    LOOP_NESTING = 20
+    FIELD_RANGE = 21
+    TOKENS_LEFT = 22
+    WATCHDOG = 23
+
+
+# What each status code means (docs/isa.md).
+ERROR_DOCS = {
+    ErrorCode.OPCODE: "unknown opcode",
+    ErrorCode.RESERVED: "nonzero reserved header field",
+    ErrorCode.UNUSED_BITS: "nonzero body bit beyond the opcode's layout",
+    ErrorCode.ENUM_VALUE: "an enum field (buffer, func) holds no legal value",
+    ErrorCode.AFFINE_UNUSED: "an affine field with reg/scale set but use_reg 0",
+    ErrorCode.ROW_BYTES: "LD/ST row_bytes 0",
+    ErrorCode.ST_INSTR: "ST to the instruction buffer",
+    ErrorCode.CHANNELS: "LD/ST channels 0",
+    ErrorCode.ELEM_BYTES: "LD/ST elem_bytes not 1 or 4",
+    ErrorCode.CHANNEL_RANGE: "LD/ST channel + channels beyond the config's pseudo-channels",
+    ErrorCode.K: "MM/MV k not a positive multiple of 16",
+    ErrorCode.GROUP_SIZE: "MM/MV group_size not a multiple of 16 dividing k",
+    ErrorCode.ROWS: "MM/MV rows 0",
+    ErrorCode.MV_TOKENS: "MV tokens other than the constant 1",
+    ErrorCode.LOOP_BODY: "LOOP with an empty body",
+    ErrorCode.SETR_CLAMP: "SETR lo > hi",
+    ErrorCode.DISPATCHER_TOKENS: "wait/release tokens on a dispatcher instruction",
+    ErrorCode.PC_RANGE: "fetch past the program's last instruction (no END reached)",
+    ErrorCode.LOOP_DEPTH: f"a LOOP with a positive count while {MAX_LOOP_DEPTH} loops are open (MAX_LOOP_DEPTH)",
+    ErrorCode.LOOP_NESTING: "a loop body ends beyond the body of the loop around it",
+    ErrorCode.FIELD_RANGE: f"an evaluated affine field (or LOOP count) outside signed {EVAL_BITS} bits (EVAL_BITS)",
+    ErrorCode.TOKENS_LEFT: "BARRIER or END with dependency tokens released but never taken",
+    ErrorCode.WATCHDOG: "no queue made progress for the watchdog's limit (a deadlock)",
+}
 
 
 class IsaError(AirfoilError):
-    """An instruction word or assembly line is illegal; the message names the field."""
+    """An instruction word or assembly line is illegal; the message names the field and ``code``
+    is its ErrorCode (None for errors only the encoder sees: a missing field, a value too wide)."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 class Opcode(enum.Enum, shape=5):
@@ -320,31 +391,33 @@ def _semantic_checks(ins: Instruction, where: str, hbm_channels: int | None) -> 
     op, f = ins.opcode, ins.fields
     if op in (Opcode.LD, Opcode.ST):
         if f["row_bytes"] == 0:
-            raise IsaError(f"{where}: field 'row_bytes' must be > 0")
+            raise IsaError(f"{where}: field 'row_bytes' must be > 0", ErrorCode.ROW_BYTES)
         if f["buffer"] == Buffer.INSTR and op == Opcode.ST:
-            raise IsaError(f"{where}: field 'buffer': ST cannot write the instruction queue")
+            raise IsaError(f"{where}: field 'buffer': ST cannot write the instruction queue", ErrorCode.ST_INSTR)
         if f["channels"] == 0:
-            raise IsaError(f"{where}: field 'channels' must be >= 1")
+            raise IsaError(f"{where}: field 'channels' must be >= 1", ErrorCode.CHANNELS)
         if f["elem_bytes"] not in (1, 4):
-            raise IsaError(f"{where}: field 'elem_bytes' = {f['elem_bytes']} must be 1 or 4")
+            raise IsaError(f"{where}: field 'elem_bytes' = {f['elem_bytes']} must be 1 or 4", ErrorCode.ELEM_BYTES)
         if hbm_channels is not None and f["channel"] + f["channels"] > hbm_channels:
             raise IsaError(f"{where}: field 'channel'/'channels' = {f['channel']}/{f['channels']}: the config has "
-                           f"{hbm_channels} HBM pseudo-channels")
+                           f"{hbm_channels} HBM pseudo-channels", ErrorCode.CHANNEL_RANGE)
     if op in (Opcode.MM, Opcode.MV):
         if f["k"] == 0 or f["k"] % 16:
-            raise IsaError(f"{where}: field 'k' = {f['k']} must be a positive multiple of 16")
+            raise IsaError(f"{where}: field 'k' = {f['k']} must be a positive multiple of 16", ErrorCode.K)
         if f["group_size"] == 0 or f["group_size"] % 16 or f["k"] % f["group_size"]:
-            raise IsaError(f"{where}: field 'group_size' = {f['group_size']} must be a multiple of 16 dividing k")
+            raise IsaError(f"{where}: field 'group_size' = {f['group_size']} must be a multiple of 16 dividing k",
+                           ErrorCode.GROUP_SIZE)
         if f["rows"] == 0:
-            raise IsaError(f"{where}: field 'rows' must be > 0")
+            raise IsaError(f"{where}: field 'rows' must be > 0", ErrorCode.ROWS)
         if op == Opcode.MV and f["tokens"] != Affine(1):
-            raise IsaError(f"{where}: field 'tokens' of MV must be 1, got {f['tokens']}")
+            raise IsaError(f"{where}: field 'tokens' of MV must be 1, got {f['tokens']}", ErrorCode.MV_TOKENS)
     if op == Opcode.LOOP and f["body"] == 0:
-        raise IsaError(f"{where}: field 'body' must be >= 1")
+        raise IsaError(f"{where}: field 'body' must be >= 1", ErrorCode.LOOP_BODY)
     if op == Opcode.SETR and f["lo"] > f["hi"]:
-        raise IsaError(f"{where}: field 'lo' = {f['lo']} exceeds 'hi' = {f['hi']}")
+        raise IsaError(f"{where}: field 'lo' = {f['lo']} exceeds 'hi' = {f['hi']}", ErrorCode.SETR_CLAMP)
     if ins.queue is None and (ins.wait or ins.release):
-        raise IsaError(f"{where}: {op.name} runs in the dispatcher: fields 'wait'/'release' must be empty")
+        raise IsaError(f"{where}: {op.name} runs in the dispatcher: fields 'wait'/'release' must be empty",
+                       ErrorCode.DISPATCHER_TOKENS)
 
 
 def _flat_fields(layout: data.StructLayout, base: int = 0):
@@ -360,6 +433,40 @@ def _flat_fields(layout: data.StructLayout, base: int = 0):
 
 
 _FLAT = {op: _flat_fields(layout) for op, layout in BODY_LAYOUTS.items()}
+
+
+def _issued(layout: data.StructLayout) -> data.StructLayout:
+    return data.StructLayout({name: signed(EVAL_BITS) if _field_kind(shape) == "affine" else shape
+                              for name, shape in layout.members.items()})
+
+
+# What the dispatcher hands a queue: the body with every affine field evaluated (signed EVAL_BITS).
+ISSUED_LAYOUTS: dict[Opcode, data.StructLayout] = {op: _issued(BODY_LAYOUTS[op])
+                                                   for op, q in OPCODE_QUEUE.items() if q is not None}
+_ISSUED_FLAT = {op: _flat_fields(layout) for op, layout in ISSUED_LAYOUTS.items()}
+
+
+ISSUED_BODY_BITS = max(layout.size for layout in ISSUED_LAYOUTS.values())
+# One entry of a queue: the header's opcode and tokens, and the issued body (ISSUED_LAYOUTS[opcode]).
+ISSUE_LAYOUT = data.StructLayout({"opcode": Opcode, "wait": unsigned(4), "release": unsigned(4),
+                                  "body": unsigned(ISSUED_BODY_BITS)})
+
+
+def issue_word(ins: Instruction, evaluated: Mapping[str, object]) -> int:
+    """``ISSUE_LAYOUT``'s bits for an instruction and its evaluated fields."""
+    return (ins.opcode.value | _mask(ins.wait) << ISSUE_LAYOUT["wait"].offset
+            | _mask(ins.release) << ISSUE_LAYOUT["release"].offset
+            | issued_fields(ins.opcode, evaluated) << ISSUE_LAYOUT["body"].offset)
+
+
+def issued_fields(op: Opcode, evaluated: Mapping[str, object]) -> int:
+    """The bits of an issued body (``ISSUED_LAYOUTS[op]``) from the evaluated fields that
+    ``sim.fsim.dispatch`` yields: what the RTL dispatcher hands the queue, as an int."""
+    word = 0
+    for (name,), off, width, _ in _ISSUED_FLAT[op]:
+        v = evaluated[name]
+        word |= (int(v.value if isinstance(v, enum.Enum) else v) & ((1 << width) - 1)) << off
+    return word
 _OPCODE_BITS = HEADER_LAYOUT["opcode"]
 
 
@@ -421,15 +528,15 @@ def decode(word: int, hbm_channels: int | None = None, where: str = "instruction
     try:
         op = hdr.opcode
     except ValueError:
-        raise IsaError(f"{where}: field 'opcode' = {word & 0x1f} is not an opcode") from None
+        raise IsaError(f"{where}: field 'opcode' = {word & 0x1f} is not an opcode", ErrorCode.OPCODE) from None
     where = f"{where} ({op.name})"
     if hdr.reserved:
-        raise IsaError(f"{where}: field 'reserved' (header) must be 0")
+        raise IsaError(f"{where}: field 'reserved' (header) must be 0", ErrorCode.RESERVED)
     layout = BODY_LAYOUTS[op]
     body = int(v.body)
     if body >> layout.size:
         raise IsaError(f"{where}: bits {HEADER_LAYOUT.size + layout.size}..{INSTR_BITS - 1} are unused by "
-                       f"{op.name} and must be 0")
+                       f"{op.name} and must be 0", ErrorCode.UNUSED_BITS)
     fields = {}
     if layout.size:
         b = layout.from_bits(body)
@@ -438,10 +545,12 @@ def decode(word: int, hbm_channels: int | None = None, where: str = "instruction
             try:
                 x = b[name]
             except ValueError:
-                raise IsaError(f"{where}: field {name!r} holds no legal {shape.__name__} value") from None
+                raise IsaError(f"{where}: field {name!r} holds no legal {shape.__name__} value",
+                               ErrorCode.ENUM_VALUE) from None
             if kind == "affine":
                 if not x.use_reg and (x.reg or x.scale):
-                    raise IsaError(f"{where}: field {name!r}: reg/scale must be 0 when use_reg is 0")
+                    raise IsaError(f"{where}: field {name!r}: reg/scale must be 0 when use_reg is 0",
+                                   ErrorCode.AFFINE_UNUSED)
                 x = Affine.from_fields(x)
             elif kind == "int":
                 x = int(x)
@@ -580,6 +689,13 @@ def isa_markdown() -> str:
               "a multiple of 16 dividing `k`; `rows` 0; MV with `tokens` other than 1; an empty loop body; "
               "SETR with `lo` > `hi`; "
               "wait/release tokens on a dispatcher instruction.", ""]
+    lines += ["## Status codes", "",
+              "Why the machine stopped: the controller's `error` register and `FsimError.code`. The decoder checks "
+              "a word when it is fetched and reports the first code that applies, in this order; the run-time "
+              "codes follow.", "", "| code | value | meaning |", "|---|---|---|",
+              "| NONE | 0 | finished at END |"]
+    lines += [f"| {c.name} | {c.value} | {ERROR_DOCS[c]} |" for c in ErrorCode if c != ErrorCode.NONE]
+    lines.append("")
     return "\n".join(lines)
 
 

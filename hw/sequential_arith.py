@@ -9,19 +9,20 @@ __all__ = ["SequentialDivider", "SequentialSqrt"]
 
 
 class SequentialDivider(wiring.Component):
-    """``q = a // b`` for unsigned a and b > 0, one quotient bit per cycle: ``done`` pulses
-    ``width`` cycles after ``start``."""
+    """``q = a // b`` and ``r = a % b`` for unsigned a and b > 0, one quotient bit per cycle:
+    ``done`` pulses ``width`` cycles after ``start``."""
 
     def __init__(self, width: int, divisor_width: int):
         self.width, self.bw = width, divisor_width
         super().__init__({"start": In(1), "a": In(unsigned(width)), "b": In(unsigned(divisor_width)),
-                          "q": Out(unsigned(width)), "done": Out(1)})
+                          "q": Out(unsigned(width)), "r": Out(unsigned(divisor_width)), "done": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         w, bw = self.width, self.bw
         num, den = Signal(w), Signal(bw)
         rem = Signal(bw + 1)
+        m.d.comb += self.r.eq(rem[:bw])
         count = Signal(range(w + 1))
         shifted = Cat(num[w - 1], rem[:bw])
         take = shifted >= den

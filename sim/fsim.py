@@ -22,17 +22,22 @@ import numpy as np
 import torch
 
 from airfoil.errors import AirfoilError
-from airfoil.isa import OPCODE_QUEUE, Affine, Buffer, Instruction, Opcode, Queue, SfuFunc
+from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SfuFunc
 from airfoil.compiler.weight_image import tile_bytes, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
-__all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch"]
+__all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch", "drain_queues"]
 
 QUEUE_ORDER = (Queue.LOAD, Queue.STORE, Queue.SFU, Queue.COMPUTE)
 
 
 class FsimError(AirfoilError):
-    """The program did something the machine cannot: deadlock, out-of-range address, bad operand."""
+    """The program did something the machine cannot: deadlock, out-of-range address, bad operand.
+    ``code`` is the ErrorCode the RTL controller stops with (None: a check only fsim makes yet)."""
+
+    def __init__(self, message: str, code: ErrorCode | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -49,11 +54,21 @@ class _Issued:
     index: int
 
 
-def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | None = None):
+def _evaluate(a: Affine, regs, where: str) -> int:
+    v = a.evaluate(regs)
+    if not -(1 << (EVAL_BITS - 1)) <= v < 1 << (EVAL_BITS - 1):
+        raise FsimError(f"{where}: evaluates to {v}, outside signed {EVAL_BITS} bits", ErrorCode.FIELD_RANGE)
+    return v
+
+
+def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | None = None, depth: int = 0):
     """The dispatcher: runs SETR and LOOP on ``regs`` and yields every other instruction with its
-    affine fields evaluated, in program order."""
-    pc, hi = lo, len(prog) if hi is None else hi
-    while pc < hi:
+    affine fields evaluated, in program order.  ``hi`` is the end of the enclosing loop body
+    (None: the program), ``depth`` the loops open around it."""
+    pc, end = lo, len(prog) if hi is None else hi
+    while pc < end:
+        if pc >= len(prog):
+            raise FsimError(f"instruction {pc}: fetch past the program's {len(prog)} instructions", ErrorCode.PC_RANGE)
         ins = prog[pc]
         if ins.opcode == Opcode.SETR:
             f = ins.fields
@@ -61,15 +76,69 @@ def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | No
             regs[f["rd"]] = min(max((v + f["add"]) >> f["shift"], f["lo"]), f["hi"])
             pc += 1
         elif ins.opcode == Opcode.LOOP:
-            n = ins["count"].evaluate(regs)
+            n = _evaluate(ins["count"], regs, f"instruction {pc} (LOOP): field 'count'")
             body = ins["body"]
+            if hi is not None and pc + 1 + body > hi:
+                raise FsimError(f"instruction {pc} (LOOP): its body ends at {pc + 1 + body}, beyond the enclosing "
+                                f"loop's body (ends at {hi})", ErrorCode.LOOP_NESTING)
+            if n > 0 and depth == MAX_LOOP_DEPTH:
+                raise FsimError(f"instruction {pc} (LOOP): more than {MAX_LOOP_DEPTH} loops open", ErrorCode.LOOP_DEPTH)
             for it in range(max(0, n)):
                 regs[ins["reg"]] = it
-                yield from dispatch(prog, regs, pc + 1, pc + 1 + body)
+                yield from dispatch(prog, regs, pc + 1, pc + 1 + body, depth + 1)
             pc += 1 + body
         else:
-            yield ins, {k: (v.evaluate(regs) if isinstance(v, Affine) else v) for k, v in ins.fields.items()}
+            yield ins, {k: (_evaluate(v, regs, f"instruction {pc} ({ins.opcode.name}): field {k!r}")
+                            if isinstance(v, Affine) else v) for k, v in ins.fields.items()}
             pc += 1
+
+
+def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int) -> None:
+    """Run the four queues' pending instructions to the end (BARRIER/END): always the first queue,
+    in QUEUE_ORDER, whose head has its dependency tokens (and, for a weight load, a free half of
+    the double buffer, which the MM/MV reading it frees).  ``execute(it)`` does the work."""
+    tokens: Counter = Counter()  # (from, to) -> count
+    heads = dict.fromkeys(Queue, 0)
+    full = [False, False]  # the weight double buffer's halves
+    while True:
+        progressed = False
+        for q in QUEUE_ORDER:
+            lst = pending[q]
+            while heads[q] < len(lst):
+                it = lst[heads[q]]
+                if any(tokens[(w, q)] == 0 for w in it.ins.wait):
+                    break
+                half = None
+                if it.ins.opcode == Opcode.LD and it.f["buffer"] == Buffer.WEIGHT:
+                    half = int(it.f["buf"] >= half_bytes)
+                    if full[half]:
+                        break
+                for w in it.ins.wait:
+                    tokens[(w, q)] -= 1
+                execute(it)
+                if half is not None:
+                    full[half] = True
+                if it.ins.opcode in (Opcode.MM, Opcode.MV):
+                    full[int(it.f["weight"] >= half_bytes)] = False
+                for r in it.ins.release:
+                    tokens[(q, r)] += 1
+                heads[q] += 1
+                progressed = True
+            if progressed:
+                break  # restart from the load queue: loads run as far ahead as allowed
+        if all(heads[q] == len(pending[q]) for q in Queue):
+            break
+        if not progressed:
+            stuck = {q.name: (pending[q][heads[q]].index, pending[q][heads[q]].ins.opcode.name,
+                              getattr(pending[q][heads[q]].ins.fields.get("func"), "name", ""),
+                              sorted(w.name for w in pending[q][heads[q]].ins.wait))
+                     for q in Queue if heads[q] < len(pending[q])}
+            raise FsimError(f"deadlock: queue heads waiting for tokens {stuck}", ErrorCode.WATCHDOG)
+    left = {f"{a.name}->{b.name}": n for (a, b), n in tokens.items() if n}
+    if left:
+        raise FsimError(f"tokens released but never taken: {left}", ErrorCode.TOKENS_LEFT)
+    for q in Queue:
+        pending[q].clear()
 
 
 class FunctionalSimulator:
@@ -125,50 +194,11 @@ class FunctionalSimulator:
                 continue
             pending[OPCODE_QUEUE[ins.opcode]].append(_Issued(ins, f, count))
             count += 1
-        raise FsimError(f"section {section!r} ended without END")
+        raise FsimError(f"section {section!r} ended without END", ErrorCode.PC_RANGE)
 
     # ------------------------------------------------------------------ queues
     def _drain(self, pending: dict[Queue, list[_Issued]]) -> None:
-        tokens: Counter = Counter()  # (from, to) -> count
-        heads = dict.fromkeys(Queue, 0)
-        full = [False, False]  # the weight double buffer's halves
-        while True:
-            progressed = False
-            for q in QUEUE_ORDER:
-                lst = pending[q]
-                while heads[q] < len(lst):
-                    it = lst[heads[q]]
-                    if any(tokens[(w, q)] == 0 for w in it.ins.wait):
-                        break
-                    half = None
-                    if it.ins.opcode == Opcode.LD and it.f["buffer"] == Buffer.WEIGHT:
-                        half = it.f["buf"] // self.half
-                        if full[half]:
-                            break
-                    for w in it.ins.wait:
-                        tokens[(w, q)] -= 1
-                    self._execute(it, full)
-                    if half is not None:
-                        full[half] = True
-                    for r in it.ins.release:
-                        tokens[(q, r)] += 1
-                    heads[q] += 1
-                    progressed = True
-                if progressed:
-                    break  # restart from the load queue: loads run as far ahead as allowed
-            if all(heads[q] == len(pending[q]) for q in Queue):
-                break
-            if not progressed:
-                stuck = {q.name: (pending[q][heads[q]].index, pending[q][heads[q]].ins.opcode.name,
-                                  getattr(pending[q][heads[q]].ins.fields.get("func"), "name", ""),
-                                  sorted(w.name for w in pending[q][heads[q]].ins.wait))
-                         for q in Queue if heads[q] < len(pending[q])}
-                raise FsimError(f"deadlock: queue heads waiting for tokens {stuck}")
-        left = {f"{a.name}->{b.name}": n for (a, b), n in tokens.items() if n}
-        if left:
-            raise FsimError(f"tokens released but never taken: {left}")
-        for q in Queue:
-            pending[q].clear()
+        drain_queues(pending, self._execute, self.half)
 
     # ------------------------------------------------------------------ execution
     def _rows(self, buf: Buffer, base: int, stride: int, rows: int, width: int) -> np.ndarray:
@@ -188,13 +218,12 @@ class FunctionalSimulator:
             raise FsimError(f"{buf.name} write [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)")
         mem[idx] = values
 
-    def _execute(self, it: _Issued, full: list[bool]) -> None:
+    def _execute(self, it: _Issued) -> None:
         op, f = it.ins.opcode, it.f
         if op in (Opcode.LD, Opcode.ST):
             self._transfer(op, f)
         elif op in (Opcode.MM, Opcode.MV):
             self._gemm(op, f)
-            full[f["weight"] // self.half] = False
         elif op == Opcode.SFU:
             self._sfu(f)
 

@@ -36,7 +36,7 @@ from amaranth.lib import data, enum
 
 from airfoil.errors import AirfoilError
 
-__all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "EVAL_BITS", "MAX_LOOP_DEPTH", "ErrorCode",
+__all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "EVAL_BITS", "MAX_LOOP_DEPTH", "ErrorCode", "BUFFER_ELEMENT_BYTES",
            "ISSUED_LAYOUTS", "ISSUE_LAYOUT", "issued_fields", "issue_word", "Opcode", "Queue", "Buffer", "SfuFunc",
            "SparsePattern", "WeightWidth", "Affine", "AFFINE_LAYOUT", "HEADER_LAYOUT", "BODY_LAYOUTS",
            "INSTRUCTION_LAYOUT", "OPCODE_QUEUE", "Instruction", "IsaError", "encode", "decode",
@@ -80,6 +80,7 @@ class ErrorCode(enum.Enum, shape=5):
     FIELD_RANGE = 21
     TOKENS_LEFT = 22
     WATCHDOG = 23
+    ADDRESS = 24
 
 
 # What each status code means (docs/isa.md).
@@ -92,7 +93,7 @@ ERROR_DOCS = {
     ErrorCode.ROW_BYTES: "LD/ST row_bytes 0",
     ErrorCode.ST_INSTR: "ST to the instruction buffer",
     ErrorCode.CHANNELS: "LD/ST channels 0",
-    ErrorCode.ELEM_BYTES: "LD/ST elem_bytes not 1 or 4",
+    ErrorCode.ELEM_BYTES: "LD/ST elem_bytes not the buffer's element size, or row_bytes not a multiple of it",
     ErrorCode.CHANNEL_RANGE: "LD/ST channel + channels beyond the config's pseudo-channels",
     ErrorCode.K: "MM/MV k not a positive multiple of 16",
     ErrorCode.GROUP_SIZE: "MM/MV group_size not a multiple of 16 dividing k",
@@ -107,6 +108,7 @@ ERROR_DOCS = {
     ErrorCode.FIELD_RANGE: f"an evaluated affine field (or LOOP count) outside signed {EVAL_BITS} bits (EVAL_BITS)",
     ErrorCode.TOKENS_LEFT: "BARRIER or END with dependency tokens released but never taken",
     ErrorCode.WATCHDOG: "no queue made progress for the watchdog's limit (a deadlock)",
+    ErrorCode.ADDRESS: "an address outside its buffer or HBM channel (LD/ST: a negative phase; a LD into INSTR)",
 }
 
 
@@ -265,7 +267,8 @@ FIELD_DOCS = {
     "row_bytes": "HBM bytes per row (> 0)",
     "hbm_stride": "HBM bytes between a channel's consecutive rows",
     "buf_stride": "buffer elements between rows",
-    "elem_bytes": "HBM bytes per buffer element: 1 (INT8) or 4 (INT32), little-endian, sign-extended",
+    "elem_bytes": "HBM bytes per buffer element: the buffer's element size (GLOBAL: 4, INT32 little-endian; the "
+                  "others: 1); row_bytes is a multiple of it",
     "pattern": "N:16 sparsity of the weights (SparsePattern)",
     "width": "weight code width (WeightWidth)",
     "act": "ACT address of the first operand row (affine); a row is k INT8 values, then its exponent",
@@ -396,8 +399,10 @@ def _semantic_checks(ins: Instruction, where: str, hbm_channels: int | None) -> 
             raise IsaError(f"{where}: field 'buffer': ST cannot write the instruction queue", ErrorCode.ST_INSTR)
         if f["channels"] == 0:
             raise IsaError(f"{where}: field 'channels' must be >= 1", ErrorCode.CHANNELS)
-        if f["elem_bytes"] not in (1, 4):
-            raise IsaError(f"{where}: field 'elem_bytes' = {f['elem_bytes']} must be 1 or 4", ErrorCode.ELEM_BYTES)
+        size = BUFFER_ELEMENT_BYTES[f["buffer"]]
+        if f["elem_bytes"] != size or f["row_bytes"] % size:
+            raise IsaError(f"{where}: field 'elem_bytes' = {f['elem_bytes']} must be {size}, the element size of the "
+                           f"{f['buffer'].name} buffer, and divide row_bytes ({f['row_bytes']})", ErrorCode.ELEM_BYTES)
         if hbm_channels is not None and f["channel"] + f["channels"] > hbm_channels:
             raise IsaError(f"{where}: field 'channel'/'channels' = {f['channel']}/{f['channels']}: the config has "
                            f"{hbm_channels} HBM pseudo-channels", ErrorCode.CHANNEL_RANGE)
@@ -684,7 +689,7 @@ def isa_markdown() -> str:
     lines += ["", "## Illegal encodings", "",
               "The decoder rejects, naming the field: an unknown opcode or enum value; a nonzero reserved header "
               "field or body bit beyond the opcode's layout; an affine field with reg/scale set but use_reg 0; "
-              "`row_bytes` 0; `channels` 0; `elem_bytes` other than 1 or 4; ST to the instruction buffer; channels "
+              "`row_bytes` 0; `channels` 0; `elem_bytes` other than the buffer's element size or not dividing `row_bytes`; ST to the instruction buffer; channels "
               "beyond the config's pseudo-channels; `k` not a positive multiple of 16; a `group_size` that is not "
               "a multiple of 16 dividing `k`; `rows` 0; MV with `tokens` other than 1; an empty loop body; "
               "SETR with `lo` > `hi`; "

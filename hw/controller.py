@@ -19,7 +19,9 @@ The rules are fsim's (``sim.fsim.drain_queues``):
 
 The watchdog counts cycles in which nothing moves (no instruction retired by the dispatcher,
 none started or running in a unit); at ``watchdog_cycles`` it stops the machine with WATCHDOG,
-which is how a deadlocked program ends (fsim: "deadlock").  Errors are sticky until the next
+which is how a deadlocked program ends (fsim: "deadlock").  A unit that meets a bad
+address raises ``unit_error[q]`` instead of done: ADDRESS, with the pc of that instruction
+(``error_pc``; for WATCHDOG it is the dispatcher's pc).  Errors are sticky until the next
 ``start``; units already running finish, nothing new starts; ``start`` clears the queues (a
 stopped program's units must have finished by then).
 
@@ -55,7 +57,7 @@ class Controller(wiring.Component):
             "fetch": Out(stream.Signature(unsigned(PC_BITS))),
             "word": In(stream.Signature(INSTRUCTION_LAYOUT)),
             "unit": Out(stream.Signature(ISSUE_LAYOUT)).array(NQ),
-            "unit_done": In(unsigned(NQ)),
+            "unit_done": In(unsigned(NQ)), "unit_error": In(unsigned(NQ)),
             "busy": Out(1), "done": Out(1), "error": Out(ErrorCode), "error_pc": Out(unsigned(PC_BITS)),
             "cycles": Out(unsigned(COUNTER_BITS)),
             "busy_cycles": Out(data.ArrayLayout(unsigned(COUNTER_BITS), NQ)),
@@ -70,16 +72,18 @@ class Controller(wiring.Component):
         wiring.connect(m, dsp.fetch, wiring.flipped(self.fetch))
         wiring.connect(m, wiring.flipped(self.word), dsp.word)
 
-        watchdog_error = Signal()
+        stop_code = Signal(ErrorCode)  # the controller's own stops: WATCHDOG, ADDRESS (a unit's fault)
+        stop_pc = Signal(PC_BITS)
         halted = Signal()
-        m.d.comb += halted.eq(watchdog_error | (dsp.error != ErrorCode.NONE))
-        m.d.comb += dsp.halt.eq(watchdog_error)
+        m.d.comb += halted.eq((stop_code != ErrorCode.NONE) | (dsp.error != ErrorCode.NONE))
+        m.d.comb += dsp.halt.eq(stop_code != ErrorCode.NONE)
 
         # token counters: tokens[a][b], released by queue a towards queue b
         tokens = [[Signal(unsigned(TOKEN_BITS), name=f"tokens_{a.name}_{b.name}") for b in Queue] for a in Queue]
         full = Signal(2)  # the weight double buffer's halves
         running = Signal(NQ)
         current = [Signal(ISSUE_LAYOUT, name=f"current_{q.name}") for q in Queue]
+        current_pc = [Signal(PC_BITS, name=f"current_pc_{q.name}") for q in Queue]
         starts = Signal(NQ)
         dones = Signal(NQ)
         m.d.comb += dones.eq(self.unit_done & running)
@@ -88,12 +92,12 @@ class Controller(wiring.Component):
         mm = ISSUED_LAYOUTS[Opcode.MM]
         heads = []
         for q in Queue:
-            f = fifo.SyncFIFOBuffered(width=ISSUE_LAYOUT.size, depth=self.fifo_depth)
+            f = fifo.SyncFIFOBuffered(width=ISSUE_LAYOUT.size + PC_BITS, depth=self.fifo_depth)
             # a new start flushes what a stopped program left queued
             m.submodules[f"fifo_{q.name.lower()}"] = ResetInserter(self.start)(f)
-            m.d.comb += [f.w_data.eq(dsp.issue[q.value].payload), f.w_en.eq(dsp.issue[q.value].valid),
+            m.d.comb += [f.w_data.eq(Cat(dsp.issue[q.value].payload, dsp.pc)), f.w_en.eq(dsp.issue[q.value].valid),
                          dsp.issue[q.value].ready.eq(f.w_rdy)]
-            head = ISSUE_LAYOUT(f.r_data)
+            head = ISSUE_LAYOUT(f.r_data[:ISSUE_LAYOUT.size])
             heads.append((f, head))
             waits_ok = Cat(~head.wait[a.value] | (tokens[a.value][q.value] != 0) for a in Queue).all()
             half_ok = 1
@@ -104,13 +108,18 @@ class Controller(wiring.Component):
                 half_ok = ~weight_load | ~full.bit_select(half, 1)
             unit = self.unit[q.value]
             m.d.comb += [unit.valid.eq(f.r_rdy & ~running[q.value] & waits_ok & half_ok & ~halted),
-                         unit.payload.eq(f.r_data),
+                         unit.payload.eq(head),
                          starts[q.value].eq(unit.valid & unit.ready),
                          f.r_en.eq(starts[q.value])]
             with m.If(starts[q.value]):
-                m.d.sync += [running[q.value].eq(1), current[q.value].eq(f.r_data)]
+                m.d.sync += [running[q.value].eq(1), current[q.value].eq(head),
+                             current_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])]
             with m.Elif(dones[q.value]):
                 m.d.sync += running[q.value].eq(0)
+            with m.If(self.unit_error[q.value] & running[q.value]):  # the unit stopped on a bad address
+                m.d.sync += running[q.value].eq(0)
+                with m.If(stop_code == ErrorCode.NONE):
+                    m.d.sync += [stop_code.eq(ErrorCode.ADDRESS), stop_pc.eq(current_pc[q.value])]
 
         # token arithmetic: + a release when a's unit is done, - a wait when b starts
         for a in Queue:
@@ -141,8 +150,8 @@ class Controller(wiring.Component):
         moving = dsp.progress | starts.any() | running.any()
         with m.If(self.busy & ~moving):
             m.d.sync += stall.eq(stall + 1)
-            with m.If(stall == self.watchdog_cycles - 1):
-                m.d.sync += watchdog_error.eq(1)
+            with m.If((stall == self.watchdog_cycles - 1) & (stop_code == ErrorCode.NONE)):
+                m.d.sync += [stop_code.eq(ErrorCode.WATCHDOG), stop_pc.eq(dsp.pc)]
         with m.Else():
             m.d.sync += stall.eq(0)
 
@@ -150,8 +159,8 @@ class Controller(wiring.Component):
         m.d.comb += [self.busy.eq((dsp.busy | ~idle) & ~halted), self.done.eq(dsp.done),
                      self.error_pc.eq(dsp.error_pc)]
         m.d.comb += self.error.eq(dsp.error)
-        with m.If(watchdog_error):
-            m.d.comb += [self.error.eq(ErrorCode.WATCHDOG), self.error_pc.eq(dsp.pc)]
+        with m.If(stop_code != ErrorCode.NONE):
+            m.d.comb += [self.error.eq(stop_code), self.error_pc.eq(stop_pc)]
         with m.If(self.busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         for q in Queue:
@@ -160,7 +169,7 @@ class Controller(wiring.Component):
             with m.If(dones[q.value]):
                 m.d.sync += self.executed[q.value].eq(self.executed[q.value] + 1)
         with m.If(self.start):
-            m.d.sync += [watchdog_error.eq(0), stall.eq(0), full.eq(0), running.eq(0), self.cycles.eq(0)]
+            m.d.sync += [stop_code.eq(ErrorCode.NONE), stall.eq(0), full.eq(0), running.eq(0), self.cycles.eq(0)]
             m.d.sync += [t.eq(0) for row in tokens for t in row]
             m.d.sync += [self.busy_cycles[q.value].eq(0) for q in Queue]
             m.d.sync += [self.executed[q.value].eq(0) for q in Queue]

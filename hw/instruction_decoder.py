@@ -11,11 +11,11 @@ from __future__ import annotations
 from functools import reduce
 from operator import or_
 
-from amaranth import Module, Signal
+from amaranth import Module, Mux, Signal
 from amaranth.lib import data, enum, wiring
 from amaranth.lib.wiring import In, Out
 
-from airfoil.isa import BODY_LAYOUTS, INSTRUCTION_LAYOUT, OPCODE_QUEUE, Buffer, ErrorCode, Opcode
+from airfoil.isa import BODY_LAYOUTS, BUFFER_ELEMENT_BYTES, INSTRUCTION_LAYOUT, OPCODE_QUEUE, Buffer, ErrorCode, Opcode
 from airfoil.hw.sequential_arith import SequentialDivider
 
 __all__ = ["InstructionDecoder"]
@@ -77,7 +77,10 @@ class InstructionDecoder(wiring.Component):
                     if op == Opcode.ST:
                         checks.append((v.buffer == Buffer.INSTR, ErrorCode.ST_INSTR))
                     checks.append((v.channels == 0, ErrorCode.CHANNELS))
-                    checks.append(((v.elem_bytes != 1) & (v.elem_bytes != 4), ErrorCode.ELEM_BYTES))
+                    size = Mux(v.buffer == Buffer.GLOBAL, BUFFER_ELEMENT_BYTES[Buffer.GLOBAL], 1)
+                    assert all(n == 1 for b, n in BUFFER_ELEMENT_BYTES.items() if b != Buffer.GLOBAL)
+                    checks.append(((v.elem_bytes != size) | ((v.buffer == Buffer.GLOBAL) & (v.row_bytes[:2] != 0)),
+                                   ErrorCode.ELEM_BYTES))
                     checks.append((v.channel + v.channels > self.hbm_channels, ErrorCode.CHANNEL_RANGE))
                 if op in (Opcode.MM, Opcode.MV):
                     checks.append(((v.k == 0) | (v.k[:4] != 0), ErrorCode.K))

@@ -93,13 +93,13 @@ def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | No
             pc += 1
 
 
-def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int) -> None:
+def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int, full: list[bool]) -> None:
     """Run the four queues' pending instructions to the end (BARRIER/END): always the first queue,
     in QUEUE_ORDER, whose head has its dependency tokens (and, for a weight load, a free half of
-    the double buffer, which the MM/MV reading it frees).  ``execute(it)`` does the work."""
+    the double buffer, which the MM/MV reading it frees).  ``execute(it)`` does the work;
+    ``full`` (the two halves' flags) lasts the whole run, across barriers."""
     tokens: Counter = Counter()  # (from, to) -> count
     heads = dict.fromkeys(Queue, 0)
-    full = [False, False]  # the weight double buffer's halves
     while True:
         progressed = False
         for q in QUEUE_ORDER:
@@ -181,6 +181,7 @@ class FunctionalSimulator:
         regs = [0] * 16
         regs[0], regs[1] = tokens, position
         self._adds = 0
+        self._full = [False, False]  # the weight double buffer's halves, as the controller resets them at start
         pending: dict[Queue, list[_Issued]] = {q: [] for q in Queue}
         count = 0
         for ins, f in dispatch(self.prog.sections[section], regs):
@@ -198,14 +199,15 @@ class FunctionalSimulator:
 
     # ------------------------------------------------------------------ queues
     def _drain(self, pending: dict[Queue, list[_Issued]]) -> None:
-        drain_queues(pending, self._execute, self.half)
+        drain_queues(pending, self._execute, self.half, self._full)
 
     # ------------------------------------------------------------------ execution
     def _rows(self, buf: Buffer, base: int, stride: int, rows: int, width: int) -> np.ndarray:
         idx = base + stride * np.arange(rows)[:, None] + np.arange(width)[None, :]
         mem = self.buf[buf]
         if rows and (idx.min() < 0 or idx.max() >= len(mem)):
-            raise FsimError(f"{buf.name} access [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)")
+            raise FsimError(f"{buf.name} access [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)",
+                            ErrorCode.ADDRESS)
         return mem[idx] if rows else np.zeros((0, width), np.int64)
 
     def _store_rows(self, buf: Buffer, base: int, stride: int, values: np.ndarray) -> None:
@@ -215,7 +217,8 @@ class FunctionalSimulator:
         idx = base + stride * np.arange(rows)[:, None] + np.arange(width)[None, :]
         mem = self.buf[buf]
         if idx.min() < 0 or idx.max() >= len(mem):
-            raise FsimError(f"{buf.name} write [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)")
+            raise FsimError(f"{buf.name} write [{idx.min()}, {idx.max()}] outside the buffer ({len(mem)} elements)",
+                            ErrorCode.ADDRESS)
         mem[idx] = values
 
     def _execute(self, it: _Issued) -> None:
@@ -228,9 +231,13 @@ class FunctionalSimulator:
             self._sfu(f)
 
     def _transfer(self, op: Opcode, f: dict) -> None:
+        """A byte copy between HBM and a buffer (elem_bytes is the buffer's element size, so an
+        element is its little-endian bytes), row by row, each row checked before it moves."""
         buf, eb = f["buffer"], f["elem_bytes"]
         if f["phase"] < 0:
-            raise FsimError(f"{op.name}: field 'phase' = {f['phase']} is negative")
+            raise FsimError(f"{op.name}: field 'phase' = {f['phase']} is negative", ErrorCode.ADDRESS)
+        if buf not in self.buf:
+            raise FsimError(f"{op.name}: the {buf.name} buffer is not addressable by LD/ST", ErrorCode.ADDRESS)
         for i in range(f["rows"]):
             j = f["phase"] + i  # the row's index in the striped region
             ch = f["channel"] + j % f["channels"]
@@ -238,13 +245,17 @@ class FunctionalSimulator:
             n = f["row_bytes"]
             mem = self.hbm[ch]
             if a < 0 or a + n > len(mem):
-                raise FsimError(f"{op.name}: HBM channel {ch} bytes [{a}, {a + n}) outside its {len(mem)} bytes")
+                raise FsimError(f"{op.name}: HBM channel {ch} bytes [{a}, {a + n}) outside its {len(mem)} bytes",
+                                ErrorCode.ADDRESS)
             self.stats.channel_bytes[ch] += n
             dst = f["buf"] + i * f["buf_stride"]
             if buf == Buffer.WEIGHT:
+                if dst < 0 or dst + n > len(self.buf[buf]):
+                    raise FsimError(f"{op.name}: WEIGHT bytes [{dst}, {dst + n}) outside the buffer", ErrorCode.ADDRESS)
                 if op == Opcode.ST:
-                    raise FsimError("ST from the weight buffer")
-                self.buf[buf][dst:dst + n] = mem[a:a + n]
+                    mem[a:a + n] = self.buf[buf][dst:dst + n]
+                else:
+                    self.buf[buf][dst:dst + n] = mem[a:a + n]
                 continue
             if op == Opcode.LD:
                 vals = np.frombuffer(mem[a:a + n].tobytes(), "<i1" if eb == 1 else "<i4").astype(np.int64)

@@ -36,9 +36,10 @@ def random_instruction(rng: random.Random, op: Opcode) -> Instruction:
     if op in (Opcode.LD, Opcode.ST):
         fields["row_bytes"] = max(1, fields["row_bytes"])
         fields["channels"] = max(1, fields["channels"])
-        fields["elem_bytes"] = rng.choice([1, 4])
         if op == Opcode.ST and fields["buffer"] == Buffer.INSTR:
             fields["buffer"] = Buffer.GLOBAL
+        fields["elem_bytes"] = 4 if fields["buffer"] == Buffer.GLOBAL else 1
+        fields["row_bytes"] = max(fields["elem_bytes"], fields["row_bytes"] - fields["row_bytes"] % fields["elem_bytes"])
     if op in (Opcode.MM, Opcode.MV):
         fields["group_size"] = 16 * rng.randint(1, 8)
         fields["k"] = fields["group_size"] * rng.randint(1, 4095)

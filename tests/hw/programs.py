@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from airfoil.isa import BODY_LAYOUTS, HEADER_LAYOUT, INSTR_BITS, Affine, Buffer, Instruction, Opcode, Queue, encode
+from airfoil.isa import BODY_LAYOUTS, BUFFER_ELEMENT_BYTES, HEADER_LAYOUT, INSTR_BITS, Affine, Buffer, Instruction, Opcode, Queue, encode
 from amaranth.lib import data, enum
 
 
@@ -29,10 +29,10 @@ def random_fields(rng, op: Opcode, hbm_channels: int) -> dict:
     if op in (Opcode.LD, Opcode.ST):
         f["channels"] = int(rng.integers(1, hbm_channels + 1))
         f["channel"] = int(rng.integers(0, hbm_channels - f["channels"] + 1))
-        f["row_bytes"] = int(rng.integers(1, 1000))
-        f["elem_bytes"] = int(rng.choice([1, 4]))
         if op == Opcode.ST and f["buffer"] == Buffer.INSTR:
             f["buffer"] = Buffer.GLOBAL
+        f["elem_bytes"] = BUFFER_ELEMENT_BYTES[f["buffer"]]
+        f["row_bytes"] = f["elem_bytes"] * int(rng.integers(1, 250))
     if op in (Opcode.MM, Opcode.MV):
         f["group_size"] = 16 * int(rng.integers(1, 9))
         f["k"] = f["group_size"] * int(rng.integers(1, 9))
@@ -74,7 +74,7 @@ def with_field(word: int, op: Opcode, name: str, value: int) -> int:
 # one field set to a value each semantic check rejects
 SEMANTIC_BREAKS = [
     (Opcode.LD, "row_bytes", 0), (Opcode.ST, "row_bytes", 0), (Opcode.ST, "buffer", Buffer.INSTR.value),
-    (Opcode.LD, "channels", 0), (Opcode.ST, "elem_bytes", 2), (Opcode.LD, "elem_bytes", 0),
+    (Opcode.LD, "channels", 0), (Opcode.ST, "elem_bytes", 2), (Opcode.LD, "elem_bytes", 0), (Opcode.LD, "row_bytes", 6),
     (Opcode.LD, "channel", 3), (Opcode.MM, "k", 0), (Opcode.MV, "k", 40), (Opcode.MM, "group_size", 0),
     (Opcode.MV, "group_size", 24), (Opcode.MM, "group_size", 48), (Opcode.MM, "rows", 0), (Opcode.MV, "rows", 0),
     (Opcode.LOOP, "body", 0), (Opcode.SETR, "lo", 1 << 30), (Opcode.MV, "tokens", 2), (Opcode.SFU, "func", 12),
@@ -138,7 +138,8 @@ class ProgramBuilder:
                 continue
             if r < 0.30:  # a weight load and the MM/MV that reads its half
                 h = int(rng.integers(0, 2)) * self.half
-                ld = random_fields(rng, Opcode.LD, self.hbm_channels) | {"buffer": Buffer.WEIGHT, "buf": Affine(h)}
+                ld = random_fields(rng, Opcode.LD, self.hbm_channels) | {"buffer": Buffer.WEIGHT, "buf": Affine(h),
+                                                                          "elem_bytes": 1}
                 mm = random_fields(rng, Opcode.MV, self.hbm_channels) | {"weight": Affine(h + int(rng.integers(0, 64)))}
                 out.append(Instruction(Opcode.LD, ld, release={Queue.COMPUTE}))
                 out.append(Instruction(Opcode.MV, mm, wait={Queue.LOAD}))

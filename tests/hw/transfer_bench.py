@@ -1,0 +1,66 @@
+"""cocotb bench for the LD/ST units behind the controller (``TransferHarness``): fills HBM and
+the buffers from AIRFOIL_CASE (JSON: ``hbm`` and ``buffers``, lists of words as hex, and
+``programs``), runs each program, and after each one reads every word of HBM and the buffers
+back (AIRFOIL_RESULTS: status, cycles, bytes moved, the memories)."""
+import json
+import os
+
+import cocotb
+from cocotb.triggers import FallingEdge
+
+from tests.hw.l1norm_bench import start
+
+
+async def _dump(dut, prefix: str, spaces: list[int], words: int) -> list[list[str]]:
+    out = []
+    for s in spaces:
+        getattr(dut, f"{prefix}_{'channel' if prefix == 'hbm' else 'id'}").value = s
+        got = []
+        for a in range(words):  # the read port answers at the edge that takes the address
+            getattr(dut, f"{prefix}_addr").value = a
+            await FallingEdge(dut.clk)
+            got.append(hex(int(getattr(dut, f"{prefix}_rdata").value)))
+        out.append(got)
+    return out
+
+
+@cocotb.test()
+async def transfer_programs(dut):
+    with open(os.environ["AIRFOIL_CASE"]) as f:
+        case = json.load(f)
+    await start(dut)
+    for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
+        for space, words in case[key].items():
+            getattr(dut, f"{prefix}_{sel}").value = int(space)
+            for a, w in enumerate(words):
+                getattr(dut, f"{prefix}_addr").value, getattr(dut, f"{prefix}_wdata").value = a, int(w, 16)
+                getattr(dut, f"{prefix}_we").value = 1
+                await FallingEdge(dut.clk)
+            getattr(dut, f"{prefix}_we").value = 0
+    results = []
+    for prog in case["programs"]:
+        for i, w in enumerate(prog["words"]):
+            dut.imem_we.value, dut.imem_addr.value, dut.imem_data.value = 1, i, int(w, 16)
+            await FallingEdge(dut.clk)
+        dut.imem_we.value = 0
+        dut.program_words.value, dut.r0.value, dut.r1.value = len(prog["words"]), prog["r0"], 0
+        dut.start.value = 1
+        await FallingEdge(dut.clk)
+        dut.start.value = 0
+        cycle = 0
+        while cycle < case["max_cycles"] and (int(dut.busy.value) or not (int(dut.done.value) or int(dut.error.value))):
+            await FallingEdge(dut.clk)
+            cycle += 1
+        for _ in range(case["settle"]):  # units still running after an error finish
+            await FallingEdge(dut.clk)
+        result = {"hung": cycle >= case["max_cycles"], "done": int(dut.done.value), "error": int(dut.error.value),
+                  "error_pc": int(dut.error_pc.value), "cycles": int(dut.cycles.value),
+                  "moved_bytes": int(dut.moved_bytes.value)}
+        hbm = await _dump(dut, "hbm", [int(c) for c in case["hbm"]], len(next(iter(case["hbm"].values()))))
+        bufs = {}
+        for space, words in case["buffers"].items():
+            bufs[space] = (await _dump(dut, "buf", [int(space)], len(words)))[0]
+        result["hbm"], result["buffers"] = hbm, bufs
+        results.append(result)
+    with open(os.environ["AIRFOIL_RESULTS"], "w") as f:
+        json.dump(results, f)

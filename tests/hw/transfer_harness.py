@@ -1,0 +1,90 @@
+"""What the LD/ST Verilator bench drives: the Controller with its instruction memory, the LD and
+ST units (``TransferEngine``), the HBM model and the on-chip buffers; stand-in units (random
+latency, no work) on the compute and SFU queues.  The bench fills HBM and the buffers through
+the host ports, runs programs, and reads every word back."""
+from __future__ import annotations
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from airfoil.hw.buffers import BufferBank
+from airfoil.hw.controller import COUNTER_BITS, Controller
+from airfoil.hw.dispatcher import PC_BITS
+from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
+from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
+from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
+from tests.hw.controller_harness import LatencyUnit
+
+NQ = len(Queue)
+
+
+class TransferHarness(wiring.Component):
+    def __init__(self, hbm_channels: int, channel_bytes: int, latency: int, buffer_sizes: dict[Buffer, int],
+                 weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024):
+        self.hbm_channels, self.channel_bytes, self.latency = hbm_channels, channel_bytes, latency
+        self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
+        self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
+        super().__init__({
+            "imem_we": In(1), "imem_addr": In(unsigned(ceil_log2(imem_depth))), "imem_data": In(INSTR_BITS),
+            "start": In(1), "program_words": In(unsigned(PC_BITS)),
+            "r0": In(signed(REG_BITS)), "r1": In(signed(REG_BITS)),
+            "busy": Out(1), "done": Out(1), "error": Out(ErrorCode), "error_pc": Out(unsigned(PC_BITS)),
+            "cycles": Out(unsigned(COUNTER_BITS)),
+            "hbm_we": In(1), "hbm_channel": In(range(hbm_channels)), "hbm_addr": In(32),
+            "hbm_wdata": In(8 * BEAT_BYTES), "hbm_rdata": Out(8 * BEAT_BYTES),
+            "buf_we": In(1), "buf_id": In(range(len(Buffer))), "buf_addr": In(32),
+            "buf_wdata": In(8 * BEAT_BYTES), "buf_rdata": Out(8 * BEAT_BYTES),
+            "moved_bytes": Out(COUNTER_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.ctrl = ctrl = Controller(self.hbm_channels, self.half, watchdog_cycles=self.watchdog_cycles)
+        m.submodules.imem = imem = Memory(shape=unsigned(INSTR_BITS), depth=self.imem_depth, init=[])
+        wp, rp = imem.write_port(), imem.read_port()
+        m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_addr), wp.data.eq(self.imem_data)]
+        pending = Signal()
+        m.d.comb += [ctrl.fetch.ready.eq(~pending), rp.addr.eq(ctrl.fetch.payload),
+                     rp.en.eq(ctrl.fetch.valid & ~pending), ctrl.word.valid.eq(pending), ctrl.word.payload.eq(rp.data)]
+        with m.If(ctrl.fetch.valid & ctrl.fetch.ready):
+            m.d.sync += pending.eq(1)
+        with m.Elif(ctrl.word.valid & ctrl.word.ready):
+            m.d.sync += pending.eq(0)
+        m.d.comb += [ctrl.start.eq(self.start), ctrl.program_words.eq(self.program_words),
+                     ctrl.r0.eq(self.r0), ctrl.r1.eq(self.r1),
+                     self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
+                     self.error_pc.eq(ctrl.error_pc), self.cycles.eq(ctrl.cycles)]
+
+        m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
+                                          TAG_LAYOUT.size)
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size)
+        m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
+        m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
+        m.d.comb += [hbm.rd_valid.eq(ld.src_valid), hbm.rd.eq(ld.src),
+                     ld.src_resp_valid.eq(hbm.rd_resp_valid), ld.src_resp.eq(hbm.rd_resp),
+                     bufs.wr_valid.eq(ld.dst_valid), bufs.wr.eq(ld.dst),
+                     bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src),
+                     st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
+                     hbm.wr_valid.eq(st.dst_valid), hbm.wr.eq(st.dst)]
+        m.d.comb += [hbm.host_we.eq(self.hbm_we), hbm.host_channel.eq(self.hbm_channel), hbm.host_addr.eq(self.hbm_addr),
+                     hbm.host_wdata.eq(self.hbm_wdata), self.hbm_rdata.eq(hbm.host_rdata),
+                     bufs.host_we.eq(self.buf_we), bufs.host_buffer.eq(self.buf_id), bufs.host_addr.eq(self.buf_addr),
+                     bufs.host_wdata.eq(self.buf_wdata), self.buf_rdata.eq(bufs.host_rdata)]
+        units = {Queue.LOAD: ld, Queue.STORE: st}
+        for q in Queue:
+            if q in units:
+                unit = units[q]
+                m.d.comb += [ctrl.unit_error[q.value].eq(unit.error)]
+            else:
+                m.submodules[f"stand_in_{q.name.lower()}"] = unit = LatencyUnit(seed=0xBEEF + q.value)
+            wiring.connect(m, ctrl.unit[q.value], unit.issue)
+            m.d.comb += ctrl.unit_done[q.value].eq(unit.done)
+        with m.If(self.start):
+            m.d.sync += self.moved_bytes.eq(0)
+        with m.Elif(ld.moved_valid | st.moved_valid):
+            m.d.sync += self.moved_bytes.eq(self.moved_bytes + Mux(ld.moved_valid, ld.moved_bytes, 0)
+                                            + Mux(st.moved_valid, st.moved_bytes, 0))
+        return m

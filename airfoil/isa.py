@@ -81,6 +81,7 @@ class ErrorCode(enum.Enum, shape=5):
     TOKENS_LEFT = 22
     WATCHDOG = 23
     ADDRESS = 24
+    UNSUPPORTED = 25
 
 
 # What each status code means (docs/isa.md).
@@ -109,6 +110,8 @@ ERROR_DOCS = {
     ErrorCode.TOKENS_LEFT: "BARRIER or END with dependency tokens released but never taken",
     ErrorCode.WATCHDOG: "no queue made progress for the watchdog's limit (a deadlock)",
     ErrorCode.ADDRESS: "an address outside its buffer or HBM channel (LD/ST: a negative phase; a LD into INSTR)",
+    ErrorCode.UNSUPPORTED: "legal, but this build of the RTL cannot execute it yet (fsim can; docs/accelerator.md "
+                           "lists what)",
 }
 
 

@@ -4,12 +4,13 @@ little-endian bytes (GLOBAL: INT32; the others: INT8 or raw bytes), so element a
 buffer is byte 4e or e.
 
 Ports: one write (the LD unit), one tagged read answered the next cycle (the ST unit), and a
-host port to fill and read them while the machine is idle.  The MPE and SFU ports come with
-their units."""
+host port to fill and read them while the machine is idle; for the MV unit, ``weight_readers``
+read ports on WEIGHT (one per weight decoder), ``act_readers`` on ACT (one per DSP group) and
+a second write port on GLOBAL (the results).  The SFU's ports come with it."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, unsigned
-from amaranth.lib import wiring
+from amaranth import Module, Mux, Signal, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -30,10 +31,22 @@ def buffer_bytes(cfg: AirfoilConfig) -> dict[Buffer, int]:
 
 
 class BufferBank(wiring.Component):
-    def __init__(self, sizes: dict[Buffer, int], tag_bits: int):
+    def __init__(self, sizes: dict[Buffer, int], tag_bits: int, weight_readers: int = 0, act_readers: int = 0):
         self.sizes, self.tag_bits = sizes, tag_bits
+        self.readers = {Buffer.WEIGHT: weight_readers, Buffer.ACT: act_readers}
         aw = max(ceil_log2(n // BEAT_BYTES) for n in sizes.values())
+        extra = {}
+        for b, n in self.readers.items():
+            if n:
+                name = b.name.lower()
+                extra[f"{name}_rd_en"] = In(n)
+                extra[f"{name}_rd_addr"] = In(data.ArrayLayout(unsigned(32), n))
+                extra[f"{name}_rd_data"] = Out(data.ArrayLayout(unsigned(8 * BEAT_BYTES), n))
+        if act_readers:
+            extra["global_wr_valid"] = In(1)
+            extra["global_wr"] = In(write_request_layout())
         super().__init__({
+            **extra,
             "wr_valid": In(1), "wr": In(write_request_layout()),
             "rd_valid": In(1), "rd": In(read_request_layout(tag_bits)),
             "rd_resp_valid": Out(1), "rd_resp": Out(read_response_layout(tag_bits)),
@@ -51,6 +64,16 @@ class BufferBank(wiring.Component):
             mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=words, init=[])
             m.submodules[b.name.lower()] = mem
             wp, rp, hp = mem.write_port(granularity=8), mem.read_port(), mem.read_port()
+            for i in range(self.readers.get(b, 0)):
+                name = b.name.lower()
+                port = mem.read_port()
+                m.d.comb += [port.en.eq(getattr(self, f"{name}_rd_en")[i]),
+                             port.addr.eq(getattr(self, f"{name}_rd_addr")[i][:aw]),
+                             getattr(self, f"{name}_rd_data")[i].eq(port.data)]
+            if b == Buffer.GLOBAL and self.readers[Buffer.ACT]:
+                wp2 = mem.write_port(granularity=8)
+                m.d.comb += [wp2.addr.eq(self.global_wr.addr[:aw]), wp2.data.eq(self.global_wr.data),
+                             wp2.en.eq(Mux(self.global_wr_valid, self.global_wr.mask, 0))]
             with m.If(self.host_we & (self.host_buffer == b.value)):
                 m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
             with m.Elif(self.wr_valid & (self.wr.space == b.value)):

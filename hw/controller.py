@@ -19,9 +19,9 @@ The rules are fsim's (``sim.fsim.drain_queues``):
 
 The watchdog counts cycles in which nothing moves (no instruction retired by the dispatcher,
 none started or running in a unit); at ``watchdog_cycles`` it stops the machine with WATCHDOG,
-which is how a deadlocked program ends (fsim: "deadlock").  A unit that meets a bad
-address raises ``unit_error[q]`` instead of done: ADDRESS, with the pc of that instruction
-(``error_pc``; for WATCHDOG it is the dispatcher's pc).  Errors are sticky until the next
+which is how a deadlocked program ends (fsim: "deadlock").  A unit that cannot finish
+sets ``unit_fault[q]`` (ADDRESS, UNSUPPORTED) instead of pulsing done: the machine stops with
+that code and the pc of that instruction (``error_pc``; for WATCHDOG it is the dispatcher's pc).  Errors are sticky until the next
 ``start``; units already running finish, nothing new starts; ``start`` clears the queues (a
 stopped program's units must have finished by then).
 
@@ -57,7 +57,7 @@ class Controller(wiring.Component):
             "fetch": Out(stream.Signature(unsigned(PC_BITS))),
             "word": In(stream.Signature(INSTRUCTION_LAYOUT)),
             "unit": Out(stream.Signature(ISSUE_LAYOUT)).array(NQ),
-            "unit_done": In(unsigned(NQ)), "unit_error": In(unsigned(NQ)),
+            "unit_done": In(unsigned(NQ)), "unit_fault": In(data.ArrayLayout(ErrorCode, NQ)),
             "busy": Out(1), "done": Out(1), "error": Out(ErrorCode), "error_pc": Out(unsigned(PC_BITS)),
             "cycles": Out(unsigned(COUNTER_BITS)),
             "busy_cycles": Out(data.ArrayLayout(unsigned(COUNTER_BITS), NQ)),
@@ -72,7 +72,7 @@ class Controller(wiring.Component):
         wiring.connect(m, dsp.fetch, wiring.flipped(self.fetch))
         wiring.connect(m, wiring.flipped(self.word), dsp.word)
 
-        stop_code = Signal(ErrorCode)  # the controller's own stops: WATCHDOG, ADDRESS (a unit's fault)
+        stop_code = Signal(ErrorCode)  # the controller's own stops: WATCHDOG, a unit's fault
         stop_pc = Signal(PC_BITS)
         halted = Signal()
         m.d.comb += halted.eq((stop_code != ErrorCode.NONE) | (dsp.error != ErrorCode.NONE))
@@ -116,10 +116,10 @@ class Controller(wiring.Component):
                              current_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])]
             with m.Elif(dones[q.value]):
                 m.d.sync += running[q.value].eq(0)
-            with m.If(self.unit_error[q.value] & running[q.value]):  # the unit stopped on a bad address
+            with m.If((self.unit_fault[q.value] != ErrorCode.NONE) & running[q.value]):  # the unit stopped
                 m.d.sync += running[q.value].eq(0)
                 with m.If(stop_code == ErrorCode.NONE):
-                    m.d.sync += [stop_code.eq(ErrorCode.ADDRESS), stop_pc.eq(current_pc[q.value])]
+                    m.d.sync += [stop_code.eq(self.unit_fault[q.value]), stop_pc.eq(current_pc[q.value])]
 
         # token arithmetic: + a release when a's unit is done, - a wait when b starts
         for a in Queue:

@@ -45,14 +45,24 @@ class LinearEngine(wiring.Component):
     ``a_*``, sets one ``geometry`` per chain, ``beats_per_group`` (kg / D), ``shift``, and pulses
     ``start``. Outputs: per chain a stream of INT32 results, its rows in order."""
 
-    def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048):
+    def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
+                 own_buffers: bool = True):
         self.chains, self.groups, self.d = chains, groups, 2 * groups
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
+        self.own_buffers = own_buffers
         self.decoders = [WeightDecoder(self.d, word_bits, wdepth) for _ in range(chains)]
         geo = self.decoders[0].geometry_layout
+        block = data.ArrayLayout(signed(8), SPARSE_M)
+        if own_buffers:  # the buffers inside, written through w_* / a_*
+            ports = {"w_en": In(1), "w_addr": In(unsigned(exact_log2(wdepth))), "w_data": In(word_bits),
+                     "a_en": In(1), "a_addr": In(range(max_k // SPARSE_M)), "a_data": In(block)}
+        else:  # read ports of buffers outside (one cycle of latency): one per decoder, one per DSP group
+            ports = {"w_rd_en": Out(chains), "w_rd_addr": Out(data.ArrayLayout(unsigned(exact_log2(wdepth)), chains)),
+                     "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), chains)),
+                     "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(16), groups)),
+                     "a_rd_data": In(data.ArrayLayout(block, groups))}
         super().__init__({
-            "w_en": In(1), "w_addr": In(unsigned(exact_log2(wdepth))), "w_data": In(word_bits),
-            "a_en": In(1), "a_addr": In(range(max_k // SPARSE_M)), "a_data": In(data.ArrayLayout(signed(8), SPARSE_M)),
+            **ports,
             "geometry": In(data.ArrayLayout(geo, chains)),
             "beats_per_group": In(unsigned(8)),
             "shift": In(signed(8)),
@@ -65,21 +75,26 @@ class LinearEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         C, G = self.chains, self.groups
-        m.submodules.wbuf = wbuf = Memory(shape=unsigned(self.word_bits), depth=self.wdepth, init=[])
-        wp = wbuf.write_port()
-        m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]
-        m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), SPARSE_M),
-                                          depth=self.max_k // SPARSE_M, init=[])
-        ap = abuf.write_port()
-        m.d.comb += [ap.en.eq(self.a_en), ap.addr.eq(self.a_addr), ap.data.eq(self.a_data)]
-        act_ports = [abuf.read_port() for _ in range(G)]
+        if self.own_buffers:
+            m.submodules.wbuf = wbuf = Memory(shape=unsigned(self.word_bits), depth=self.wdepth, init=[])
+            wp = wbuf.write_port()
+            m.d.comb += [wp.en.eq(self.w_en), wp.addr.eq(self.w_addr), wp.data.eq(self.w_data)]
+            m.submodules.abuf = abuf = Memory(shape=data.ArrayLayout(signed(8), SPARSE_M),
+                                              depth=self.max_k // SPARSE_M, init=[])
+            ap = abuf.write_port()
+            m.d.comb += [ap.en.eq(self.a_en), ap.addr.eq(self.a_addr), ap.data.eq(self.a_data)]
+            act_ports = [abuf.read_port() for _ in range(G)]
+            weight_ports = [wbuf.read_port() for _ in range(C)]
+        else:
+            act_ports = [_ReadPort(self.a_rd_en[g], self.a_rd_addr[g], self.a_rd_data[g]) for g in range(G)]
+            weight_ports = [_ReadPort(self.w_rd_en[c], self.w_rd_addr[c], self.w_rd_data[c]) for c in range(C)]
         m.submodules.mpe = mpe = MatrixProcessingEngine(C, G)
 
         # ---- decoders, each on its own read port of the weight buffer
         beats = []
         for c, dec in enumerate(self.decoders):
             m.submodules[f"decoder{c}"] = dec
-            rp = wbuf.read_port()
+            rp = weight_ports[c]
             m.d.comb += [rp.en.eq(dec.mem_en), rp.addr.eq(dec.mem_addr), dec.mem_data.eq(rp.data),
                          dec.start.eq(self.start), dec.geometry.eq(self.geometry[c])]
             beats.append(dec.beats)
@@ -164,3 +179,10 @@ class LinearEngine(wiring.Component):
         m.d.comb += self.busy.eq(Cat(*(d.busy for d in self.decoders)).any() | held_valid | (head != tail)
                                  | recent.any())
         return m
+
+
+class _ReadPort:
+    """An outside memory's read port, with the names of Amaranth's ``ReadPort``."""
+
+    def __init__(self, en, addr, data):
+        self.en, self.addr, self.data = en, addr, data

@@ -29,7 +29,7 @@ from amaranth.lib.wiring import In, Out
 from airfoil.hw.buffers import DMA_BUFFERS
 from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
 from airfoil.hw.sequential_arith import SequentialDivider
-from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, Buffer, Opcode
+from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, Buffer, ErrorCode, Opcode
 
 __all__ = ["TransferEngine", "TAG_LAYOUT"]
 
@@ -72,7 +72,7 @@ class TransferEngine(wiring.Component):
         tag = TAG_LAYOUT.size
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
-            "done": Out(1), "error": Out(1),
+            "done": Out(1), "fault": Out(ErrorCode),
             "src_valid": Out(1), "src": Out(read_request_layout(tag)),
             "src_resp_valid": In(1), "src_resp": In(read_response_layout(tag)),
             "dst_valid": Out(1), "dst": Out(write_request_layout()),
@@ -125,7 +125,7 @@ class TransferEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.issue.ready.eq(1)
                 with m.If(self.issue.valid):
-                    m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), self.error.eq(0)]
+                    m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), self.fault.eq(ErrorCode.NONE)]
                     m.next = "SETUP"
             with m.State("SETUP"):
                 m.d.sync += [rows.eq(ins.rows), i.eq(0), buf_elem.eq(ins.buf)]
@@ -178,7 +178,7 @@ class TransferEngine(wiring.Component):
                     m.next = "IDLE"
             with m.State("ERROR"):
                 with m.If((outstanding == 0) & ~self.src_resp_valid & ~flush_pending):
-                    m.d.sync += self.error.eq(1)
+                    m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"
 
         # the answer side: rotate, merge with the previous beat's spill, write

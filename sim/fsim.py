@@ -271,7 +271,10 @@ class FunctionalSimulator:
         rows, k, T, gs = f["rows"], f["k"], f["tokens"], f["group_size"]
         bits, n = f["width"].bits, f["pattern"].n
         w = f["weight"]
-        raw = self.buf[Buffer.WEIGHT][w:w + tile_bytes(rows, k, bits, n, gs)].tobytes()
+        size = tile_bytes(rows, k, bits, n, gs)
+        if w < 0 or w + size > len(self.buf[Buffer.WEIGHT]):
+            raise FsimError(f"{op.name}: the tile's WEIGHT bytes [{w}, {w + size}) are outside the buffer", ErrorCode.ADDRESS)
+        raw = self.buf[Buffer.WEIGHT][w:w + size].tobytes()
         key = (hash(raw), rows, k, bits, n, gs)
         if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
             w8, s = unpack_tile(raw, rows, k, bits, n, gs)

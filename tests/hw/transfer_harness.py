@@ -1,6 +1,7 @@
 """What the LD/ST Verilator bench drives: the Controller with its instruction memory, the LD and
-ST units (``TransferEngine``), the HBM model and the on-chip buffers; stand-in units (random
-latency, no work) on the compute and SFU queues.  The bench fills HBM and the buffers through
+ST units (``TransferEngine``), the HBM model and the on-chip buffers; on the compute queue the
+MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue a stand-in (random
+latency, no work).  The bench fills HBM and the buffers through
 the host ports, runs programs, and reads every word back."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from airfoil.hw.buffers import BufferBank
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
+from airfoil.hw.mv_unit import MvUnit
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
 from tests.hw.controller_harness import LatencyUnit
@@ -23,7 +25,9 @@ NQ = len(Queue)
 
 class TransferHarness(wiring.Component):
     def __init__(self, hbm_channels: int, channel_bytes: int, latency: int, buffer_sizes: dict[Buffer, int],
-                 weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024):
+                 weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024,
+                 mv: tuple[int, int] | None = None):
+        self.mv = mv
         self.hbm_channels, self.channel_bytes, self.latency = hbm_channels, channel_bytes, latency
         self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
         self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
@@ -60,7 +64,7 @@ class TransferHarness(wiring.Component):
 
         m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
                                           TAG_LAYOUT.size)
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size)
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, *(self.mv or (0, 0)))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
         m.d.comb += [hbm.rd_valid.eq(ld.src_valid), hbm.rd.eq(ld.src),
@@ -74,10 +78,18 @@ class TransferHarness(wiring.Component):
                      bufs.host_we.eq(self.buf_we), bufs.host_buffer.eq(self.buf_id), bufs.host_addr.eq(self.buf_addr),
                      bufs.host_wdata.eq(self.buf_wdata), self.buf_rdata.eq(bufs.host_rdata)]
         units = {Queue.LOAD: ld, Queue.STORE: st}
+        if self.mv:
+            sizes = self.buffer_sizes
+            m.submodules.mv = mv = MvUnit(*self.mv, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
+            m.d.comb += [bufs.weight_rd_addr[c].eq(mv.w_rd_addr[c]) for c in range(self.mv[0])]
+            m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data), bufs.act_rd_en.eq(mv.a_rd_en),
+                         bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
+                         bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]
+            units[Queue.COMPUTE] = mv
         for q in Queue:
             if q in units:
                 unit = units[q]
-                m.d.comb += [ctrl.unit_error[q.value].eq(unit.error)]
+                m.d.comb += [ctrl.unit_fault[q.value].eq(unit.fault)]
             else:
                 m.submodules[f"stand_in_{q.name.lower()}"] = unit = LatencyUnit(seed=0xBEEF + q.value)
             wiring.connect(m, ctrl.unit[q.value], unit.issue)

@@ -1,0 +1,186 @@
+"""The compute queue's unit for MV: turns an issued MV into the linear engine's settings, runs
+the engine on the shared buffers and writes the INT32 results into the global buffer.  The
+golden model is fsim's ``_gemm`` for one token.
+
+    issued MV --> tile geometry per chain (the compiler's tile_sections, in RTL), the token's
+                  exponent e = ACT[act + k], shift = scale_exp - e - out_frac
+              --> LinearEngine (decoders on WEIGHT read ports, activation blocks from ACT)
+              --> rows r*C .. r*C + C-1 of each output beat into GLOBAL[out + row]
+
+What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
+MM (more than one token), ``accumulate``, raw sums (``requantise`` 0), quant groups that are not
+a power of two or hold fewer kept weights than a beat (kg < D: the adder-tree tap of
+docs/accelerator.md), ``out`` not a multiple of the chain count, shifts outside the
+requantiser's [-16, 127].  A tile, activation row or result outside its buffer stops it with
+ADDRESS.
+"""
+from __future__ import annotations
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from airfoil.compiler.compress import SCALE_BITS
+from airfoil.compiler.weight_image import AXI_BEAT
+from airfoil.config import SPARSE_M
+from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
+from airfoil.hw.linear_engine import LinearEngine
+from airfoil.hw.requantise import MIN_SHIFT
+from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern
+
+__all__ = ["MvUnit"]
+
+_W = EVAL_BITS + 8  # geometry arithmetic
+
+
+class MvUnit(wiring.Component):
+    """``chains`` x ``groups`` DSP groups; the buffers' sizes in bytes bound the addresses."""
+
+    def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
+                 max_k: int = 4096):
+        self.chains, self.groups, self.d = chains, groups, 2 * groups
+        self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
+        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False)
+        wa = exact_log2(weight_bytes // BEAT_BYTES)
+        super().__init__({
+            "issue": In(stream.Signature(ISSUE_LAYOUT)),
+            "done": Out(1), "fault": Out(ErrorCode),
+            "w_rd_en": Out(chains), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), chains)),
+            "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), chains)),
+            "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(32), groups)),
+            "a_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), groups)),
+            "g_wr_valid": Out(1), "g_wr": Out(write_request_layout()),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        C, G, D = self.chains, self.groups, self.d
+        m.submodules.engine = eng = self.engine
+        layout = ISSUED_LAYOUTS[Opcode.MV]
+        ins = Signal(layout)
+        opcode = Signal(5)
+
+        # ---- the tile's geometry (compiler/weight_image.py's tile_sections, per chain)
+        k, rows = ins.k, ins.rows
+        n_log2 = Signal(3)  # log2 N: 1..4
+        m.d.comb += n_log2.eq(ins.pattern.as_value() + 1)
+        bits = Signal(4)
+        with m.Switch(ins.width):
+            for code, b in ((0, 2), (1, 3), (2, 4), (3, 8)):
+                with m.Case(code):
+                    m.d.comb += bits.eq(b)
+        kept = Signal(_W)
+        m.d.comb += kept.eq((k << n_log2) >> 4)
+        pos_bits = Signal(5)  # position_bits_per_block(N): 4N up to 16, dense 0
+        with m.Switch(ins.pattern):
+            for p in SparsePattern:
+                with m.Case(p):
+                    m.d.comb += pos_bits.eq(0 if p.n >= SPARSE_M else min(4 * p.n, SPARSE_M))
+        g_log2 = Signal(range(16))  # log2(group_size)
+        g_pow2 = Signal()
+        m.d.comb += g_pow2.eq((ins.group_size & (ins.group_size - 1)) == 0)
+        for i in range(4, 11):
+            with m.If(ins.group_size == 1 << i):
+                m.d.comb += g_log2.eq(i)
+        groups = Signal(_W)
+        m.d.comb += groups.eq(k >> g_log2)
+        per_row = {"code": Signal(_W, name="code_per_row"), "pos": Signal(_W, name="pos_per_row"),
+                   "scale": Signal(_W, name="scale_per_row"), "zero": Signal(_W, name="zero_per_row")}
+        m.d.comb += [per_row["code"].eq(kept * bits), per_row["pos"].eq((k >> 4) * pos_bits),
+                     per_row["scale"].eq(groups * SCALE_BITS), per_row["zero"].eq(groups * bits)]
+        section = {s: Signal(_W + 24, name=f"{s}_bytes") for s in per_row}  # registered: rows * per_row / 8
+        start = {"code": 0, "pos": section["code"], "scale": section["code"] + section["pos"],
+                 "zero": section["code"] + section["pos"] + section["scale"]}
+        tile_bytes = Signal(_W + 26)
+        total = section["code"] + section["pos"] + section["scale"] + section["zero"]
+        m.d.comb += tile_bytes.eq((total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT))
+
+        # ---- the engine's settings
+        e = Signal(signed(8))
+        shift = Signal(signed(10))
+        m.d.comb += shift.eq(ins.scale_exp - e - ins.out_frac)
+        for c in range(C):
+            geo = eng.geometry[c]
+            for s in per_row:
+                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + c * per_row[s]),
+                             getattr(geo, f"{s}_stride").eq(C * per_row[s])]
+            m.d.comb += [geo.rows.eq(Mux(rows > c, (rows + (C - 1 - c)) >> exact_log2(C), 0)), geo.kept.eq(kept),
+                         geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
+        m.d.comb += [eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D))), eng.shift.eq(shift)]
+
+        # ---- buffer ports: the engine's, with activation blocks offset by the row's start
+        m.d.comb += [self.w_rd_en.eq(eng.w_rd_en), self.w_rd_addr.eq(eng.w_rd_addr), eng.w_rd_data.eq(self.w_rd_data)]
+        lane = [Signal(2, name=f"lane{g}") for g in range(G)]
+        exp_read = Signal()
+        exp_lane = Signal(6)
+        for g in range(G):
+            block = (ins.act >> 4) + eng.a_rd_addr[g]  # act is a multiple of 16 (checked)
+            m.d.comb += [self.a_rd_en[g].eq(eng.a_rd_en[g]), self.a_rd_addr[g].eq(block >> 2)]
+            m.d.sync += lane[g].eq(block[:2])
+            m.d.comb += eng.a_rd_data[g].eq(self.a_rd_data[g].word_select(lane[g], 8 * SPARSE_M))
+        exp_addr = ins.act + k
+        with m.If(exp_read):
+            m.d.comb += [self.a_rd_en[0].eq(1), self.a_rd_addr[0].eq(exp_addr >> 6)]
+
+        # ---- results into GLOBAL: output beat r holds rows r*C .. r*C + C - 1
+        out_beats = Signal(_W)
+        written = Signal(_W)
+        elem = ins.out + written * C
+        byte = Signal(_W + 2)
+        m.d.comb += byte.eq(elem << 2)
+        lane_off = byte[:6]
+        mask = Cat(*[eng.out_mask[c].replicate(4) for c in range(C)])
+        m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0),
+                     self.g_wr.data.eq(eng.out.payload.as_value() << (lane_off * 8)),
+                     self.g_wr.mask.eq(mask << lane_off)]
+
+        out_limit = self.global_bytes // 4
+        unsupported = ((opcode != Opcode.MV.value) | ins.accumulate | ~ins.requantise | ~g_pow2
+                       | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
+                       | (ins.out[:exact_log2(C)] != 0) | (ins.act[:4] != 0))
+        bad_address = ((ins.act < 0) | (ins.act + k + 1 > self.act_bytes) | (ins.out < 0) | (ins.out + rows > out_limit)
+                       | (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes))
+
+        m.d.sync += [self.done.eq(0), eng.start.eq(0)]
+        with m.FSM(name="mv"):
+            with m.State("IDLE"):
+                m.d.comb += self.issue.ready.eq(1)
+                with m.If(self.issue.valid):
+                    m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), opcode.eq(self.issue.payload.opcode),
+                                 self.fault.eq(ErrorCode.NONE), written.eq(0)]
+                    m.next = "SECTIONS"
+            with m.State("SECTIONS"):
+                for s in per_row:
+                    m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
+                m.d.sync += out_beats.eq((rows + C - 1) >> exact_log2(C))
+                m.next = "CHECK"
+            with m.State("CHECK"):  # fsim's order: the tile, then the activation row, then the results
+                with m.If(bad_address):
+                    m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
+                    m.next = "IDLE"
+                with m.Elif(unsupported):
+                    m.d.sync += self.fault.eq(ErrorCode.UNSUPPORTED)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += exp_read.eq(1)
+                    m.d.sync += exp_lane.eq(exp_addr[:6])
+                    m.next = "EXPONENT"
+            with m.State("EXPONENT"):
+                m.d.sync += e.eq(self.a_rd_data[0].word_select(exp_lane, 8))
+                m.next = "SHIFT"
+            with m.State("SHIFT"):
+                with m.If((shift < MIN_SHIFT) | (shift > 127)):
+                    m.d.sync += self.fault.eq(ErrorCode.UNSUPPORTED)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += eng.start.eq(1)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.If(eng.out.valid):
+                    m.d.comb += self.g_wr_valid.eq(1)
+                    m.d.sync += written.eq(written + 1)
+                    with m.If(written + 1 == out_beats):
+                        m.d.sync += self.done.eq(1)
+                        m.next = "IDLE"
+        return m

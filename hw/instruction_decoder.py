@@ -57,8 +57,8 @@ class InstructionDecoder(wiring.Component):
         hdr, body = self.word.header, self.word.body
         raw_op = hdr.opcode.as_value()
 
-        # checks ahead of GROUP_SIZE's remainder (pre) and after it (post); the first that holds wins
-        pre, post = [], []
+        # checks ahead of GROUP_SIZE's remainder (pre) and after it (per_op_post); the first that holds wins
+        pre = []
         pre.append((~reduce(or_, [raw_op == op.value for op in Opcode]), ErrorCode.OPCODE))
         pre.append((hdr.reserved != 0, ErrorCode.RESERVED))
         per_op_pre, per_op_post = {}, {}

@@ -2,8 +2,6 @@
 shared layouts (``airfoil.isa``), and words with bits flipped to make illegal ones."""
 from __future__ import annotations
 
-import numpy as np
-
 from airfoil.isa import BODY_LAYOUTS, BUFFER_ELEMENT_BYTES, HEADER_LAYOUT, INSTR_BITS, Affine, Buffer, Instruction, Opcode, Queue, encode
 from amaranth.lib import data, enum
 

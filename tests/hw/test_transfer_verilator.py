@@ -60,19 +60,21 @@ def _ldst(rng, op: Opcode, regs_used: bool, bad: str | None = None) -> Instructi
     return Instruction(op, f)
 
 
-def _program(rng, n: int, bad: str | None = None) -> list[Instruction]:
+def _program(rng, n: int, bad: str | None = None) -> tuple[list[Instruction], int | None]:
     """LD/ST in a chain of tokens: each waits for the one before it (so the memory effects are
-    in program order)."""
+    in program order); with ``bad``, one bad instruction among them (and its index)."""
     body = [_ldst(rng, Opcode.LD if rng.random() < 0.5 else Opcode.ST, rng.random() < 0.3) for _ in range(n)]
+    at = None
     if bad:
         op = Opcode.LD if bad == "instr" or rng.random() < 0.5 else Opcode.ST
-        body.insert(int(rng.integers(0, n + 1)), _ldst(rng, op, False, bad))
+        at = int(rng.integers(0, n + 1))
+        body.insert(at, _ldst(rng, op, False, bad))
     chained = []
     for i, ins in enumerate(body):
         wait = {body[i - 1].queue} if i and body[i - 1].queue != ins.queue else set()
         release = {body[i + 1].queue} if i + 1 < len(body) and body[i + 1].queue != ins.queue else set()
         chained.append(Instruction(ins.opcode, ins.fields, wait, release))
-    return chained + [Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})]
+    return chained + [Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})], at
 
 
 def _run_case(tmp_path, programs):
@@ -83,18 +85,15 @@ def _run_case(tmp_path, programs):
 
 def test_random_transfers_leave_fsims_memory(tmp_path):
     rng = np.random.default_rng(31)
-    programs = [_program(rng, int(rng.integers(3, 12))) for _ in range(40)]
+    programs = [_program(rng, int(rng.integers(3, 12)))[0] for _ in range(40)]
     out = _run_case(tmp_path, programs)
     assert all(r["done"] for r in out)
 
 
 def test_bad_addresses_stop_with_address_error(tmp_path):
     rng = np.random.default_rng(32)
-    programs, expected_pc = [], []
-    for bad in ("hbm", "buffer", "negative", "phase", "instr") * 3:
-        programs.append(_program(rng, int(rng.integers(1, 5)), bad))
-    out = _run_case(tmp_path, programs)
-    for i, (prog, r) in enumerate(zip(programs, out)):
+    cases = [_program(rng, int(rng.integers(1, 5)), bad) for bad in ("hbm", "buffer", "negative", "phase", "instr") * 3]
+    out = _run_case(tmp_path, [prog for prog, _ in cases])
+    for i, ((prog, at), r) in enumerate(zip(cases, out)):
         assert ErrorCode(r["error"]) == ErrorCode.ADDRESS, f"program {i}"
-        culprit = r["error_pc"]
-        assert prog[culprit].opcode in (Opcode.LD, Opcode.ST), f"program {i}: error at {culprit}"
+        assert r["error_pc"] == at, f"program {i}: error at instruction {r['error_pc']}, the bad one is {at}"

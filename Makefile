@@ -19,10 +19,10 @@ demo: $(STAMP)
 	$(VENV)/bin/airfoil demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m '' --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m '' --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -7,7 +7,8 @@ Ports: one write (the LD unit), one tagged read answered the next cycle (the ST 
 host port to fill and read them while the machine is idle; for the MV unit, ``weight_readers``
 read ports on WEIGHT (one per weight decoder), ``act_readers`` on ACT (one per DSP group) and
 a second write port on GLOBAL (the results); for the SFU unit (``sfu``), two read ports and a
-third write port on GLOBAL and a second write port on ACT."""
+third write port on GLOBAL, a second write port and two more read ports on ACT, and two read
+ports on KV (the attention's chunk windows)."""
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, unsigned
@@ -51,7 +52,11 @@ class BufferBank(wiring.Component):
             extra.update({"sfu_g_rd_en": In(2), "sfu_g_rd_addr": In(unsigned(32)).array(2),
                           "sfu_g_rd_data": Out(unsigned(8 * BEAT_BYTES)).array(2),
                           "sfu_g_wr_valid": In(1), "sfu_g_wr": In(write_request_layout()),
-                          "sfu_a_wr_valid": In(1), "sfu_a_wr": In(write_request_layout())})
+                          "sfu_a_wr_valid": In(1), "sfu_a_wr": In(write_request_layout()),
+                          "sfu_a_rd_en": In(2), "sfu_a_rd_addr": In(unsigned(32)).array(2),
+                          "sfu_a_rd_data": Out(unsigned(8 * BEAT_BYTES)).array(2),
+                          "sfu_kv_rd_en": In(2), "sfu_kv_rd_addr": In(unsigned(32)).array(2),
+                          "sfu_kv_rd_data": Out(unsigned(8 * BEAT_BYTES)).array(2)})
         super().__init__({
             **extra,
             "wr_valid": In(1), "wr": In(write_request_layout()),
@@ -81,11 +86,12 @@ class BufferBank(wiring.Component):
                 wp2 = mem.write_port(granularity=8)
                 m.d.comb += [wp2.addr.eq(self.global_wr.addr[:aw]), wp2.data.eq(self.global_wr.data),
                              wp2.en.eq(Mux(self.global_wr_valid, self.global_wr.mask, 0))]
-            if self.sfu and b == Buffer.GLOBAL:
+            sfu_readers = {Buffer.GLOBAL: "g", Buffer.ACT: "a", Buffer.KV: "kv"}
+            if self.sfu and b in sfu_readers:
+                en, addr, rdata = (getattr(self, f"sfu_{sfu_readers[b]}_rd_{x}") for x in ("en", "addr", "data"))
                 for i in range(2):
                     port = mem.read_port()
-                    m.d.comb += [port.en.eq(self.sfu_g_rd_en[i]), port.addr.eq(self.sfu_g_rd_addr[i][:aw]),
-                                 self.sfu_g_rd_data[i].eq(port.data)]
+                    m.d.comb += [port.en.eq(en[i]), port.addr.eq(addr[i][:aw]), rdata[i].eq(port.data)]
             if self.sfu and b in (Buffer.GLOBAL, Buffer.ACT):
                 req, valid = (self.sfu_g_wr, self.sfu_g_wr_valid) if b == Buffer.GLOBAL else (self.sfu_a_wr,
                                                                                               self.sfu_a_wr_valid)

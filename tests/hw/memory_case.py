@@ -3,14 +3,18 @@ contents, and checks that both leave every byte of HBM and of the buffers the sa
 same status (the LD/ST, MV and SFU tests)."""
 from __future__ import annotations
 
+import functools
 import json
 from types import SimpleNamespace
 
 import numpy as np
 
+from airfoil.compiler.model import model_spec
 from airfoil.config import preset
+from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.hbm_model import BEAT_BYTES
+from airfoil.hw.sfu_unit import RopeTable
 from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, encode
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench
@@ -38,7 +42,7 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm: list[bytearray], programs,
-                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: int | None = None) -> list[dict]:
+                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: dict | None = None) -> list[dict]:
     """Run ``programs`` one after the other (R0 = 1) from ``hbm`` and random buffers; assert that
     RTL and fsim agree on status, bytes moved and memory after each; return the RTL results."""
     sizes = buffer_bytes(cfg)
@@ -48,6 +52,7 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
         sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
                          np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
     case = {"max_cycles": 200_000, "settle": 64, "eps_q": getattr(kernels, "eps_q", 0),
+            "c_qk": getattr(kernels, "c_qk", 0),
             "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
             "buffers": {str(b.value): _words(buffer_image(sim, b)) for b in DMA_BUFFERS},
             "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": 1} for p in programs]}
@@ -93,14 +98,25 @@ def row_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, channel
 
 
 # The datapath harness the MV and SFU tests share (one Verilator build): small buffers, the sim
-# preset's MV geometry, an SFU as wide as SmolLM2's widest row (the FFN's 1,536).
+# preset's MV geometry, an SFU as wide as SmolLM2's widest row (the FFN's 1,536) with its RoPE
+# table and attention over the first 64 positions.
 DATAPATH_CFG = preset("sim").replace(act_buffer_kib=4, global_buffer_kib=8, weight_buffer_kib=8, kv_buffer_kib=4)
-DATAPATH_CHANNEL_BYTES = 32768
+DATAPATH_CHANNEL_BYTES = 65536
+DATAPATH_POSITIONS = 64
 SFU_MAX_WIDTH = 1536
 
 
-def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng, kernels) -> list[dict]:
-    """``run_programs`` on the shared MV + SFU harness."""
-    cfg = DATAPATH_CFG
+@functools.cache
+def datapath_kernels() -> IntegerKernels:
+    """SmolLM2's integer kernels (EPS_Q, the RoPE table, C_QK), the SFU's golden model."""
+    return IntegerKernels(model_spec("smollm2"), device="cpu")
+
+
+def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng) -> list[dict]:
+    """``run_programs`` on the shared MV + SFU harness, with SmolLM2's kernels."""
+    cfg, kernels = DATAPATH_CFG, datapath_kernels()
+    spec = kernels.spec
+    sfu = {"max_width": SFU_MAX_WIDTH, "max_positions": DATAPATH_POSITIONS,
+           "rope": RopeTable(spec.head_dim, spec.rope_theta, DATAPATH_POSITIONS)}
     return run_programs(tmp_path, "datapath_sim", cfg, DATAPATH_CHANNEL_BYTES, 16, hbm, programs, rng, kernels,
-                        mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=SFU_MAX_WIDTH)
+                        mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=sfu)

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
-from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
@@ -81,7 +80,7 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     raw_sums = Instruction(Opcode.MV, programs[0][2].fields | {"requantise": 0}, programs[0][2].wait,
                            programs[0][2].release)
     programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
-    out = run_datapath_programs(tmp_path, hbm, programs, rng, IntegerKernels)
+    out = run_datapath_programs(tmp_path, hbm, programs, rng)
     for i, r in enumerate(out[:len(FORMATS)]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"{FORMATS[i]}: {ErrorCode(r['error']).name}"
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2

@@ -29,7 +29,7 @@ async def transfer_programs(dut):
     with open(os.environ["AIRFOIL_CASE"]) as f:
         case = json.load(f)
     await start(dut)
-    dut.eps_q.value = case.get("eps_q", 0)
+    dut.eps_q.value, dut.c_qk.value = case.get("eps_q", 0), case.get("c_qk", 0)
     for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
         for space, words in case[key].items():
             getattr(dut, f"{prefix}_{sel}").value = int(space)

@@ -1,7 +1,8 @@
 """What the LD/ST Verilator bench drives: the Controller with its instruction memory, the LD and
 ST units (``TransferEngine``), the HBM model and the on-chip buffers; on the compute queue the
-MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue the SFU unit (``sfu`` =
-its widest row; ``eps_q`` from the bench) or a stand-in (random latency, no work).  The bench fills HBM and the buffers through
+MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue the SFU unit (``sfu``:
+its keyword arguments; ``eps_q`` and ``c_qk`` from the bench) or a stand-in (random latency, no
+work).  The bench fills HBM and the buffers through
 the host ports, runs programs, and reads every word back."""
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ NQ = len(Queue)
 class TransferHarness(wiring.Component):
     def __init__(self, hbm_channels: int, channel_bytes: int, latency: int, buffer_sizes: dict[Buffer, int],
                  weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024,
-                 mv: tuple[int, int] | None = None, sfu: int | None = None):
+                 mv: tuple[int, int] | None = None, sfu: dict | None = None):
         self.mv, self.sfu = mv, sfu
         self.hbm_channels, self.channel_bytes, self.latency = hbm_channels, channel_bytes, latency
         self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
@@ -42,7 +43,7 @@ class TransferHarness(wiring.Component):
             "hbm_wdata": In(8 * BEAT_BYTES), "hbm_rdata": Out(8 * BEAT_BYTES),
             "buf_we": In(1), "buf_id": In(range(len(Buffer))), "buf_addr": In(32),
             "buf_wdata": In(8 * BEAT_BYTES), "buf_rdata": Out(8 * BEAT_BYTES),
-            "moved_bytes": Out(COUNTER_BITS), "eps_q": In(32),
+            "moved_bytes": Out(COUNTER_BITS), "eps_q": In(32), "c_qk": In(16),
         })
 
     def elaborate(self, platform):
@@ -90,12 +91,17 @@ class TransferHarness(wiring.Component):
             units[Queue.COMPUTE] = mv
         if self.sfu:
             sizes = self.buffer_sizes
-            m.submodules.sfu = sfu = SfuUnit(self.sfu, sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
-            m.d.comb += [sfu.eps_q.eq(self.eps_q), bufs.sfu_g_rd_en.eq(sfu.g_rd_en),
+            m.submodules.sfu = sfu = SfuUnit(act_bytes=sizes[Buffer.ACT], global_bytes=sizes[Buffer.GLOBAL],
+                                             kv_bytes=sizes[Buffer.KV], **self.sfu)
+            m.d.comb += [sfu.eps_q.eq(self.eps_q), sfu.c_qk.eq(self.c_qk), bufs.sfu_g_rd_en.eq(sfu.g_rd_en),
+                         bufs.sfu_a_rd_en.eq(sfu.act_rd_en), bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
                          bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
                          bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr)]
             for i in range(2):
-                m.d.comb += [bufs.sfu_g_rd_addr[i].eq(sfu.g_rd_addr[i]), sfu.g_rd_data[i].eq(bufs.sfu_g_rd_data[i])]
+                m.d.comb += [bufs.sfu_g_rd_addr[i].eq(sfu.g_rd_addr[i]), sfu.g_rd_data[i].eq(bufs.sfu_g_rd_data[i]),
+                             bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
+                             bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]),
+                             sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
             units[Queue.SFU] = sfu
         for q in Queue:
             if q in units:

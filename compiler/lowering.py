@@ -208,6 +208,11 @@ def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
     return g
 
 
+def _block(n: int) -> int:
+    """``n`` rounded up to a multiple of SPARSE_M (16) bytes."""
+    return -(-n // SPARSE_M) * SPARSE_M
+
+
 def allocate_buffers(g: Graph, cfg: AirfoilConfig) -> Graph:
     """On-chip regions for a chunk of tokens; the chunk is the largest power of two (<= 64) that
     fits (a chunk of 1 is decode: all of a layer's activations on chip)."""
@@ -236,11 +241,12 @@ def allocate_buffers(g: Graph, cfg: AirfoilConfig) -> Graph:
         G["gate"] = shared
         G["up"] = G["gate"] + tc * ff
         top = max(G["o"] + tc * nh * hd, G["up"] + tc * ff)
+        # activation regions start on 16-byte blocks: the MPE reads an operand row in blocks of 16
         A = {"x": 0}
-        atop = tc * (d + 1)
-        A["q"], atop = atop, atop + tc * nh * (hd + 1)
-        A["k"], atop = atop, atop + tc * nkv * (hd + 1)
-        A["v"], atop = atop, atop + tc * nkv * (hd + 1)
+        atop = _block(tc * (d + 1))
+        A["q"], atop = atop, _block(atop + tc * nh * (hd + 1))
+        A["k"], atop = atop, _block(atop + tc * nkv * (hd + 1))
+        A["v"], atop = atop, _block(atop + tc * nkv * (hd + 1))
         A["o"], atop = atop, atop + tc * (nh * hd + 1)
         A["a"] = A["q"]  # the FFN's quantised activation reuses the attention rows
         atop = max(atop, A["a"] + tc * (ff + 1))

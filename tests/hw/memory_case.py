@@ -42,12 +42,19 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm: list[bytearray], programs,
-                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: dict | None = None) -> list[dict]:
-    """Run ``programs`` one after the other (R0 = 1) from ``hbm`` and random buffers; assert that
-    RTL and fsim agree on status, bytes moved and memory after each; return the RTL results."""
+                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: dict | None = None,
+                 regs: list[tuple[int, int]] | None = None, buffers: dict | None = None, imem_depth: int = 64,
+                 watchdog_cycles: int = 1024) -> list[dict]:
+    """Run ``programs`` one after the other from ``hbm`` and ``buffers`` (fsim's ``buf``; None:
+    random), with (R0, R1) = ``regs`` (default (1, 0)); assert that RTL and fsim agree on status,
+    bytes moved and memory after each; return the RTL results."""
     sizes = buffer_bytes(cfg)
+    regs = regs or [(1, 0)] * len(programs)
     sim = FunctionalSimulator(SimpleNamespace(images=hbm, cfg=cfg, sections={}), kernels)
     for b in DMA_BUFFERS:  # random starting contents, as the buffers' element types hold them
+        if buffers is not None:
+            sim.buf[b][:] = buffers[b]
+            continue
         raw = rng.bytes(sizes[b])
         sim.buf[b][:] = (np.frombuffer(raw, "<i4") if b == Buffer.GLOBAL else
                          np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
@@ -55,21 +62,23 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
             "c_qk": getattr(kernels, "c_qk", 0),
             "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
             "buffers": {str(b.value): _words(buffer_image(sim, b)) for b in DMA_BUFFERS},
-            "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": 1} for p in programs]}
+            "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": r0, "r1": r1}
+                         for p, (r0, r1) in zip(programs, regs)]}
     (tmp_path / "case.json").write_text(json.dumps(case))
     build_dir = BUILD_ROOT / name
-    harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, mv=mv, sfu=sfu)
+    harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, imem_depth,
+                              watchdog_cycles, mv=mv, sfu=sfu)
     runner = build_component(harness, "transfer_harness", build_dir)
     run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
     out = json.loads((tmp_path / "out.json").read_text())
     assert len(out) == len(programs)
-    for i, (prog, r) in enumerate(zip(programs, out)):
+    for i, (prog, r, (r0, r1)) in enumerate(zip(programs, out, regs)):
         where = f"program {i}"
         sim.prog.sections = {"p": prog}
         before = sum(sim.stats.channel_bytes.values())
         try:
-            sim.run("p", 1, 0)
+            sim.run("p", r0, r1)
             code = ErrorCode.NONE
         except FsimError as e:
             code = e.code
@@ -112,11 +121,15 @@ def datapath_kernels() -> IntegerKernels:
     return IntegerKernels(model_spec("smollm2"), device="cpu")
 
 
-def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng) -> list[dict]:
-    """``run_programs`` on the shared MV + SFU harness, with SmolLM2's kernels."""
-    cfg, kernels = DATAPATH_CFG, datapath_kernels()
+def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng, kernels: IntegerKernels | None = None,
+                          **kw) -> list[dict]:
+    """``run_programs`` on the shared MV + SFU harness (room for 512 instructions, a watchdog of
+    2^16 cycles), with SmolLM2's kernels unless ``kernels`` (of a model with SmolLM2's head size
+    and theta: the RoPE ROM is built from them) are given."""
+    cfg, kernels = DATAPATH_CFG, kernels or datapath_kernels()
     spec = kernels.spec
     sfu = {"max_width": SFU_MAX_WIDTH, "max_positions": DATAPATH_POSITIONS,
            "rope": RopeTable(spec.head_dim, spec.rope_theta, DATAPATH_POSITIONS)}
     return run_programs(tmp_path, "datapath_sim", cfg, DATAPATH_CHANNEL_BYTES, 16, hbm, programs, rng, kernels,
-                        mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=sfu)
+                        mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=sfu, imem_depth=512,
+                        watchdog_cycles=1 << 16, **kw)

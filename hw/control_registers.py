@@ -56,6 +56,9 @@ REGISTERS: list[Register] = [
                                        f"cycles the {q.name.lower()} queue's unit held an instruction")],
     *[Register(f"EXECUTED_{q.name}", 0x68 + 4 * q.value, "R", f"instructions the {q.name.lower()} queue finished")
       for q in Queue],
+    Register("EPS_Q", 0x78, "RW", "the model's RMSNorm epsilon in the SFU's fixed point (EPS_Q, docs/numerics.md)"),
+    Register("C_QK", 0x7C, "RW", "bits 0..15: the attention's score constant C_QK = log2(e) / sqrt(head_dim) "
+                                 "in Q.15 (docs/numerics.md)"),
 ]
 _BY_NAME = {r.name: r for r in REGISTERS}
 assert len({r.offset for r in REGISTERS}) == len(REGISTERS) and max(r.offset for r in REGISTERS) < 1 << ADDR_BITS
@@ -83,6 +86,7 @@ class ControlRegisters(wiring.Component):
             "s_axi_rvalid": Out(1), "s_axi_rready": In(1), "s_axi_rdata": Out(32), "s_axi_rresp": Out(2),
             "start": Out(1), "program_channel": Out(7), "program_base": Out(unsigned(40)),
             "program_words": Out(unsigned(PC_BITS)), "r0": Out(signed(REG_BITS)), "r1": Out(signed(REG_BITS)),
+            "eps_q": Out(unsigned(32)), "c_qk": Out(unsigned(16)),
             "busy": In(1), "done": In(1), "error": In(ErrorCode), "error_pc": In(unsigned(PC_BITS)),
             "cycles": In(unsigned(COUNTER_BITS)),
             "busy_cycles": In(data.ArrayLayout(unsigned(COUNTER_BITS), nq)),
@@ -96,7 +100,8 @@ class ControlRegisters(wiring.Component):
                      self.program_base.eq((stored["PROGRAM_BASE_HI"] << 32) | stored["PROGRAM_BASE_LO"]),
                      self.program_words.eq(stored["PROGRAM_WORDS"]),
                      self.r0.eq(((stored["R0_HI"] << 32) | stored["R0_LO"])[:REG_BITS].as_signed()),
-                     self.r1.eq(((stored["R1_HI"] << 32) | stored["R1_LO"])[:REG_BITS].as_signed())]
+                     self.r1.eq(((stored["R1_HI"] << 32) | stored["R1_LO"])[:REG_BITS].as_signed()),
+                     self.eps_q.eq(stored["EPS_Q"]), self.c_qk.eq(stored["C_QK"][:16])]
 
         # ap_start / ap_done: start pulses one cycle after the write; done latches the machine's end
         ap_start, ap_done, was_running = Signal(), Signal(), Signal()

@@ -562,14 +562,34 @@ def compile_model(spec: ModelSpec, recipes: dict[str, LayerRecipe], group_size: 
     g.scale_exp = {n: c.scale_exp for n, c in compressed.linears.items()} if compressed is not None else {}
     low = LengthAdaptiveLowering(g, cfg)
     prog = Program(spec, cfg, {"prefill": low.lower(False), "decode": low.lower(True)}, g.hbm, g.buffers, g)
+    encoded = prog.encoded()  # every instruction must encode (field ranges, channels)
+    place_programs(prog, encoded)
     if compressed is not None:
-        prog.images = build_images(prog, compressed)
-    prog.encoded()  # every instruction must encode (field ranges, channels)
+        prog.images = build_images(prog, compressed, encoded)
     return prog
 
 
-def build_images(prog: Program, compressed) -> list[bytearray]:
-    """The bytes of every pseudo-channel: weight tiles striped over the channels and the gains."""
+def place_programs(prog: Program, encoded: dict[str, bytes]) -> None:
+    """The sections' instruction words in HBM, where the controller's instruction fetch reads
+    them: channel 0 (``PROGRAM_CHANNEL``), after the other regions, each section on a 64-byte
+    boundary (``PROGRAM_BASE``, ``PROGRAM_WORDS``).  Every channel's image grows to match."""
+    off = prog.hbm["bytes_per_channel"]
+    sections = {}
+    for name, words in encoded.items():
+        sections[name] = {"offset": off, "words": len(words) // INSTR_BYTES}
+        off = _align(off + len(words))
+    cfg = prog.cfg
+    board_bytes = BOARDS[cfg.board].hbm_gib * 2**30 // BOARDS[cfg.board].hbm_channels
+    if off > board_bytes:
+        raise LoweringError(f"the weight image, KV cache and program need {off} bytes per pseudo-channel, more than "
+                            f"the {board_bytes} bytes of each of the {cfg.hbm_channels} channels")
+    prog.hbm["program"] = {"channel": 0, "sections": sections}
+    prog.hbm["bytes_per_channel"] = off
+
+
+def build_images(prog: Program, compressed, encoded: dict[str, bytes]) -> list[bytearray]:
+    """The bytes of every pseudo-channel: weight tiles striped over the channels, the gains, and
+    the program's sections (``place_programs``)."""
     from airfoil.numerics import gain_q
 
     g, C = prog.graph, prog.cfg.hbm_channels
@@ -593,6 +613,10 @@ def build_images(prog: Program, compressed) -> list[bytearray]:
     for ch in range(C):
         off = prog.hbm["gains"]["offset"]
         images[ch][off:off + gc] = gains[ch * gc:(ch + 1) * gc]
+    program = prog.hbm["program"]
+    for name, sec in program["sections"].items():
+        words = encoded[name]
+        images[program["channel"]][sec["offset"]:sec["offset"] + len(words)] = words
     return images
 
 

@@ -89,6 +89,14 @@ def test_one_program_for_all_lengths(tiny):
     assert 0 <= st["max_padding_overhead"] < 0.02
     assert decode_program(b"".join(prog.encoded().values()), TINY_CFG.hbm_channels) == \
         prog.sections["prefill"] + prog.sections["decode"]
+    # the sections sit in HBM, where the controller fetches them, after every other region
+    program = prog.hbm["program"]
+    image = prog.images[program["channel"]]
+    for name, sec in program["sections"].items():
+        assert sec["offset"] % 64 == 0 and sec["offset"] >= prog.hbm["logits"]["offset"] + prog.hbm["logits"]["bytes"]
+        words = bytes(image[sec["offset"]:sec["offset"] + sec["words"] * INSTR_BYTES])
+        assert decode_program(words, TINY_CFG.hbm_channels) == prog.sections[name]
+    assert all(len(img) == prog.hbm["bytes_per_channel"] for img in prog.images)
 
 
 def test_a_missing_release_deadlocks_and_names_the_queues(tiny):

@@ -1,0 +1,109 @@
+"""cocotb bench for ``AirfoilTop``: the host's side of a run, as a driver on a board does it but
+through the simulation's host ports for memory.  From AIRFOIL_CASE (JSON): HBM words
+(``hbm``, unless the images come as ``$readmemh`` plusargs) and buffer words (``buffers``) are
+written; then for each run the AXI4-Lite registers (``registers``: name -> value) are written,
+CTRL.ap_start set, the end awaited on the ``stopped`` edge (no Python per cycle), CTRL polled
+until ap_done, and STATUS, ERROR_PC, the counters and the ``hbm_dump`` ranges [channel, first word,
+words] (default: none) and every buffer word read back (AIRFOIL_RESULTS)."""
+import json
+import os
+
+import cocotb
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+
+from airfoil.hw.control_registers import REGISTERS
+from tests.hw.l1norm_bench import start
+from tests.hw.transfer_bench import _dump
+
+OFFSET = {r.name: r.offset for r in REGISTERS}
+
+
+async def axi_write(dut, name: str, value: int) -> int:
+    dut.s_axi_awaddr.value, dut.s_axi_awvalid.value = OFFSET[name], 1
+    dut.s_axi_wdata.value, dut.s_axi_wstrb.value, dut.s_axi_wvalid.value = value & 0xFFFFFFFF, 0xF, 1
+    dut.s_axi_bready.value = 1
+    aw = w = False
+    while not (aw and w):
+        await RisingEdge(dut.clk)
+        aw = aw or bool(int(dut.s_axi_awready.value))
+        w = w or bool(int(dut.s_axi_wready.value))
+        await FallingEdge(dut.clk)
+        if aw:
+            dut.s_axi_awvalid.value = 0
+        if w:
+            dut.s_axi_wvalid.value = 0
+    while not int(dut.s_axi_bvalid.value):
+        await FallingEdge(dut.clk)
+    resp = int(dut.s_axi_bresp.value)
+    await FallingEdge(dut.clk)
+    dut.s_axi_bready.value = 0
+    return resp
+
+
+async def axi_read(dut, name: str) -> int:
+    dut.s_axi_araddr.value, dut.s_axi_arvalid.value, dut.s_axi_rready.value = OFFSET[name], 1, 1
+    while True:
+        await RisingEdge(dut.clk)
+        if int(dut.s_axi_arready.value):
+            break
+    await FallingEdge(dut.clk)
+    dut.s_axi_arvalid.value = 0
+    while not int(dut.s_axi_rvalid.value):
+        await FallingEdge(dut.clk)
+    value = int(dut.s_axi_rdata.value)
+    await FallingEdge(dut.clk)
+    dut.s_axi_rready.value = 0
+    return value
+
+
+async def write_registers(dut, registers: dict[str, int]) -> None:
+    for name, value in registers.items():
+        r = next((r for r in REGISTERS if r.name in (name, f"{name}_LO")), None)
+        assert r is not None, name
+        if r.name.endswith("_LO"):
+            assert await axi_write(dut, f"{name}_LO", value) == 0
+            assert await axi_write(dut, f"{name}_HI", (value >> 32) & 0xFFFFFFFF) == 0
+        else:
+            assert await axi_write(dut, name, value) == 0
+
+
+@cocotb.test()
+async def top_runs(dut):
+    with open(os.environ["AIRFOIL_CASE"]) as f:
+        case = json.load(f)
+    for name in ("awvalid", "wvalid", "bready", "arvalid", "rready"):
+        getattr(dut, f"s_axi_{name}").value = 0
+    dut.hbm_we.value = dut.buf_we.value = 0
+    await start(dut)
+    for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
+        for space, words in case.get(key, {}).items():
+            getattr(dut, f"{prefix}_{sel}").value = int(space)
+            for a, w in enumerate(words):
+                getattr(dut, f"{prefix}_addr").value, getattr(dut, f"{prefix}_wdata").value = a, int(w, 16)
+                getattr(dut, f"{prefix}_we").value = 1
+                await FallingEdge(dut.clk)
+            getattr(dut, f"{prefix}_we").value = 0
+    results = []
+    for run in case["runs"]:
+        await write_registers(dut, run["registers"])
+        assert await axi_write(dut, "CTRL", 1) == 0
+        await ClockCycles(dut.clk, 2)
+        if not int(dut.stopped.value):
+            await First(RisingEdge(dut.stopped), ClockCycles(dut.clk, case["max_cycles"]))
+        await FallingEdge(dut.clk)
+        hung = not int(dut.stopped.value)
+        polls, ctrl = 0, 0
+        while not ctrl & 2 and polls < 8:  # the host polls CTRL for ap_done (ap_ctrl_hs)
+            ctrl, polls = await axi_read(dut, "CTRL"), polls + 1
+        result = {"hung": hung, "ap_done": bool(ctrl & 2), "ctrl_after_read": await axi_read(dut, "CTRL"),
+                  "status": await axi_read(dut, "STATUS"), "error_pc": await axi_read(dut, "ERROR_PC")}
+        for name in ("CYCLES", "BUSY_LOAD", "BUSY_COMPUTE", "BUSY_SFU", "BUSY_STORE"):
+            result[name.lower()] = await axi_read(dut, f"{name}_LO") | await axi_read(dut, f"{name}_HI") << 32
+        for q in ("LOAD", "COMPUTE", "SFU", "STORE"):
+            result[f"executed_{q.lower()}"] = await axi_read(dut, f"EXECUTED_{q}")
+        result["hbm"] = [(await _dump(dut, "hbm", [c], n, first))[0] for c, first, n in run.get("hbm_dump", [])]
+        result["buffers"] = {space: (await _dump(dut, "buf", [int(space)], n))[0]
+                             for space, n in run.get("buffer_words", {}).items()}
+        results.append(result)
+    with open(os.environ["AIRFOIL_RESULTS"], "w") as f:
+        json.dump(results, f)

@@ -36,16 +36,26 @@ def verilator_available() -> bool:
 
 def with_memory_images(text: str, memories: tuple[str, ...]) -> str:
     """The Verilog ``text`` with each memory named in ``memories`` loaded at time 0 by
-    ``$readmemh`` from the file given as the plusarg ``+<name>=<file>`` (none given: left as it
-    is): large images (the model's weights in the HBM model) load in C++, not word by word."""
+    ``$readmemh`` from the file given as the plusarg ``+<name>=<file>`` (none given: zeros), so
+    that large images (the model's weights in the HBM model) load in C++, not word by word.  The
+    memory's zero initialisation, which Amaranth writes word by word right after the declaration,
+    is replaced by a loop before the load (a memory with other initial contents is refused)."""
     for mem in memories:
-        decl = re.search(rf"^(\s*)reg \[\d+:0\] {mem} \[\d+:0\];$", text, re.M)
+        decl = re.search(rf"^(\s*)reg \[\d+:0\] {mem} \[(\d+):0\];\n", text, re.M)
         if decl is None:
             raise ValueError(f"no memory {mem!r} in the generated Verilog")
-        load = (f"{decl.group(1)}initial begin : load_{mem}\n{decl.group(1)}  string image;\n"
-                f"{decl.group(1)}  if ($value$plusargs(\"{mem}=%s\", image)) $readmemh(image, {mem});\n"
-                f"{decl.group(1)}end")
-        text = text[:decl.end()] + "\n" + load + text[decl.end():]
+        pad, depth = decl.group(1), int(decl.group(2)) + 1
+        init = re.compile(rf"{pad}initial begin\n((?:\s*{mem}\[\d+\] = [^;]+;\n)+){pad}end\n")
+        zeros = init.match(text, decl.end())
+        after = decl.end()
+        if zeros is not None:
+            if re.search(r"'h0*[1-9a-fA-F]", zeros.group(1)):
+                raise ValueError(f"memory {mem!r} has initial contents; an image would replace them")
+            after = zeros.end()
+        load = (f"{pad}initial begin : load_{mem}\n{pad}  integer i;\n{pad}  string image;\n"
+                f"{pad}  for (i = 0; i < {depth}; i = i + 1) {mem}[i] = 0;\n"
+                f"{pad}  if ($value$plusargs(\"{mem}=%s\", image)) $readmemh(image, {mem});\n{pad}end\n")
+        text = text[:decl.end()] + load + text[after:]
     return text
 
 

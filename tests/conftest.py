@@ -63,12 +63,3 @@ def compressed_default():
 def pytest_configure(config):
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Tests on the compressed SmolLM2 run on one worker (``make test``: ``--dist loadgroup``):
-    the first compresses it (about 12 minutes here) and the others reuse it, instead of a second
-    worker idling on the cache's lock while the first compresses."""
-    for item in items:
-        if "compressed_default" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("smollm2_compressed"))

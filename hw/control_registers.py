@@ -22,10 +22,20 @@ from airfoil.hw.controller import COUNTER_BITS
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.isa import REG_BITS, ErrorCode, Queue
 
-__all__ = ["Register", "REGISTERS", "ControlRegisters", "registers_markdown", "ADDR_BITS", "OKAY", "SLVERR"]
+__all__ = ["Register", "REGISTERS", "ControlRegisters", "registers_markdown", "ADDR_BITS", "AXI_LITE_PORTS", "OKAY",
+           "SLVERR"]
 
 ADDR_BITS = 8
 OKAY, SLVERR = 0, 2
+
+# The AXI4-Lite slave's ports, as the slave sees them (the top passes them through)
+AXI_LITE_PORTS = {
+    "s_axi_awvalid": In(1), "s_axi_awready": Out(1), "s_axi_awaddr": In(ADDR_BITS),
+    "s_axi_wvalid": In(1), "s_axi_wready": Out(1), "s_axi_wdata": In(32), "s_axi_wstrb": In(4),
+    "s_axi_bvalid": Out(1), "s_axi_bready": In(1), "s_axi_bresp": Out(2),
+    "s_axi_arvalid": In(1), "s_axi_arready": Out(1), "s_axi_araddr": In(ADDR_BITS),
+    "s_axi_rvalid": Out(1), "s_axi_rready": In(1), "s_axi_rdata": Out(32), "s_axi_rresp": Out(2),
+}
 
 
 @dataclass(frozen=True)
@@ -79,11 +89,7 @@ class ControlRegisters(wiring.Component):
     def __init__(self):
         nq = len(Queue)
         super().__init__({
-            "s_axi_awvalid": In(1), "s_axi_awready": Out(1), "s_axi_awaddr": In(ADDR_BITS),
-            "s_axi_wvalid": In(1), "s_axi_wready": Out(1), "s_axi_wdata": In(32), "s_axi_wstrb": In(4),
-            "s_axi_bvalid": Out(1), "s_axi_bready": In(1), "s_axi_bresp": Out(2),
-            "s_axi_arvalid": In(1), "s_axi_arready": Out(1), "s_axi_araddr": In(ADDR_BITS),
-            "s_axi_rvalid": Out(1), "s_axi_rready": In(1), "s_axi_rdata": Out(32), "s_axi_rresp": Out(2),
+            **AXI_LITE_PORTS,
             "start": Out(1), "program_channel": Out(7), "program_base": Out(unsigned(40)),
             "program_words": Out(unsigned(PC_BITS)), "r0": Out(signed(REG_BITS)), "r1": Out(signed(REG_BITS)),
             "eps_q": Out(unsigned(32)), "c_qk": Out(unsigned(16)),

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from airfoil.config import AirfoilConfig
 from airfoil.hw.buffers import BufferBank, buffer_bytes
-from airfoil.hw.control_registers import ADDR_BITS, ControlRegisters
+from airfoil.hw.control_registers import AXI_LITE_PORTS, ControlRegisters
 from airfoil.hw.controller import Controller
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
 from airfoil.hw.instruction_fetch import FETCH_TAG_BITS, InstructionFetch
@@ -51,11 +51,7 @@ class AirfoilTop(wiring.Component):
         self.sizes = buffer_bytes(cfg)
         aw = max((n // BEAT_BYTES - 1).bit_length() for n in self.sizes.values())
         super().__init__({
-            "s_axi_awvalid": In(1), "s_axi_awready": Out(1), "s_axi_awaddr": In(ADDR_BITS),
-            "s_axi_wvalid": In(1), "s_axi_wready": Out(1), "s_axi_wdata": In(32), "s_axi_wstrb": In(4),
-            "s_axi_bvalid": Out(1), "s_axi_bready": In(1), "s_axi_bresp": Out(2),
-            "s_axi_arvalid": In(1), "s_axi_arready": Out(1), "s_axi_araddr": In(ADDR_BITS),
-            "s_axi_rvalid": Out(1), "s_axi_rready": In(1), "s_axi_rdata": Out(32), "s_axi_rresp": Out(2),
+            **AXI_LITE_PORTS,
             "stopped": Out(1),
             "hbm_we": In(1), "hbm_channel": In(range(cfg.hbm_channels)), "hbm_addr": In(32),
             "hbm_wdata": In(8 * BEAT_BYTES), "hbm_rdata": Out(8 * BEAT_BYTES),
@@ -81,10 +77,10 @@ class AirfoilTop(wiring.Component):
                                          sizes[Buffer.KV], self.sfu.rope, max_positions=self.sfu.max_positions)
 
         # ---- control: the AXI4-Lite slave's registers drive the controller and read its status
-        for name in ("awvalid", "awaddr", "wvalid", "wdata", "wstrb", "bready", "arvalid", "araddr", "rready"):
-            m.d.comb += getattr(regs, f"s_axi_{name}").eq(getattr(self, f"s_axi_{name}"))
-        for name in ("awready", "wready", "bvalid", "bresp", "arready", "rvalid", "rdata", "rresp"):
-            m.d.comb += getattr(self, f"s_axi_{name}").eq(getattr(regs, f"s_axi_{name}"))
+        for name, member in AXI_LITE_PORTS.items():
+            inward = member.flow == wiring.In
+            src, dst = (self, regs) if inward else (regs, self)
+            m.d.comb += getattr(dst, name).eq(getattr(src, name))
         m.d.comb += [ctrl.start.eq(regs.start), ctrl.program_words.eq(regs.program_words),
                      ctrl.r0.eq(regs.r0), ctrl.r1.eq(regs.r1),
                      regs.busy.eq(ctrl.busy), regs.done.eq(ctrl.done), regs.error.eq(ctrl.error),

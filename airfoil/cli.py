@@ -297,12 +297,11 @@ def cmd_run(args) -> int:
     from airfoil.compiler.lowering import compile_model
     from airfoil.compiler.tokenizer import load_tokenizer
     from airfoil.host.demo import default_compressed
-    from airfoil.host.runtime import FsimBackend, ReferenceBackend, chat_prompt, generate
+    from airfoil.host.runtime import FsimBackend, ReferenceBackend, RtlBackend, chat_prompt, generate
 
     say = _progress(args.quiet or args.json)
-    if args.backend in ("rtl", "xrt"):
-        raise AirfoilError(f"--backend {args.backend}: the full accelerator's RTL is not built yet "
-                           f"(available: reference, fsim)")
+    if args.backend == "xrt":
+        raise AirfoilError("--backend xrt: the board backend is not built yet (available: reference, fsim, rtl)")
     if args.model != "smollm2" and not args.compressed:
         raise AirfoilError(f"--model {args.model!r}: give --compressed FILE (from `airfoil compress`)")
     if args.tokens < 1:
@@ -315,10 +314,15 @@ def cmd_run(args) -> int:
     max_len = len(prompt) + args.tokens
     stop = {t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int) and t >= 0}
     program = None
-    if args.backend == "fsim":
+    if args.backend in ("fsim", "rtl"):
         say(f"compiling for {cfg.board} (max length {max_len})")
         program = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, max_len, cm)
-        backend = FsimBackend(program, cm)
+        if args.backend == "fsim":
+            backend = FsimBackend(program, cm)
+        else:
+            backend = RtlBackend(program, cm, check=args.check)
+            say(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
+            backend.top.build()
     else:
         backend = ReferenceBackend(cm, args.device)
     checker = ReferenceBackend(cm, args.device) if args.check else None
@@ -333,7 +337,15 @@ def cmd_run(args) -> int:
               "text": tok.decode(gen.tokens, skip_special_tokens=True), "check": gen.check,
               "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked,
               "wall_seconds": round(gen.wall_seconds, 2)}
-    if program is not None:
+    if args.backend == "rtl":
+        runs = backend.runs
+        cycles, seconds = sum(r.cycles for r in runs), sum(r.run_seconds for r in runs)
+        result.update({"prefill_backend": "fsim", "rtl_decode_steps": len(runs),
+                       "cycles_per_token": round(cycles / len(runs)) if runs else None,
+                       "sim_cycles_per_second": round(cycles / seconds) if seconds else None,
+                       "sim_seconds_per_step": round(sum(r.wall_seconds for r in runs) / len(runs), 2) if runs else None,
+                       "projected_tok_s": round(cfg.clock_mhz * 1e6 * len(runs) / cycles, 1) if cycles else None})
+    elif program is not None:
         from airfoil.sim.perf import PerfModel
 
         st = PerfModel(program).run("decode", 1, len(prompt) + len(gen.tokens) - 1)

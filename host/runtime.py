@@ -5,7 +5,12 @@ A backend takes token ids and returns integer logits (FRAC_L); the same host cod
 * ``reference``: the integer reference (``IntegerReference``; CUDA when present, else CPU);
 * ``fsim``: the compiled program in the functional simulator; the host writes each chunk's
   embedding rows into the input region and reads the logits region, as it would on a board;
-* ``rtl`` and ``xrt``: not available yet (the full accelerator's RTL does not exist).
+* ``rtl``: the same program on the Verilator build of the accelerator's top (``sim.rtl_top``),
+  driven through its AXI4-Lite registers and HBM images.  Decode steps run in RTL; the prompt's
+  prefill runs in fsim, because the RTL has no MM (matrix-matrix) unit yet.  With ``check``,
+  every RTL step is also run in fsim from the same state and must leave every byte of HBM (each
+  layer's new K/V rows, the logits) and of the buffers the same;
+* ``xrt``: not available yet.
 
 Prompt formatting (the chat template stored in the GGUF), greedy sampling, stopping at the
 end-of-turn token and the position bookkeeping live here, not in the backends.  ``check`` runs
@@ -22,7 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "generate", "chat_prompt"]
+__all__ = ["BACKENDS", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "RtlBackend", "generate",
+           "chat_prompt", "locate_hbm"]
 
 BACKENDS = ("reference", "fsim", "rtl", "xrt")
 
@@ -92,6 +98,98 @@ class FsimBackend:
         return self.sim.read_logits()
 
 
+def locate_hbm(program, channel: int, offset: int) -> tuple[int, str]:
+    """(layer, region) of HBM byte ``offset`` of ``channel`` in the compiler's placement: a
+    layer's KV cache, a weight matrix, the gains, the inputs, the logits or the program (layer -1
+    where the region belongs to no one layer)."""
+    h = program.hbm
+    if offset < program.spec.n_layers * h["kv_region"]:
+        return offset // h["kv_region"], "kv_cache"
+    for name, w in h["weights"].items():
+        if w["offset"] <= offset < w["offset"] + w["tiles"] * w["chunk"]:
+            layer = int(name.split(".")[1]) if name.startswith("layers.") else -1
+            return layer, name
+    for region in ("gains", "inputs", "logits"):
+        r = h[region]
+        size = r.get("bytes", r.get("chunk", 0))
+        if r.get("channel", channel) == channel and r["offset"] <= offset < r["offset"] + size:
+            return -1, region
+    return -1, "program" if offset >= h["program"]["sections"]["prefill"]["offset"] else "unplaced"
+
+
+class RtlBackend:
+    """Decode steps on the RTL top, the prefill in fsim (see the module's notes).  ``runs``: each
+    RTL step's ``RtlRun`` (cycles, counters, simulation speed); ``mismatch``: the first byte where
+    an RTL step left HBM or a buffer other than fsim (with ``check``)."""
+    name = "rtl"
+
+    def __init__(self, program, compressed, check: bool = True, top=None):
+        from airfoil.sim.rtl_top import RtlTop
+
+        self.fsim = FsimBackend(program, compressed)
+        self.top = top or RtlTop(program)
+        self.check, self.runs, self.mismatch, self.steps = check, [], None, 0
+        self.device = "verilator"
+
+    @property
+    def position(self) -> int:
+        return self.fsim.position
+
+    def step(self, tokens: list[int], trace=None) -> np.ndarray:
+        from airfoil.hw.buffers import DMA_BUFFERS
+        from airfoil.isa import ErrorCode
+        from airfoil.sim.rtl_top import RtlState, buffer_image, buffer_values
+
+        self.steps += 1
+        if self.position == 0:  # the prompt: MM is not in RTL yet
+            return self.fsim.step(tokens, trace)
+        sim, position = self.fsim.sim, self.position
+        sim.write_inputs(self.fsim.host.embedding(torch.tensor(tokens)).numpy())
+        start = RtlState([h.copy() for h in sim.hbm], {b: buffer_image(sim.buf[b], b) for b in DMA_BUFFERS})
+        run = self.top.run("decode", len(tokens), position, start)
+        self.runs.append(run)
+        if run.hung or run.status != ErrorCode.NONE:
+            raise RuntimeError(f"rtl: decode at position {position} stopped with {run.status.name} at pc "
+                               f"{run.error_pc}{' (hung)' if run.hung else ''}")
+        if self.check:
+            self.fsim.step(tokens, trace)
+            if self.mismatch is None:
+                self.mismatch = self._compare(run.state)
+        else:
+            self.fsim.position += len(tokens)
+        # the RTL's memories are the state from here on
+        for c, h in enumerate(sim.hbm):
+            h[:] = run.state.hbm[c][:len(h)]
+        for b in DMA_BUFFERS:
+            sim.buf[b][:] = buffer_values(run.state.buffers[b], b, sim.buf[b].dtype)
+        return sim.read_logits()
+
+    def _compare(self, got) -> Mismatch | None:
+        from airfoil.hw.buffers import DMA_BUFFERS
+        from airfoil.sim.rtl_top import buffer_image
+
+        sim = self.fsim.sim
+        for c, want in enumerate(sim.hbm):
+            g = got.hbm[c]
+            diff = np.flatnonzero(g[:len(want)] != want)
+            if diff.size:
+                layer, region = locate_hbm(self.fsim.sim.prog, c, int(diff[0]))
+                return Mismatch(self.steps - 1, layer, f"rtl vs fsim: {region} (HBM channel {c})", (int(diff[0]),),
+                                int(want[diff[0]]), int(g[diff[0]]))
+            past = np.flatnonzero(g[len(want):])
+            if past.size:
+                return Mismatch(self.steps - 1, -1, f"rtl vs fsim: past the image (HBM channel {c})",
+                                (len(want) + int(past[0]),), 0, int(g[len(want) + past[0]]))
+        for b in DMA_BUFFERS:
+            want = np.frombuffer(buffer_image(sim.buf[b], b), np.uint8)
+            g = np.frombuffer(got.buffers[b], np.uint8)
+            diff = np.flatnonzero(g != want)
+            if diff.size:
+                return Mismatch(self.steps - 1, -1, f"rtl vs fsim: {b.name} buffer", (int(diff[0]),),
+                                int(want[diff[0]]), int(g[diff[0]]))
+        return None
+
+
 def chat_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
     """Token ids of ``text``, wrapped in the model's chat template when it has one."""
     if chat and getattr(tokenizer, "chat_template", None):
@@ -139,7 +237,7 @@ def generate(backend, prompt: list[int], max_tokens: int, stop: set[int] = froze
             got_rows, want_rows = got_trace.merged(), want_trace.merged()
             last = next(k for k in want_rows if k[1] == "logits")  # (n_layers, "logits"), compared last
             got_rows[last], want_rows[last] = logits[None], want[None]
-            bad = _compare(step, want_rows, got_rows)
+            bad = getattr(backend, "mismatch", None) or _compare(step, want_rows, got_rows)
             gen.steps_checked += 1
             if bad:
                 gen.check, gen.mismatch = "failed", bad

@@ -7,12 +7,15 @@ transfer unit moves at most one 64-byte beat per cycle, about one pseudo-channel
 The delay line holds the small requests, not the data: a word is read when its request leaves
 the line, so the model costs a few registers per cycle of latency.  Sim only: it is not meant
 for synthesis.  The host fills and reads the channels through ``host_*`` while the machine is
-idle."""
+idle, or, for a model's tens of megabytes, loads them at time 0 from ``$readmemh`` images and
+gets them back at the end by ``$writememh`` (plusargs ``+channelN=FILE`` and
+``+channelN_dump=FILE``).  Each channel is the handwritten Verilog module ``airfoil_hbm_channel``
+(``sim/hdl/``, added to every Verilator build by ``sim.verilator``): an Amaranth ``Memory`` would
+write its initial contents into the design word by word."""
 from __future__ import annotations
 
-from amaranth import Module, Signal, unsigned
+from amaranth import ClockSignal, Instance, Module, Signal, unsigned
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -43,7 +46,7 @@ class HbmModel(wiring.Component):
         assert latency >= 1
         self.channels, self.words, self.latency, self.tag_bits = channels, words_per_channel, latency, tag_bits
         self.fetch_tag_bits = fetch_tag_bits
-        aw = ceil_log2(words_per_channel)
+        aw = max(1, ceil_log2(words_per_channel))
         fetch = {}
         if fetch_tag_bits:
             fetch = {"f_rd_valid": In(1), "f_rd": In(read_request_layout(fetch_tag_bits)),
@@ -71,27 +74,34 @@ class HbmModel(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        aw = ceil_log2(self.words)
+        aw = max(1, ceil_log2(self.words))
         readers = [(*self._reader(m, "rd", self.rd_valid, self.rd, self.rd_resp_valid, self.rd_resp, self.tag_bits),
                     self.rd_resp)]
         if self.fetch_tag_bits:
             readers.append((*self._reader(m, "f_rd", self.f_rd_valid, self.f_rd, self.f_rd_resp_valid, self.f_rd_resp,
                                           self.fetch_tag_bits), self.f_rd_resp))
+        rd_data = [[Signal(8 * BEAT_BYTES, name=f"channel{c}_rd{i}") for i in range(2)] for c in range(self.channels)]
         for c in range(self.channels):
-            mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=self.words, init=[])
-            m.submodules[f"channel{c}"] = mem
-            for v_in, r_in, out_ch, resp in readers:
-                rp = mem.read_port()
-                m.d.comb += [rp.addr.eq(r_in.addr[:aw]), rp.en.eq(v_in & (r_in.space == c))]
-                with m.If(out_ch == c):
-                    m.d.comb += resp.data.eq(rp.data)
-            wp = mem.write_port(granularity=8)
-            hp = mem.read_port()
+            ports = {"i_clk": ClockSignal(), "p_WORDS": self.words, "p_AW": aw, "p_NAME": f"channel{c}"}
+            for i in range(2):
+                ports[f"o_rd{i}_data"] = rd_data[c][i]
+                if i < len(readers):
+                    v_in, r_in, out_ch, resp = readers[i]
+                    ports[f"i_rd{i}_en"], ports[f"i_rd{i}_addr"] = v_in & (r_in.space == c), r_in.addr[:aw]
+                    with m.If(out_ch == c):
+                        m.d.comb += resp.data.eq(rd_data[c][i])
+                else:
+                    ports[f"i_rd{i}_en"], ports[f"i_rd{i}_addr"] = 0, 0
+            wr_mask, wr_addr, wr_data = Signal(BEAT_BYTES, name=f"channel{c}_wr_mask"), \
+                Signal(aw, name=f"channel{c}_wr_addr"), Signal(8 * BEAT_BYTES, name=f"channel{c}_wr_data")
             with m.If(self.host_we & (self.host_channel == c)):
-                m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
+                m.d.comb += [wr_addr.eq(self.host_addr), wr_data.eq(self.host_wdata), wr_mask.eq(-1)]
             with m.Elif(self.wr_valid & (self.wr.space == c)):
-                m.d.comb += [wp.addr.eq(self.wr.addr[:aw]), wp.data.eq(self.wr.data), wp.en.eq(self.wr.mask)]
-            m.d.comb += hp.addr.eq(self.host_addr)
+                m.d.comb += [wr_addr.eq(self.wr.addr[:aw]), wr_data.eq(self.wr.data), wr_mask.eq(self.wr.mask)]
+            host_data = Signal(8 * BEAT_BYTES, name=f"channel{c}_host_data")
+            ports.update({"i_wr_mask": wr_mask, "i_wr_addr": wr_addr, "i_wr_data": wr_data,
+                          "i_host_addr": self.host_addr, "o_host_data": host_data})
+            m.submodules[f"channel{c}"] = Instance("airfoil_hbm_channel", **ports)
             with m.If(self.host_channel == c):
-                m.d.comb += self.host_rdata.eq(hp.data)
+                m.d.comb += self.host_rdata.eq(host_data)
         return m

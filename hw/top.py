@@ -12,7 +12,8 @@ its HBM as the simulation model.
 
 Host ports on HBM and the buffers fill and read them while the machine is idle (simulation only:
 on a board the host reaches HBM through XRT).  ``stopped`` rises when a program ends (END or an
-error, no unit busy), for benches that wait on an edge.  The model-specific parts are the SFU's:
+error, no unit busy), for benches that wait on an edge.  ``clk`` and ``rst`` are ports of their
+own, the reset registered once (``hw.clocking``).  The model-specific parts are the SFU's:
 ``SfuSettings`` (the widest row, the RoPE table, the context the attention holds)."""
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 
 from airfoil.config import AirfoilConfig
 from airfoil.hw.buffers import BufferBank, buffer_bytes
+from airfoil.hw.clocking import CLOCK_PORTS, registered_inputs, registered_reset_domain
 from airfoil.hw.control_registers import AXI_LITE_PORTS, ControlRegisters
 from airfoil.hw.controller import Controller
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
@@ -51,6 +53,7 @@ class AirfoilTop(wiring.Component):
         self.sizes = buffer_bytes(cfg)
         aw = max((n // BEAT_BYTES - 1).bit_length() for n in self.sizes.values())
         super().__init__({
+            **CLOCK_PORTS,
             **AXI_LITE_PORTS,
             "stopped": Out(1),
             "hbm_we": In(1), "hbm_channel": In(range(cfg.hbm_channels)), "hbm_addr": In(32),
@@ -61,6 +64,7 @@ class AirfoilTop(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        registered_reset_domain(m, self.clk, self.rst)
         cfg, sizes = self.cfg, self.sizes
         chains, groups = cfg.chains_per_core, cfg.dsp_groups_per_chain
         m.submodules.regs = regs = ControlRegisters()
@@ -125,9 +129,11 @@ class AirfoilTop(wiring.Component):
             wiring.connect(m, ctrl.unit[q.value], unit.issue)
             m.d.comb += [ctrl.unit_done[q.value].eq(unit.done), ctrl.unit_fault[q.value].eq(unit.fault)]
 
-        # ---- host ports (simulation)
-        m.d.comb += [hbm.host_we.eq(self.hbm_we), hbm.host_channel.eq(self.hbm_channel), hbm.host_addr.eq(self.hbm_addr),
-                     hbm.host_wdata.eq(self.hbm_wdata), self.hbm_rdata.eq(hbm.host_rdata),
-                     bufs.host_we.eq(self.buf_we), bufs.host_buffer.eq(self.buf_id), bufs.host_addr.eq(self.buf_addr),
-                     bufs.host_wdata.eq(self.buf_wdata), self.buf_rdata.eq(bufs.host_rdata)]
+        # ---- host ports (simulation), registered (hw.clocking: the read data comes two cycles after the address)
+        h = registered_inputs(m, self, ("hbm_we", "hbm_channel", "hbm_addr", "hbm_wdata",
+                                        "buf_we", "buf_id", "buf_addr", "buf_wdata"))
+        m.d.comb += [hbm.host_we.eq(h["hbm_we"]), hbm.host_channel.eq(h["hbm_channel"]), hbm.host_addr.eq(h["hbm_addr"]),
+                     hbm.host_wdata.eq(h["hbm_wdata"]), self.hbm_rdata.eq(hbm.host_rdata),
+                     bufs.host_we.eq(h["buf_we"]), bufs.host_buffer.eq(h["buf_id"]), bufs.host_addr.eq(h["buf_addr"]),
+                     bufs.host_wdata.eq(h["buf_wdata"]), self.buf_rdata.eq(bufs.host_rdata)]
         return m

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "with_memory_images", "memory_image_hex",
-           "BUILD_ROOT"]
+__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "memory_image_hex",
+           "read_memory_dump", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
+# Handwritten simulation models that generated designs instantiate (the HBM model's channels);
+# every build gets them, unused ones cost nothing
+SIM_HDL = tuple(sorted((Path(__file__).resolve().parent / "hdl").glob("*.sv")))
 
 
 def verilator_env() -> dict[str, str]:
@@ -34,31 +37,6 @@ def verilator_available() -> bool:
     return bool(env) and shutil.which("verilator", path=env["PATH"]) is not None
 
 
-def with_memory_images(text: str, memories: tuple[str, ...]) -> str:
-    """The Verilog ``text`` with each memory named in ``memories`` loaded at time 0 by
-    ``$readmemh`` from the file given as the plusarg ``+<name>=<file>`` (none given: zeros), so
-    that large images (the model's weights in the HBM model) load in C++, not word by word.  The
-    memory's zero initialisation, which Amaranth writes word by word right after the declaration,
-    is replaced by a loop before the load (a memory with other initial contents is refused)."""
-    for mem in memories:
-        decl = re.search(rf"^(\s*)reg \[\d+:0\] {mem} \[(\d+):0\];\n", text, re.M)
-        if decl is None:
-            raise ValueError(f"no memory {mem!r} in the generated Verilog")
-        pad, depth = decl.group(1), int(decl.group(2)) + 1
-        init = re.compile(rf"{pad}initial begin\n((?:\s*{mem}\[\d+\] = [^;]+;\n)+){pad}end\n")
-        zeros = init.match(text, decl.end())
-        after = decl.end()
-        if zeros is not None:
-            if re.search(r"'h0*[1-9a-fA-F]", zeros.group(1)):
-                raise ValueError(f"memory {mem!r} has initial contents; an image would replace them")
-            after = zeros.end()
-        load = (f"{pad}initial begin : load_{mem}\n{pad}  integer i;\n{pad}  string image;\n"
-                f"{pad}  for (i = 0; i < {depth}; i = i + 1) {mem}[i] = 0;\n"
-                f"{pad}  if ($value$plusargs(\"{mem}=%s\", image)) $readmemh(image, {mem});\n{pad}end\n")
-        text = text[:decl.end()] + load + text[after:]
-    return text
-
-
 def memory_image_hex(image: bytes, word_bytes: int = 64) -> str:
     """``image`` as ``$readmemh`` text: one little-endian word per line (a partial last word is
     padded with zeros)."""
@@ -68,11 +46,43 @@ def memory_image_hex(image: bytes, word_bytes: int = 64) -> str:
     return "\n".join(h[i:i + step] for i in range(0, len(h), step)) + "\n"
 
 
+def read_memory_dump(path: Path, word_bytes: int = 64) -> bytes:
+    """The bytes of a ``$writememh`` dump (one little-endian word per line; ``//`` address comments
+    skipped), the inverse of ``memory_image_hex``."""
+    lines = [ln for ln in Path(path).read_text().split() if not ln.startswith("//") and not ln.startswith("@")]
+    raw = np.frombuffer(bytes.fromhex("".join(ln.rjust(2 * word_bytes, "0") for ln in lines)), np.uint8)
+    return raw.reshape(-1, word_bytes)[:, ::-1].tobytes()
+
+
+BUILD_ARGS = ("-Wno-fatal", "-O3", "--no-public-flat-rw", "--output-split-cfuncs", "2000")
+
+
+def _port_control_file(text: str, name: str, path: Path) -> Path:
+    """A Verilator control file that makes only the top module's ports visible to cocotb.
+
+    cocotb's runner verilates with ``--public-flat-rw``: every signal may be written through VPI,
+    so Verilator schedules all combinational logic as if driven by an input and re-evaluates it
+    at every input change (twice a clock cycle), several times slower on a large design.  We turn
+    that off (``--no-public-flat-rw``) and open the ports alone.  Without that replication the
+    clocked logic lands in one huge C++ function, which gcc compiles for over ten minutes:
+    ``--output-split-cfuncs`` cuts it up."""
+    header = re.search(rf"^module {re.escape(name)}\(([^)]*)\);", text, re.M)
+    if header is None:
+        raise ValueError(f"no module {name!r} in the generated Verilog")
+    ports = [p.strip() for p in header.group(1).split(",") if p.strip()]
+    lines = ["`verilator_config"] + [f'public_flat_rw -module "{name}" -var "{p}"' for p in ports]
+    text = "\n".join(lines) + "\n"
+    if not path.exists() or path.read_text() != text:  # an unchanged file keeps the build up to date
+        path.write_text(text)
+    return path
+
+
 def build_component(component, name: str, build_dir: Path, extra_args: list[str] | None = None,
-                    memory_images: tuple[str, ...] = ()):
-    """Write the component's Verilog and verilate it; returns the cocotb runner.  ``memory_images``:
-    memories to load from files at time 0 (``with_memory_images``)."""
-    from cocotb_tools.runner import get_runner
+                    source_key: str | None = None):
+    """Write the component's Verilog and verilate it with ``SIM_HDL``; returns the cocotb runner.
+    With ``source_key`` (a digest of everything the design is generated from), a build made under
+    the same key is reused without generating the Verilog again (a large top takes a minute)."""
+    from cocotb_tools.runner import VerilatorControlFile, get_runner
 
     from airfoil.hw.synth import to_verilog
 
@@ -80,15 +90,22 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
 
     os.environ.update(verilator_env())
     build_dir.mkdir(parents=True, exist_ok=True)
-    src = build_dir / f"{name}.v"
-    text = with_memory_images(to_verilog(component, name), memory_images)
+    src, stamp, vlt = build_dir / f"{name}.v", build_dir / f"{name}.key", build_dir / f"{name}.vlt"
     runner = get_runner("verilator")
     # pytest-xdist workers share the build folder: one verilates, the others wait and reuse it
     with FileLock(str(build_dir) + ".lock"):
-        if not src.exists() or src.read_text() != text:
-            src.write_text(text)
-        runner.build(sources=[src], hdl_toplevel=name, build_dir=build_dir, always=False,
-                     build_args=["-Wno-fatal", "-O3", *(extra_args or [])])
+        reuse = (source_key is not None and all(f.exists() for f in (src, vlt, stamp))
+                 and stamp.read_text() == source_key)
+        if not reuse:
+            stamp.unlink(missing_ok=True)
+            text = to_verilog(component, name)
+            if not src.exists() or src.read_text() != text:
+                src.write_text(text)
+            _port_control_file(text, name, vlt)
+        runner.build(sources=[VerilatorControlFile(vlt), src, *SIM_HDL], hdl_toplevel=name, build_dir=build_dir,
+                     always=False, build_args=[*BUILD_ARGS, *(extra_args or [])])
+        if source_key is not None:
+            stamp.write_text(source_key)
     return runner
 
 

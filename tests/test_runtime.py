@@ -44,5 +44,5 @@ def test_a_corrupted_weight_image_fails_the_check_at_the_first_layer_that_differ
 
 
 def test_run_backends_not_built_yet_exit_2(capsys):
-    assert main(["run", "--backend", "rtl", "--prompt", "hi"]) == 2
-    assert "--backend rtl" in capsys.readouterr().err
+    assert main(["run", "--backend", "xrt", "--prompt", "hi"]) == 2
+    assert "--backend xrt" in capsys.readouterr().err

@@ -7,15 +7,9 @@ import json
 import os
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-
-async def start(dut):
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+from airfoil.sim.top_bench import start
 
 
 async def l1_rows(dut, prefix: str, rows: list[dict]) -> list[dict]:

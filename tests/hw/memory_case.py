@@ -13,28 +13,12 @@ from airfoil.compiler.model import model_spec
 from airfoil.config import preset
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
-from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.hw.sfu_unit import RopeTable
 from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, encode
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
+from airfoil.sim.rtl_top import buffer_image, from_hex_words, hex_words
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench
 from tests.hw.transfer_harness import TransferHarness
-
-
-def buffer_image(sim: FunctionalSimulator, b: Buffer) -> bytes:
-    """A buffer's bytes as the RTL holds them (GLOBAL: INT32 little-endian; the others: bytes)."""
-    v = sim.buf[b]
-    if b == Buffer.GLOBAL:
-        return v.astype("<i4").tobytes()
-    return (v & 0xFF).astype(np.uint8).tobytes()
-
-
-def _words(raw: bytes) -> list[str]:
-    return [hex(int.from_bytes(raw[i:i + BEAT_BYTES], "little")) for i in range(0, len(raw), BEAT_BYTES)]
-
-
-def _from_words(words: list[str]) -> bytes:
-    return b"".join(int(w, 16).to_bytes(BEAT_BYTES, "little") for w in words)
 
 
 def _first_difference(a: bytes, b: bytes) -> int:
@@ -60,8 +44,8 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
                          np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8)).astype(sim.buf[b].dtype)
     case = {"max_cycles": 200_000, "settle": 64, "eps_q": getattr(kernels, "eps_q", 0),
             "c_qk": getattr(kernels, "c_qk", 0),
-            "hbm": {str(c): _words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
-            "buffers": {str(b.value): _words(buffer_image(sim, b)) for b in DMA_BUFFERS},
+            "hbm": {str(c): hex_words(bytes(sim.hbm[c])) for c in range(cfg.hbm_channels)},
+            "buffers": {str(b.value): hex_words(buffer_image(sim.buf[b], b)) for b in DMA_BUFFERS},
             "programs": [{"words": [hex(encode(i, cfg.hbm_channels)) for i in p], "r0": r0, "r1": r1}
                          for p, (r0, r1) in zip(programs, regs)]}
     (tmp_path / "case.json").write_text(json.dumps(case))
@@ -90,10 +74,10 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
         if code == ErrorCode.NONE:
             assert r["moved_bytes"] == sum(sim.stats.channel_bytes.values()) - before, f"{where}: bytes moved"
         for c in range(cfg.hbm_channels):
-            got, want = _from_words(r["hbm"][c]), bytes(sim.hbm[c])
+            got, want = from_hex_words(r["hbm"][c]), bytes(sim.hbm[c])
             assert got == want, f"{where}: HBM channel {c} differs first at byte {_first_difference(got, want)}"
         for b in DMA_BUFFERS:
-            got, want = _from_words(r["buffers"][str(b.value)]), buffer_image(sim, b)
+            got, want = from_hex_words(r["buffers"][str(b.value)]), buffer_image(sim.buf[b], b)
             assert got == want, f"{where}: {b.name} differs first at byte {_first_difference(got, want)}"
     return out
 

@@ -9,7 +9,7 @@ import os
 import cocotb
 from cocotb.triggers import FallingEdge
 
-from tests.hw.l1norm_bench import start
+from airfoil.sim.top_bench import start
 
 
 @cocotb.test()

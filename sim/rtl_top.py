@@ -1,0 +1,165 @@
+"""A compiled program's sections on the Verilator build of ``AirfoilTop``, driven as a host drives
+a board: the HBM images load at time 0 (``$readmemh``), the buffers are written through the host
+port, the AXI4-Lite registers set (program channel/base/words from the compiler's placement, R0 =
+tokens, R1 = position, EPS_Q and C_QK from the model), ap_start raised and the end awaited;
+HBM comes back by ``$writememh`` and the buffers through the host port.
+
+One build per configuration (the board's config, the model's SFU settings and the HBM size),
+under ``build/verilator/top-<key>``; later runs reuse it.  Each ``run`` is one simulator
+process, so the state between runs (HBM and buffers) lives on the host, as ``RtlState``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from airfoil import numerics as nx
+from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
+from airfoil.hw.hbm_model import BEAT_BYTES
+from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
+from airfoil.sim.verilator import BUILD_ROOT, build_component, memory_image_hex, read_memory_dump, run_bench
+
+__all__ = ["RtlTop", "RtlState", "RtlRun", "buffer_image", "buffer_values", "positions_for", "hex_words",
+           "from_hex_words"]
+
+TOP = "airfoil_top"
+
+
+def buffer_image(values: np.ndarray, b: Buffer) -> bytes:
+    """A buffer's elements (fsim's ``buf[b]``) as the RTL holds them: GLOBAL INT32 little-endian,
+    the others one byte each."""
+    if b == Buffer.GLOBAL:
+        return np.asarray(values).astype("<i4").tobytes()
+    return (np.asarray(values) & 0xFF).astype(np.uint8).tobytes()
+
+
+def buffer_values(raw: bytes, b: Buffer, dtype) -> np.ndarray:
+    """The inverse of ``buffer_image``, in fsim's element type ``dtype``."""
+    if b == Buffer.GLOBAL:
+        return np.frombuffer(raw, "<i4").astype(dtype)
+    return np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8).astype(dtype)
+
+
+def positions_for(max_len: int) -> int:
+    """The attention's context in the RTL: the program's maximum length, to a multiple of 16."""
+    return -(-max_len // 16) * 16
+
+
+@dataclass
+class RtlState:
+    """What the host keeps between runs: every HBM channel's bytes and every buffer's bytes.  A
+    run's result holds each channel whole (the model's size, a power of two), longer than the
+    compiler's images: bytes past an image must stay zero."""
+    hbm: list[np.ndarray]
+    buffers: dict[Buffer, bytes]
+
+
+@dataclass
+class RtlRun:
+    status: ErrorCode
+    error_pc: int
+    hung: bool
+    ap_done: bool  # CTRL.ap_done seen by the host's poll
+    ap_done_cleared: bool  # and cleared by that read (ap_ctrl_hs)
+    cycles: int
+    busy: dict[str, int]
+    executed: dict[str, int]
+    run_seconds: float  # wall time from ap_start to the end (the simulation proper)
+    wall_seconds: float  # the whole simulator process: images in and out, buffers, the run
+    state: RtlState = field(repr=False)
+
+    @property
+    def cycles_per_second(self) -> float:
+        return self.cycles / self.run_seconds if self.run_seconds > 0 else 0.0
+
+
+class RtlTop:
+    """``AirfoilTop`` for ``program``'s config and model, built on first use."""
+
+    def __init__(self, program, watchdog_cycles: int = 1 << 20, build_root: Path = BUILD_ROOT):
+        from airfoil.hw.sfu_unit import RopeTable
+        from airfoil.hw.top import AirfoilTop, SfuSettings
+
+        self.prog, spec, cfg = program, program.spec, program.cfg
+        self.channel_bytes = 1 << max(6, math.ceil(math.log2(program.hbm["bytes_per_channel"])))
+        widths = [ins.fields["width"] for sec in program.sections.values() for ins in sec if ins.opcode == Opcode.SFU]
+        positions = positions_for(program.hbm["max_len"])
+        sfu = SfuSettings(max(widths), RopeTable(spec.head_dim, spec.rope_theta, positions), positions)
+        self.top = AirfoilTop(cfg, self.channel_bytes, sfu, watchdog_cycles)
+        key = json.dumps([cfg.to_dict(), self.channel_bytes, sfu.max_width, spec.head_dim, spec.rope_theta, positions,
+                          watchdog_cycles], sort_keys=True, default=str)
+        self.build_dir = build_root / f"top-{cfg.board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        self.eps_q, self.c_qk = nx.eps_q(spec.norm_eps), nx.c_qk(spec.head_dim)
+        self.source_key = hashlib.sha256(key.encode() + _design_sources_digest()).hexdigest()
+        self._runner = None
+
+    def build(self):
+        """Verilate the top (once per configuration; an up-to-date build is reused)."""
+        if self._runner is None:
+            self._runner = build_component(self.top, TOP, self.build_dir, source_key=self.source_key)
+        return self._runner
+
+    def run(self, section: str, tokens: int, position: int, state: RtlState, max_cycles: int = 1 << 26,
+            work_dir: Path | None = None) -> RtlRun:
+        """Run ``section`` with R0 = ``tokens``, R1 = ``position`` from ``state``."""
+        t0 = time.time()
+        runner = self.build()
+        prog, cfg = self.prog, self.prog.cfg
+        sizes = buffer_bytes(cfg)
+        sec = prog.hbm["program"]["sections"][section]
+        registers = {"PROGRAM_CHANNEL": prog.hbm["program"]["channel"], "PROGRAM_BASE": sec["offset"],
+                     "PROGRAM_WORDS": sec["words"], "R0": tokens, "R1": position, "EPS_Q": self.eps_q,
+                     "C_QK": self.c_qk}
+        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+            tmp = Path(tmp)
+            plusargs = []
+            for c, image in enumerate(state.hbm):
+                (tmp / f"channel{c}.hex").write_text(memory_image_hex(np.asarray(image, np.uint8).tobytes()))
+                plusargs += [f"+channel{c}={tmp / f'channel{c}.hex'}", f"+channel{c}_dump={tmp / f'channel{c}.out'}"]
+            case = {"max_cycles": max_cycles,
+                    "buffers": {str(b.value): hex_words(state.buffers[b]) for b in DMA_BUFFERS},
+                    "runs": [{"registers": registers,
+                              "buffer_words": {str(b.value): sizes[b] // BEAT_BYTES for b in DMA_BUFFERS}}]}
+            (tmp / "case.json").write_text(json.dumps(case))
+            run_bench(runner, TOP, self.build_dir, "airfoil.sim.top_bench", tmp,
+                      {"AIRFOIL_CASE": str(tmp / "case.json"), "AIRFOIL_RESULTS": str(tmp / "out.json")},
+                      plusargs=plusargs)
+            r = json.loads((tmp / "out.json").read_text())[0]
+            hbm = [np.frombuffer(read_memory_dump(tmp / f"channel{c}.out"), np.uint8).copy()
+                   for c in range(len(state.hbm))]
+        buffers = {Buffer(int(b)): from_hex_words(words) for b, words in r["buffers"].items()}
+        return RtlRun(ErrorCode(r["status"]), r["error_pc"], r["hung"], r["ap_done"], not r["ctrl_after_read"] & 2,
+                      r["cycles"],
+                      {q.name: r[f"busy_{q.name.lower()}"] for q in Queue},
+                      {q.name: r[f"executed_{q.name.lower()}"] for q in Queue},
+                      r["run_seconds"], time.time() - t0, RtlState(hbm, buffers))
+
+
+def _design_sources_digest() -> bytes:
+    """A digest of the files the top's build comes from (the RTL generators, the ISA, config and
+    numerics, the simulation models, the build flags, the Amaranth version)."""
+    import amaranth
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted([*(root / "hw").glob("*.py"), *(root / "sim" / "hdl").glob("*.sv"), root / "sim" / "verilator.py",
+                    *(root / "airfoil" / f for f in ("isa.py", "config.py", "numerics.py"))])
+    h = hashlib.sha256(amaranth.__version__.encode())
+    for f in files:
+        h.update(f.name.encode() + f.read_bytes())
+    return h.digest()
+
+
+def hex_words(raw: bytes) -> list[str]:
+    """64-byte little-endian words as hex (the benches' JSON)."""
+    return [hex(int.from_bytes(raw[i:i + BEAT_BYTES], "little")) for i in range(0, len(raw), BEAT_BYTES)]
+
+
+def from_hex_words(words: list[str]) -> bytes:
+    """The inverse of ``hex_words``."""
+    return b"".join(int(w, 16).to_bytes(BEAT_BYTES, "little") for w in words)

@@ -102,9 +102,10 @@ def locate_hbm(program, channel: int, offset: int) -> tuple[int, str]:
     """(layer, region) of HBM byte ``offset`` of ``channel`` in the compiler's placement: a
     layer's KV cache, a weight matrix, the gains, the inputs, the logits or the program (layer -1
     where the region belongs to no one layer)."""
-    h = program.hbm
-    if offset < program.spec.n_layers * h["kv_region"]:
-        return offset // h["kv_region"], "kv_cache"
+    h, spec = program.hbm, program.spec
+    if offset < spec.n_layers * spec.n_kv_heads * h["kv_region"]:  # one region per (layer, KV head)
+        slot = offset // h["kv_region"]
+        return slot // spec.n_kv_heads, f"kv_cache (KV head {slot % spec.n_kv_heads})"
     for name, w in h["weights"].items():
         if w["offset"] <= offset < w["offset"] + w["tiles"] * w["chunk"]:
             layer = int(name.split(".")[1]) if name.startswith("layers.") else -1

@@ -23,7 +23,8 @@ from airfoil import numerics as nx
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
-from airfoil.sim.verilator import BUILD_ROOT, build_component, memory_image_hex, read_memory_dump, run_bench
+from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, memory_image_hex, read_memory_dump,
+                                   run_bench)
 
 __all__ = ["RtlTop", "RtlState", "RtlRun", "buffer_image", "buffer_values", "positions_for", "hex_words",
            "from_hex_words"]
@@ -127,9 +128,14 @@ class RtlTop:
                     "runs": [{"registers": registers,
                               "buffer_words": {str(b.value): sizes[b] // BEAT_BYTES for b in DMA_BUFFERS}}]}
             (tmp / "case.json").write_text(json.dumps(case))
-            run_bench(runner, TOP, self.build_dir, "airfoil.sim.top_bench", tmp,
-                      {"AIRFOIL_CASE": str(tmp / "case.json"), "AIRFOIL_RESULTS": str(tmp / "out.json")},
-                      plusargs=plusargs)
+            try:
+                run_bench(runner, TOP, self.build_dir, "airfoil.sim.top_bench", tmp,
+                          {"AIRFOIL_CASE": str(tmp / "case.json"), "AIRFOIL_RESULTS": str(tmp / "out.json")},
+                          plusargs=plusargs, log_file=tmp / "sim.log")
+            except (Exception, SystemExit) as e:  # the runner exits through SystemExit when the simulator fails
+                raise RuntimeError(f"the RTL simulation of {section!r} failed:\n{log_tail(tmp / 'sim.log')}") from e
+            if not (tmp / "out.json").exists():
+                raise RuntimeError(f"the RTL simulation of {section!r} wrote no results:\n{log_tail(tmp / 'sim.log')}")
             r = json.loads((tmp / "out.json").read_text())[0]
             hbm = [np.frombuffer(read_memory_dump(tmp / f"channel{c}.out"), np.uint8).copy()
                    for c in range(len(state.hbm))]

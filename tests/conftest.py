@@ -27,24 +27,32 @@ def tokenizer(smollm2):
     return load_tokenizer(smollm2.source)
 
 
+def _cache_path(plan_name: str) -> Path:
+    """The cache file of SmolLM2 compressed with ``plan_name``, keyed by the plan and the code."""
+    from airfoil.compiler.model import smollm2_gguf_path
+    from airfoil.compiler.plans import plan_path
+
+    key = hashlib.sha256(plan_path(plan_name).read_bytes()
+                         + b"".join((ROOT / "compiler" / f).read_bytes()
+                                    for f in ("compress.py", "compressed_model.py", "recovery.py"))
+                         + str(smollm2_gguf_path().stat().st_size).encode()).hexdigest()[:16]
+    return CACHE / f"smollm2-{plan_name}-{key}.afc"
+
+
 def cached_compressed(plan_name: str):
     """Compress SmolLM2 with a shipped plan once; later sessions and other workers reuse the file."""
     from filelock import FileLock
 
     from airfoil.compiler.compress import CompressionPlan
     from airfoil.compiler.compressed_model import CompressedModel, compress_model
-    from airfoil.compiler.model import load_model, smollm2_gguf_path
+    from airfoil.compiler.model import load_model
     from airfoil.compiler.plans import plan_path
     from airfoil.compiler.tokenizer import load_tokenizer
     from airfoil.host.text import calibration_tokens
 
     path = plan_path(plan_name)
-    key = hashlib.sha256(path.read_bytes()
-                         + b"".join((ROOT / "compiler" / f).read_bytes()
-                                    for f in ("compress.py", "compressed_model.py", "recovery.py"))
-                         + str(smollm2_gguf_path().stat().st_size).encode()).hexdigest()[:16]
+    out = _cache_path(plan_name)
     CACHE.mkdir(parents=True, exist_ok=True)
-    out = CACHE / f"smollm2-{plan_name}-{key}.afc"
     with FileLock(str(out) + ".lock"):
         if not out.exists():
             torch.manual_seed(0)
@@ -63,3 +71,17 @@ def compressed_default():
 def pytest_configure(config):
     torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
 
+
+def pytest_collection_modifyitems(config, items):
+    """The modules that need the compressed SmolLM2 run last.  `make test` compresses it in the
+    background while the other tests run (``python -m tests.conftest``); without that, the worker
+    that reached those modules first compressed while the other waited on the cache's lock.
+    Every xdist worker reorders its collection the same way, as xdist requires."""
+    needs = {it.module.__name__ for it in items if "compressed_default" in getattr(it, "fixturenames", ())}
+    items[:] = ([it for it in items if it.module.__name__ not in needs]
+                + [it for it in items if it.module.__name__ in needs])
+
+
+if __name__ == "__main__":  # make test: compress in the background, one thread beside the two workers
+    torch.set_num_threads(1)
+    cached_compressed("default")

@@ -46,3 +46,50 @@ def test_a_corrupted_weight_image_fails_the_check_at_the_first_layer_that_differ
 def test_run_backends_not_built_yet_exit_2(capsys):
     assert main(["run", "--backend", "xrt", "--prompt", "hi"]) == 2
     assert "--backend xrt" in capsys.readouterr().err
+
+
+class _ReplayTop:
+    """Stands in for ``RtlTop``: runs the section in a fresh fsim from the given state and flips
+    one byte of the result at ``corrupt`` (channel, offset), to check the rtl backend's own
+    RTL-vs-fsim comparison without a Verilator build (tests/hw/test_smollm2_rtl.py runs the RTL)."""
+
+    def __init__(self, prog, cm, corrupt=None):
+        self.prog, self.cm, self.corrupt, self.build_dir = prog, cm, corrupt, None
+
+    def run(self, section, tokens, position, state):
+        from airfoil.host.integer_reference import IntegerReference
+        from airfoil.hw.buffers import DMA_BUFFERS
+        from airfoil.isa import ErrorCode
+        from airfoil.sim.fsim import FunctionalSimulator
+        from airfoil.sim.rtl_top import RtlRun, RtlState, buffer_image, buffer_values
+
+        sim = FunctionalSimulator(self.prog, IntegerReference(self.cm, "cpu"))
+        for c, h in enumerate(state.hbm):
+            sim.hbm[c][:] = h
+        for b in DMA_BUFFERS:
+            sim.buf[b][:] = buffer_values(state.buffers[b], b, sim.buf[b].dtype)
+        sim.run(section, tokens, position)
+        out = RtlState([h.copy() for h in sim.hbm], {b: buffer_image(sim.buf[b], b) for b in DMA_BUFFERS})
+        if self.corrupt:
+            c, off = self.corrupt
+            out.hbm[c][off] ^= 0x10
+        return RtlRun(ErrorCode.NONE, 0, False, True, True, 1000, {}, {}, 1.0, 1.0, out)
+
+
+def test_the_rtl_backend_checks_each_rtl_step_against_fsim_and_names_the_region(tiny):
+    from airfoil.host.runtime import RtlBackend, locate_hbm
+
+    cm, program = tiny
+    prog = program()
+    got = generate(RtlBackend(prog, cm, top=_ReplayTop(prog, cm)), PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
+    want = generate(ReferenceBackend(cm, "cpu"), PROMPT, 3)
+    assert got.check == "passed" and got.tokens == want.tokens and got.steps_checked == 3
+
+    spec, kv = prog.spec, prog.hbm["kv_region"]
+    off = (1 * spec.n_kv_heads + 1) * kv + 5  # layer 1, KV head 1
+    assert locate_hbm(prog, 0, off) == (1, "kv_cache (KV head 1)")
+    backend = RtlBackend(prog, cm, top=_ReplayTop(prog, cm, corrupt=(0, off)))
+    got = generate(backend, PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
+    m = got.mismatch
+    assert got.check == "failed" and (m.step, m.layer, m.index) == (1, 1, (off,))
+    assert m.op == "rtl vs fsim: kv_cache (KV head 1) (HBM channel 0)" and m.expected ^ m.got == 0x10

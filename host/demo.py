@@ -2,7 +2,8 @@
 
 Compress with the default plan (cached in the output folder); measure the float reference
 against transformers and the compressed model against its integer reference; answer a question
-in the functional simulator, checked layer by layer; project LLaMA2-7B on the two boards."""
+in the functional simulator, checked layer by layer; run one decode token of it on the RTL top in
+Verilator, checked byte for byte against fsim; project LLaMA2-7B on the two boards."""
 from __future__ import annotations
 
 import json
@@ -36,6 +37,30 @@ def default_compressed(out_dir: Path, progress: Callable[[str], None] = print) -
 
 
 DEMO_PROMPT = "What is the capital of France?"
+
+
+def _rtl_token(prog, cm, prompt: list[int], progress: Callable[[str], None]) -> dict:
+    """The prompt's prefill in fsim, then one full decode token on the Verilator top, compared
+    with fsim byte for byte (HBM and buffers) and with the integer reference layer by layer."""
+    from airfoil.host.runtime import ReferenceBackend, RtlBackend, generate
+
+    backend = RtlBackend(prog, cm, check=True)
+    t0 = time.time()
+    progress(f"building the Verilator top for the sim preset in {backend.top.build_dir} (once; reused)")
+    backend.top.build()
+    build_s = time.time() - t0
+    progress("one decode token of SmolLM2 on the RTL top (prefill in fsim: no MM in RTL yet), checked "
+             "byte for byte against fsim and layer by layer against the integer reference")
+    gen = generate(backend, prompt, 2, checker=ReferenceBackend(cm))
+    run = backend.runs[0] if backend.runs else None
+    out = {"check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None,
+           "tokens": gen.tokens, "build_seconds": round(build_s, 1)}
+    if run is not None:
+        out.update({"cycles_per_token": run.cycles, "sim_cycles_per_second": round(run.cycles_per_second),
+                    "sim_seconds": round(run.wall_seconds, 1), "busy_cycles": run.busy})
+        progress(f"RTL decode token: {run.cycles:,} cycles, {run.cycles_per_second:,.0f} simulated cycles/s, "
+                 f"check {gen.check}")
+    return out
 
 
 def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print, answer_tokens: int = 16) -> int:
@@ -75,6 +100,9 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
                         "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked}
     progress(f"answer (fsim, check {gen.check}): {answer!r}")
     ok = ok and gen.check == "passed"
+
+    result["rtl"] = _rtl_token(prog, cm, prompt, progress)
+    ok = ok and result["rtl"]["check"] == "passed"
 
     from airfoil.compiler.compress import CompressionPlan
     from airfoil.compiler.model import model_spec

@@ -48,8 +48,9 @@ def buffer_values(raw: bytes, b: Buffer, dtype) -> np.ndarray:
 
 
 def positions_for(max_len: int) -> int:
-    """The attention's context in the RTL: the program's maximum length, to a multiple of 16."""
-    return -(-max_len // 16) * 16
+    """The attention's context in the RTL: the program's maximum length to a power of two (at
+    least 16), so that programs of similar lengths share one build."""
+    return max(16, 1 << (max_len - 1).bit_length())
 
 
 @dataclass

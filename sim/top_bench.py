@@ -16,7 +16,7 @@ from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
 
 from airfoil.hw.control_registers import REGISTERS
 
-__all__ = ["CLOCK_NS", "start", "stopped_or_timeout", "dump_words", "axi_write", "axi_read", "write_registers"]
+__all__ = ["CLOCK_NS", "start", "stopped_or_timeout", "fill_words", "dump_words", "axi_write", "axi_read", "write_registers"]
 
 OFFSET = {r.name: r.offset for r in REGISTERS}
 
@@ -40,6 +40,19 @@ async def stopped_or_timeout(dut, max_cycles: int) -> None:
     counting cycles would wake Python at every clock edge."""
     if not int(dut.stopped.value):
         await First(RisingEdge(dut.stopped), Timer(CLOCK_NS * max_cycles, unit="ns"))
+
+
+async def fill_words(dut, case: dict) -> None:
+    """Write ``case["hbm"]`` and ``case["buffers"]`` (space -> words as hex, from word 0) through
+    the host write ports, one word per cycle."""
+    for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
+        for space, words in case.get(key, {}).items():
+            getattr(dut, f"{prefix}_{sel}").value = int(space)
+            for a, w in enumerate(words):
+                getattr(dut, f"{prefix}_addr").value, getattr(dut, f"{prefix}_wdata").value = a, int(w, 16)
+                getattr(dut, f"{prefix}_we").value = 1
+                await FallingEdge(dut.clk)
+            getattr(dut, f"{prefix}_we").value = 0
 
 
 async def dump_words(dut, prefix: str, spaces: list[int], words: int, first: int = 0) -> list[list[str]]:
@@ -117,14 +130,7 @@ async def top_runs(dut):
         getattr(dut, f"s_axi_{name}").value = 0
     dut.hbm_we.value = dut.buf_we.value = 0
     await start(dut)
-    for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
-        for space, words in case.get(key, {}).items():
-            getattr(dut, f"{prefix}_{sel}").value = int(space)
-            for a, w in enumerate(words):
-                getattr(dut, f"{prefix}_addr").value, getattr(dut, f"{prefix}_wdata").value = a, int(w, 16)
-                getattr(dut, f"{prefix}_we").value = 1
-                await FallingEdge(dut.clk)
-            getattr(dut, f"{prefix}_we").value = 0
+    await fill_words(dut, case)
     results = []
     for run in case["runs"]:
         await write_registers(dut, run["registers"])

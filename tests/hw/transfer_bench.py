@@ -10,7 +10,7 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge
 
-from airfoil.sim.top_bench import dump_words, start, stopped_or_timeout
+from airfoil.sim.top_bench import dump_words, fill_words, start, stopped_or_timeout
 
 
 @cocotb.test()
@@ -19,14 +19,7 @@ async def transfer_programs(dut):
         case = json.load(f)
     await start(dut)
     dut.eps_q.value, dut.c_qk.value = case.get("eps_q", 0), case.get("c_qk", 0)
-    for prefix, key, sel in (("hbm", "hbm", "channel"), ("buf", "buffers", "id")):
-        for space, words in case.get(key, {}).items():
-            getattr(dut, f"{prefix}_{sel}").value = int(space)
-            for a, w in enumerate(words):
-                getattr(dut, f"{prefix}_addr").value, getattr(dut, f"{prefix}_wdata").value = a, int(w, 16)
-                getattr(dut, f"{prefix}_we").value = 1
-                await FallingEdge(dut.clk)
-            getattr(dut, f"{prefix}_we").value = 0
+    await fill_words(dut, case)
     results = []
     for prog in case["programs"]:
         for i, w in enumerate(prog["words"]):

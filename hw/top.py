@@ -35,7 +35,7 @@ from airfoil.hw.sfu_unit import RopeTable, SfuUnit
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import Buffer, ErrorCode, Queue
 
-__all__ = ["AirfoilTop", "SfuSettings"]
+__all__ = ["AirfoilTop", "SfuSettings", "connect_host_ports"]
 
 
 @dataclass(frozen=True)
@@ -129,11 +129,16 @@ class AirfoilTop(wiring.Component):
             wiring.connect(m, ctrl.unit[q.value], unit.issue)
             m.d.comb += [ctrl.unit_done[q.value].eq(unit.done), ctrl.unit_fault[q.value].eq(unit.fault)]
 
-        # ---- host ports (simulation), registered (hw.clocking: the read data comes two cycles after the address)
-        h = registered_inputs(m, self, ("hbm_we", "hbm_channel", "hbm_addr", "hbm_wdata",
-                                        "buf_we", "buf_id", "buf_addr", "buf_wdata"))
-        m.d.comb += [hbm.host_we.eq(h["hbm_we"]), hbm.host_channel.eq(h["hbm_channel"]), hbm.host_addr.eq(h["hbm_addr"]),
-                     hbm.host_wdata.eq(h["hbm_wdata"]), self.hbm_rdata.eq(hbm.host_rdata),
-                     bufs.host_we.eq(h["buf_we"]), bufs.host_buffer.eq(h["buf_id"]), bufs.host_addr.eq(h["buf_addr"]),
-                     bufs.host_wdata.eq(h["buf_wdata"]), self.buf_rdata.eq(bufs.host_rdata)]
+        connect_host_ports(m, self, hbm, bufs)
         return m
+
+
+def connect_host_ports(m: Module, top, hbm: HbmModel, bufs: BufferBank) -> None:
+    """The simulation's host ports of ``top`` (``hbm_*``, ``buf_*``) onto the HBM model and the
+    buffers, registered (``hw.clocking``: read data comes two cycles after the address)."""
+    h = registered_inputs(m, top, ("hbm_we", "hbm_channel", "hbm_addr", "hbm_wdata",
+                                   "buf_we", "buf_id", "buf_addr", "buf_wdata"))
+    m.d.comb += [hbm.host_we.eq(h["hbm_we"]), hbm.host_channel.eq(h["hbm_channel"]), hbm.host_addr.eq(h["hbm_addr"]),
+                 hbm.host_wdata.eq(h["hbm_wdata"]), top.hbm_rdata.eq(hbm.host_rdata),
+                 bufs.host_we.eq(h["buf_we"]), bufs.host_buffer.eq(h["buf_id"]), bufs.host_addr.eq(h["buf_addr"]),
+                 bufs.host_wdata.eq(h["buf_wdata"]), top.buf_rdata.eq(bufs.host_rdata)]

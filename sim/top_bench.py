@@ -73,6 +73,17 @@ async def dump_words(dut, prefix: str, spaces: list[int], words: int, first: int
     return out
 
 
+async def _response(dut, channel: str, field: str) -> int:
+    """Wait for ``s_axi_<channel>valid``, take ``s_axi_<field>``, complete the handshake with
+    ``<channel>ready`` (already high) and drop it."""
+    while not int(getattr(dut, f"s_axi_{channel}valid").value):
+        await FallingEdge(dut.clk)
+    value = int(getattr(dut, f"s_axi_{field}").value)
+    await FallingEdge(dut.clk)
+    getattr(dut, f"s_axi_{channel}ready").value = 0
+    return value
+
+
 async def axi_write(dut, name: str, value: int) -> int:
     dut.s_axi_awaddr.value, dut.s_axi_awvalid.value = OFFSET[name], 1
     dut.s_axi_wdata.value, dut.s_axi_wstrb.value, dut.s_axi_wvalid.value = value & 0xFFFFFFFF, 0xF, 1
@@ -87,12 +98,7 @@ async def axi_write(dut, name: str, value: int) -> int:
             dut.s_axi_awvalid.value = 0
         if w:
             dut.s_axi_wvalid.value = 0
-    while not int(dut.s_axi_bvalid.value):
-        await FallingEdge(dut.clk)
-    resp = int(dut.s_axi_bresp.value)
-    await FallingEdge(dut.clk)
-    dut.s_axi_bready.value = 0
-    return resp
+    return await _response(dut, "b", "bresp")
 
 
 async def axi_read(dut, name: str) -> int:
@@ -103,12 +109,7 @@ async def axi_read(dut, name: str) -> int:
             break
     await FallingEdge(dut.clk)
     dut.s_axi_arvalid.value = 0
-    while not int(dut.s_axi_rvalid.value):
-        await FallingEdge(dut.clk)
-    value = int(dut.s_axi_rdata.value)
-    await FallingEdge(dut.clk)
-    dut.s_axi_rready.value = 0
-    return value
+    return await _response(dut, "r", "rdata")
 
 
 async def write_registers(dut, registers: dict[str, int]) -> None:

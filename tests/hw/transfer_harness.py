@@ -13,12 +13,13 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from airfoil.hw.buffers import BufferBank
+from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
-from airfoil.hw.clocking import CLOCK_PORTS, registered_inputs, registered_reset_domain
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
 from airfoil.hw.mv_unit import MvUnit
 from airfoil.hw.sfu_unit import SfuUnit
+from airfoil.hw.top import connect_host_ports
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
 from tests.hw.controller_harness import LatencyUnit
@@ -81,12 +82,7 @@ class TransferHarness(wiring.Component):
                      bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src),
                      st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
                      hbm.wr_valid.eq(st.dst_valid), hbm.wr.eq(st.dst)]
-        h = registered_inputs(m, self, ("hbm_we", "hbm_channel", "hbm_addr", "hbm_wdata",
-                                        "buf_we", "buf_id", "buf_addr", "buf_wdata"))
-        m.d.comb += [hbm.host_we.eq(h["hbm_we"]), hbm.host_channel.eq(h["hbm_channel"]), hbm.host_addr.eq(h["hbm_addr"]),
-                     hbm.host_wdata.eq(h["hbm_wdata"]), self.hbm_rdata.eq(hbm.host_rdata),
-                     bufs.host_we.eq(h["buf_we"]), bufs.host_buffer.eq(h["buf_id"]), bufs.host_addr.eq(h["buf_addr"]),
-                     bufs.host_wdata.eq(h["buf_wdata"]), self.buf_rdata.eq(bufs.host_rdata)]
+        connect_host_ports(m, self, hbm, bufs)  # registered, as AirfoilTop's
         units = {Queue.LOAD: ld, Queue.STORE: st}
         if self.mv:
             sizes = self.buffer_sizes

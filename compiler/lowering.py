@@ -213,6 +213,13 @@ def _block(n: int) -> int:
     return -(-n // SPARSE_M) * SPARSE_M
 
 
+def operand_row(k: int) -> int:
+    """ACT bytes between the tokens' rows of an MM operand: k codes and the row's exponent,
+    padded to whole 16-byte blocks so that every token's row starts on a block (the MPE reads
+    operand rows in aligned blocks)."""
+    return _block(k + 1)
+
+
 def allocate_buffers(g: Graph, cfg: AirfoilConfig) -> Graph:
     """On-chip regions for a chunk of tokens; the chunk is the largest power of two (<= 64) that
     fits (a chunk of 1 is decode: all of a layer's activations on chip)."""
@@ -243,13 +250,13 @@ def allocate_buffers(g: Graph, cfg: AirfoilConfig) -> Graph:
         top = max(G["o"] + tc * nh * hd, G["up"] + tc * ff)
         # activation regions start on 16-byte blocks: the MPE reads an operand row in blocks of 16
         A = {"x": 0}
-        atop = _block(tc * (d + 1))
+        atop = tc * operand_row(d)
         A["q"], atop = atop, _block(atop + tc * nh * (hd + 1))
         A["k"], atop = atop, _block(atop + tc * nkv * (hd + 1))
         A["v"], atop = atop, _block(atop + tc * nkv * (hd + 1))
-        A["o"], atop = atop, atop + tc * (nh * hd + 1)
+        A["o"], atop = atop, atop + tc * operand_row(nh * hd)
         A["a"] = A["q"]  # the FFN's quantised activation reuses the attention rows
-        atop = max(atop, A["a"] + tc * (ff + 1))
+        atop = max(atop, A["a"] + tc * operand_row(ff))
         return G, top, A, atop
 
     chunk = 0
@@ -424,7 +431,7 @@ class LengthAdaptiveLowering:
             norm_index = 2 * layer + (1 if kind == "ffn_norm" else 0) if layer < spec.n_layers else 2 * spec.n_layers
             dst = A["x"]
             func = SfuFunc.RMSNORM if op.kind == "rmsnorm" else SfuFunc.LAYERNORM
-            return [_sfu(func, src0=Affine(G["h"]), stride0=d, dst=Affine(dst), stride_d=d + 1, width=d, rows=rows,
+            return [_sfu(func, src0=Affine(G["h"]), stride0=d, dst=Affine(dst), stride_d=operand_row(d), width=d, rows=rows,
                          param=G["gains"] + norm_index * d)]
         if op.kind == "rope":
             return [_sfu(SfuFunc.ROPE, src0=Affine(G["q"]), stride0=nh * hd, dst=Affine(G["q"]), stride_d=nh * hd,
@@ -438,9 +445,9 @@ class LengthAdaptiveLowering:
                          dst=Affine(G["h"]), stride_d=d, width=d, rows=rows)]
         if op.kind == "silu_mul":
             return [_sfu(SfuFunc.SILU_MUL, src0=Affine(G["gate"]), stride0=ff, src1=Affine(G["up"]), stride1=ff,
-                         dst=Affine(A["a"]), stride_d=ff + 1, width=ff, rows=rows, frac=2 * nx.FRAC_A)]
+                         dst=Affine(A["a"]), stride_d=operand_row(ff), width=ff, rows=rows, frac=2 * nx.FRAC_A)]
         if op.kind == "relu":
-            return [_sfu(SfuFunc.RELU, src0=Affine(G["up"]), stride0=ff, dst=Affine(A["a"]), stride_d=ff + 1,
+            return [_sfu(SfuFunc.RELU, src0=Affine(G["up"]), stride0=ff, dst=Affine(A["a"]), stride_d=operand_row(ff),
                          width=ff, rows=rows, frac=nx.FRAC_A)]
         raise LoweringError(f"{op.name}: no lowering for op kind {op.kind!r}")
 
@@ -460,7 +467,7 @@ class LengthAdaptiveLowering:
         frac = {"attn_o": nx.FRAC_H, "ffn_down": nx.FRAC_H, "lm_head": nx.FRAC_L}.get(kind, nx.FRAC_A)
         last_token = kind == "lm_head"
         tokens = Affine(1) if decode or last_token else Affine(0, R_TJ, 1)
-        act = Affine(A[src], R_LAST_ROW, k + 1) if last_token and not decode else Affine(A[src])
+        act = Affine(A[src], R_LAST_ROW, operand_row(k)) if last_token and not decode else Affine(A[src])
         out_stride = o if not last_token else 0
         rows_t, n_tiles = w["rows"], w["tiles"]
         opcode = Opcode.MV if decode or last_token else Opcode.MM
@@ -474,7 +481,7 @@ class LengthAdaptiveLowering:
             wait = {L_} | ({S_} if first and first_wait else set())
             release = {last_release} if last and last_release is not None else set()
             mm = Instruction(opcode, {
-                "pattern": SparsePattern.of(r.n), "width": WeightWidth.of(r.bits), "act": act, "act_stride": k + 1,
+                "pattern": SparsePattern.of(r.n), "width": WeightWidth.of(r.bits), "act": act, "act_stride": operand_row(k),
                 "weight": Affine(t_half * half), "out": out_aff, "out_stride": out_stride, "rows": n_rows, "k": k,
                 "tokens": tokens, "accumulate": 0, "requantise": 1, "out_frac": frac,
                 "scale_exp": g.scale_exp.get(op.name, 0), "group_size": g.group_size}, wait, release)
@@ -544,7 +551,7 @@ class LengthAdaptiveLowering:
                                 pos=Affine(0, R_POS0, 1), wait=(L_,) if r == 0 else (),
                                 release=(L_,) if frees else ()))
         out.append(_sfu(SfuFunc.REQUANT, src0=Affine(G["o"]), stride0=nh * hd, dst=Affine(A["o"]),
-                        stride_d=nh * hd + 1, width=nh * hd, rows=rows, frac=nx.FRAC_A))
+                        stride_d=operand_row(nh * hd), width=nh * hd, rows=rows, frac=nx.FRAC_A))
         return out
 
 

@@ -1,18 +1,25 @@
-"""The compute queue's unit for MV: turns an issued MV into the linear engine's settings, runs
-the engine on the shared buffers and writes the INT32 results into the global buffer.  The
-golden model is fsim's ``_gemm`` for one token.
+"""The compute queue's unit for MV and MM: turns an issued MV/MM into the linear engine's
+settings, runs the engine on the shared buffers and writes the INT32 results into the global
+buffer.  The golden model is fsim's ``_gemm``.
 
-    issued MV --> tile geometry per chain (the compiler's tile_sections, in RTL), the token's
-                  exponent e = ACT[act + k], shift = scale_exp - e - out_frac
-              --> LinearEngine (decoders on WEIGHT read ports, activation blocks from ACT)
-              --> rows r*C .. r*C + C-1 of each output beat into GLOBAL[out + row]
+    issued MV/MM --> tile geometry per chain (the compiler's tile_sections, in RTL)
+    token t      --> its exponent e = ACT[act_t + k], shift = scale_exp - e - out_frac
+                 --> LinearEngine (decoders on WEIGHT read ports, activation blocks from ACT)
+                 --> rows r*C .. r*C + C-1 of each output beat into GLOBAL[out_t + row]
+    act_t = act + t * act_stride,  out_t = out + t * out_stride,  t = 0 .. tokens - 1
+
+MM runs its tokens one after another, each a full pass over the tile (the decoders decode the
+tile again for every token), so MM of T tokens costs T MVs.  The two-token pass of
+``hw/mpe_schedule.py`` (the DSP's two lanes on two tokens) is still to come.
 
 What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
-MM (more than one token), ``accumulate``, raw sums (``requantise`` 0), quant groups that are not
-a power of two or hold fewer kept weights than a beat (kg < D: the adder-tree tap of
-docs/accelerator.md), ``out`` not a multiple of the chain count, shifts outside the
-requantiser's [-16, 127].  A tile, activation row or result outside its buffer stops it with
-ADDRESS.
+``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold
+fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), ``out`` not
+a multiple of the chain count, MM strides that would break those alignments (``act_stride`` not
+a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts outside the
+requantiser's [-16, 127] (checked per token: the tokens before it have been written).  A tile,
+an activation row or a result row outside its buffer stops it with ADDRESS before anything is
+written; MM of no tokens checks only the tile, as fsim does.
 """
 from __future__ import annotations
 
@@ -96,6 +103,11 @@ class MvUnit(wiring.Component):
         total = section["code"] + section["pos"] + section["scale"] + section["zero"]
         m.d.comb += tile_bytes.eq((total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT))
 
+        # ---- the token in flight: its activation row and its results' first element
+        token = Signal(signed(EVAL_BITS))
+        act_t, out_t = Signal(signed(EVAL_BITS)), Signal(signed(EVAL_BITS))
+        last_act, last_out = Signal(signed(EVAL_BITS + 26)), Signal(signed(EVAL_BITS + 26))  # the last token's
+
         # ---- the engine's settings
         e = Signal(signed(8))
         shift = Signal(signed(10))
@@ -115,18 +127,18 @@ class MvUnit(wiring.Component):
         exp_read = Signal()
         exp_lane = Signal(6)
         for g in range(G):
-            block = (ins.act >> 4) + eng.a_rd_addr[g]  # act is a multiple of 16 (checked)
+            block = (act_t >> 4) + eng.a_rd_addr[g]  # act_t is a multiple of 16 (checked)
             m.d.comb += [self.a_rd_en[g].eq(eng.a_rd_en[g]), self.a_rd_addr[g].eq(block >> 2)]
             m.d.sync += lane[g].eq(block[:2])
             m.d.comb += eng.a_rd_data[g].eq(self.a_rd_data[g].word_select(lane[g], 8 * SPARSE_M))
-        exp_addr = ins.act + k
+        exp_addr = act_t + k
         with m.If(exp_read):
             m.d.comb += [self.a_rd_en[0].eq(1), self.a_rd_addr[0].eq(exp_addr >> 6)]
 
         # ---- results into GLOBAL: output beat r holds rows r*C .. r*C + C - 1
         out_beats = Signal(_W)
         written = Signal(_W)
-        elem = ins.out + written * C
+        elem = out_t + written * C
         byte = Signal(_W + 2)
         m.d.comb += byte.eq(elem << 2)
         lane_off = byte[:6]
@@ -136,11 +148,14 @@ class MvUnit(wiring.Component):
                      self.g_wr.mask.eq(mask << lane_off)]
 
         out_limit = self.global_bytes // 4
-        unsupported = ((opcode != Opcode.MV.value) | ins.accumulate | ~ins.requantise | ~g_pow2
-                       | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
-                       | (ins.out[:exact_log2(C)] != 0) | (ins.act[:4] != 0))
-        bad_address = ((ins.act < 0) | (ins.act + k + 1 > self.act_bytes) | (ins.out < 0) | (ins.out + rows > out_limit)
-                       | (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes))
+        several = ins.tokens > 1
+        unsupported = (((opcode != Opcode.MV.value) & (opcode != Opcode.MM.value)) | ins.accumulate | ~ins.requantise
+                       | ~g_pow2 | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
+                       | (ins.out[:exact_log2(C)] != 0) | (ins.act[:4] != 0)
+                       | (several & ((ins.act_stride[:4] != 0) | (ins.out_stride[:exact_log2(C)] != 0))))
+        bad_tile = (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes)
+        bad_rows = (ins.act < 0) | (last_act + k + 1 > self.act_bytes) | (ins.out < 0) | (last_out + rows > out_limit)
+        bad_address = bad_tile | ((ins.tokens > 0) & bad_rows)
 
         m.d.sync += [self.done.eq(0), eng.start.eq(0)]
         with m.FSM(name="mv"):
@@ -153,7 +168,9 @@ class MvUnit(wiring.Component):
             with m.State("SECTIONS"):
                 for s in per_row:
                     m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
-                m.d.sync += out_beats.eq((rows + C - 1) >> exact_log2(C))
+                m.d.sync += [out_beats.eq((rows + C - 1) >> exact_log2(C)), token.eq(0), act_t.eq(ins.act),
+                             out_t.eq(ins.out), last_act.eq(ins.act + (ins.tokens - 1) * ins.act_stride),
+                             last_out.eq(ins.out + (ins.tokens - 1) * ins.out_stride)]
                 m.next = "CHECK"
             with m.State("CHECK"):  # fsim's order: the tile, then the activation row, then the results
                 with m.If(bad_address):
@@ -162,10 +179,15 @@ class MvUnit(wiring.Component):
                 with m.Elif(unsupported):
                     m.d.sync += self.fault.eq(ErrorCode.UNSUPPORTED)
                     m.next = "IDLE"
+                with m.Elif(ins.tokens <= 0):  # MM of no tokens: nothing to read or write
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += exp_read.eq(1)
-                    m.d.sync += exp_lane.eq(exp_addr[:6])
-                    m.next = "EXPONENT"
+                    m.next = "TOKEN"
+            with m.State("TOKEN"):  # the token's exponent, at the end of its activation row
+                m.d.comb += exp_read.eq(1)
+                m.d.sync += exp_lane.eq(exp_addr[:6])
+                m.next = "EXPONENT"
             with m.State("EXPONENT"):
                 m.d.sync += e.eq(self.a_rd_data[0].word_select(exp_lane, 8))
                 m.next = "SHIFT"
@@ -181,6 +203,11 @@ class MvUnit(wiring.Component):
                     m.d.comb += self.g_wr_valid.eq(1)
                     m.d.sync += written.eq(written + 1)
                     with m.If(written + 1 == out_beats):
-                        m.d.sync += self.done.eq(1)
-                        m.next = "IDLE"
+                        with m.If(token + 1 == ins.tokens):
+                            m.d.sync += self.done.eq(1)
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.d.sync += [token.eq(token + 1), act_t.eq(act_t + ins.act_stride),
+                                         out_t.eq(out_t + ins.out_stride), written.eq(0)]
+                            m.next = "TOKEN"
         return m

@@ -282,6 +282,8 @@ class FunctionalSimulator:
         w8, s, seen = self._decoded[key]
         if seen != raw:
             raise FsimError("weight-decoder cache collision")
+        if T <= 0:  # a pass of no tokens (a length register of 0): the tile is checked, nothing moves
+            return
         ws = w8.astype(np.int64) * np.repeat(s.astype(np.int64), gs, axis=1)
         act = self._rows(Buffer.ACT, f["act"], f["act_stride"], T, k + 1)
         q, e = act[:, :k], act[:, k]

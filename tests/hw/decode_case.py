@@ -1,8 +1,9 @@
-"""A compiled model just before a decode token, for the RTL's decode tests: a tiny random LLaMA
-with SmolLM2's head size (``TINY64_SPEC``: 2 layers, mixed 2/3/4/8-bit weights, 8:16 layers)
-compressed and compiled for the datapath's buffers; fsim has run the prefill of a 5-token prompt
-and the host has written the next token's embedding row.  ``want`` is the integer reference's
-logits for that token."""
+"""A compiled model just before a prefill or a decode token, for the RTL's section tests: a tiny
+random LLaMA with SmolLM2's head size (``TINY64_SPEC``: 2 layers, mixed 2/3/4/8-bit weights,
+8:16 layers) compressed and compiled for the datapath's buffers.  Prefill case: the host has
+written the 5-token prompt's embedding rows.  Decode case: fsim has run that prefill and the host
+has written the next token's embedding row.  ``want`` is the integer reference's logits for the
+section's last token."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class DecodeCase:
     want: np.ndarray
 
 
-def tiny64_decode_case() -> DecodeCase:
+def tiny64_prefill_case() -> DecodeCase:
     plan = CompressionPlan.from_dict(PLAN, "t64")
     cm = compress_model(tiny_llama(3, TINY64_SPEC), plan)
     assert MAX_LEN <= DATAPATH_POSITIONS
@@ -42,6 +43,13 @@ def tiny64_decode_case() -> DecodeCase:
     ref = IntegerReference(cm, "cpu")
     fs = FunctionalSimulator(prog, ref)
     fs.write_inputs(ref.embedding(torch.tensor(PROMPT)).numpy())
+    want = ref.forward(torch.tensor(PROMPT), IntKVCache())[-1].numpy()
+    return DecodeCase(prog, ref, fs, 0, want)
+
+
+def tiny64_decode_case() -> DecodeCase:
+    case = tiny64_prefill_case()
+    prog, ref, fs = case.prog, case.ref, case.fsim
     fs.run("prefill", len(PROMPT), 0)
     cache = IntKVCache()
     nxt = int(np.argmax(ref.forward(torch.tensor(PROMPT), cache)[-1].numpy()))

@@ -1,8 +1,8 @@
 """The MV unit behind the controller, in Verilator, against fsim: programs that load weight
 tiles (every width, N and group the unit takes, both halves of the double buffer) and
-activation rows from HBM, run MV and store the INT32 results back leave HBM and every buffer
-exactly as fsim leaves them; an MV the unit cannot run yet stops with UNSUPPORTED, one outside
-its buffers with ADDRESS."""
+activation rows from HBM, run MV (and MM over several tokens' rows) and store the INT32 results
+back leave HBM and every buffer exactly as fsim leaves them; an MV the unit cannot run yet stops
+with UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
@@ -25,12 +25,24 @@ FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 1
            (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
 
 
-def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, **kw):
+def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0, out_stride=0, **kw):
     rows, k, bits, n, gs = fmt
-    return Instruction(Opcode.MV, {"pattern": SparsePattern.of(n), "width": WeightWidth.of(bits), "act": Affine(act),
-                                   "act_stride": 0, "weight": Affine(weight), "out": Affine(out), "out_stride": 0,
-                                   "rows": rows, "k": k, "tokens": Affine(1), "accumulate": 0, "requantise": 1,
-                                   "out_frac": out_frac, "scale_exp": scale_exp, "group_size": gs}, **kw)
+    op = Opcode.MV if tokens == 1 else Opcode.MM
+    return Instruction(op, {"pattern": SparsePattern.of(n), "width": WeightWidth.of(bits), "act": Affine(act),
+                            "act_stride": act_stride, "weight": Affine(weight), "out": Affine(out),
+                            "out_stride": out_stride, "rows": rows, "k": k, "tokens": Affine(tokens), "accumulate": 0,
+                            "requantise": 1, "out_frac": out_frac, "scale_exp": scale_exp, "group_size": gs}, **kw)
+
+
+def _rows_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, rows: int, buf_stride: int, channel: int,
+                   **kw) -> Instruction:
+    """``rows`` rows of ``n`` bytes, packed in HBM, ``buf_stride`` elements apart in the buffer."""
+    return Instruction(op, row_transfer(op, buffer, hbm, buf, n, channel).fields
+                       | {"rows": Affine(rows), "hbm_stride": n, "buf_stride": buf_stride}, **kw)
+
+
+# MM: (format index, tokens, activation row stride in ACT, result row stride in GLOBAL)
+MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (7, 2, 1552, 4)]
 
 
 def _case(rng):
@@ -40,31 +52,35 @@ def _case(rng):
     cursor = [0] * CFG.hbm_channels
     results = CHANNEL_BYTES - 4096
     programs = []
-    for i, fmt in enumerate(FORMATS):
+    for i, fmt in enumerate(FORMATS + [(FORMATS[f], t, sa, so) for f, t, sa, so in MM_CASES]):
+        fmt, tokens, act_stride, out_stride = fmt if isinstance(fmt[0], tuple) else (fmt, 1, 0, 0)
         rows, k, bits, n, gs = fmt
         tile = random_packed_tile(rng, rows, k, bits, n, gs)
         assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
         ch = i % CFG.hbm_channels
         t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))
         a_addr = t_addr + len(tile) + int(rng.integers(0, 64))  # any alignment in HBM
-        cursor[ch] = -(-(a_addr + k + 1) // 64) * 64
+        cursor[ch] = -(-(a_addr + tokens * (k + 1)) // 64) * 64
         assert cursor[ch] <= results
         hbm[ch][t_addr:t_addr + len(tile)] = tile
-        q = rng.integers(-128, 128, k).astype(np.int8)
-        e = int(rng.integers(-6, 7))
-        hbm[ch][a_addr:a_addr + k + 1] = q.tobytes() + np.int8(e).tobytes()
+        for t in range(tokens):  # each token's codes and exponent
+            q = rng.integers(-128, 128, k).astype(np.int8)
+            e = int(rng.integers(-6, 7))
+            hbm[ch][a_addr + t * (k + 1):a_addr + (t + 1) * (k + 1)] = q.tobytes() + np.int8(e).tobytes()
         half = (i % 2) * HALF
         w_off = 64 * int(rng.integers(0, (HALF - len(tile)) // 64 + 1))
-        act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - k - 1) // 16))
-        out = 4 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - rows) // 4))
-        st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows) // 4))
+        act_span = (tokens - 1) * act_stride + k + 1
+        out_span = (tokens - 1) * out_stride + rows
+        act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - act_span) // 16))
+        out = 4 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - out_span) // 4))
+        st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows * tokens) // 4))
         programs.append([
             row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
-            row_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, ch, release={Queue.COMPUTE}),
-            _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), wait={Queue.LOAD},
-                release={Queue.STORE}),
-            row_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels,
-                         wait={Queue.COMPUTE}),
+            _rows_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, tokens, act_stride, ch, release={Queue.COMPUTE}),
+            _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), tokens=tokens,
+                act_stride=act_stride, out_stride=out_stride, wait={Queue.LOAD}, release={Queue.STORE}),
+            _rows_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, tokens, out_stride,
+                           (ch + 1) % CFG.hbm_channels, wait={Queue.COMPUTE}),
             Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})])
     return hbm, programs
 
@@ -72,6 +88,14 @@ def _case(rng):
 def test_mv_programs_leave_fsims_memory(tmp_path):
     rng = np.random.default_rng(41)
     hbm, programs = _case(rng)
+    # an MM whose last token's results fall off the global buffer: nothing is written (fsim's order)
+    mm = programs[len(FORMATS)]
+    past_end = SIZES[Buffer.GLOBAL] // 4 - mm[2].fields["rows"] - mm[2].fields["out_stride"]
+    programs.append(mm[:2] + [Instruction(Opcode.MM, mm[2].fields | {"out": Affine(past_end // 4 * 4)}, mm[2].wait,
+                                          mm[2].release)] + mm[3:])
+    # an MM of no tokens (a length register of 0): only the tile is checked
+    programs.append(mm[:2] + [Instruction(Opcode.MM, mm[2].fields | {"tokens": Affine(0)}, mm[2].wait,
+                                          mm[2].release)] + mm[3:])
     # an MV whose results fall off the global buffer, and (last: fsim runs it, so the memories part
     # ways) one the unit cannot run yet
     too_far = Instruction(Opcode.MV, programs[0][2].fields | {"out": Affine(SIZES[Buffer.GLOBAL] // 4 - 4)},
@@ -81,8 +105,11 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
                            programs[0][2].release)
     programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
     out = run_datapath_programs(tmp_path, hbm, programs, rng)
-    for i, r in enumerate(out[:len(FORMATS)]):
-        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"{FORMATS[i]}: {ErrorCode(r['error']).name}"
+    n_ok = len(FORMATS) + len(MM_CASES)
+    for i, r in enumerate(out[:n_ok]):
+        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
+    assert ErrorCode(out[n_ok]["error"]) == ErrorCode.ADDRESS and out[n_ok]["error_pc"] == 2
+    assert ErrorCode(out[n_ok + 1]["error"]) == ErrorCode.NONE and out[n_ok + 1]["done"]
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2
     assert ErrorCode(out[-1]["error"]) == ErrorCode.UNSUPPORTED and out[-1]["error_pc"] == 2
     assert out[-1]["fsim_code"] == ErrorCode.NONE  # fsim runs raw sums

@@ -292,6 +292,36 @@ def cmd_perf(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from airfoil.compiler.compressed_model import CompressedModel
+    from airfoil.host import calibration as cal
+    from airfoil.host.demo import default_compressed
+
+    say = _progress(args.quiet or args.json)
+    out = Path(args.output)
+    if out.suffix != ".json":
+        raise AirfoilError(f"-o {out}: expected a .json file")
+    cm = CompressedModel.load(default_compressed(Path(args.out), say))
+    if args.compare_only:
+        if not out.exists():
+            raise AirfoilError(f"--compare-only: {out} does not exist (run `airfoil calibrate` without it first)")
+        measured = json.loads(out.read_text())["measured"]
+    else:
+        measured = cal.measure_rtl(cm, say)
+    prog = cal.calibration_program(cm, measured["prompt_tokens"])
+    report = cal.compare(prog, measured)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cal.write(out, measured, report)
+    bad = cal.within(report)
+    summary = {"output": str(out), "tolerance": cal.TOLERANCE, "calibrated": not bad, "outside": bad,
+               "sections": {s["section"]: {"rtl_cycles": s["rtl_cycles"], "model_cycles": s["model_cycles"],
+                                           "ratio": s["ratio"],
+                                           "ops": {k: e["ratio"] for k, e in s["ops"].items()}}
+                            for s in report["sections"]}}
+    _emit(summary, args.json)
+    return 0 if not bad else 1
+
+
 def cmd_run(args) -> int:
     from airfoil.compiler.compressed_model import CompressedModel
     from airfoil.compiler.lowering import compile_model
@@ -320,7 +350,7 @@ def cmd_run(args) -> int:
         if args.backend == "fsim":
             backend = FsimBackend(program, cm)
         else:
-            backend = RtlBackend(program, cm, check=args.check)
+            backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill)
             say(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
             backend.top.build()
     else:
@@ -338,11 +368,15 @@ def cmd_run(args) -> int:
               "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked,
               "wall_seconds": round(gen.wall_seconds, 2)}
     if args.backend == "rtl":
-        runs = backend.runs
-        cycles, seconds = sum(r.cycles for r in runs), sum(r.run_seconds for r in runs)
-        result.update({"prefill_backend": "fsim", "rtl_decode_steps": len(runs),
+        all_runs = list(zip(backend.run_sections, backend.runs))
+        runs = [r for s, r in all_runs if s == "decode"]
+        prefill = [r for s, r in all_runs if s == "prefill"]
+        cycles = sum(r.cycles for r in runs)
+        every_cycle, every_second = sum(r.cycles for _, r in all_runs), sum(r.run_seconds for _, r in all_runs)
+        result.update({"prefill_backend": args.prefill, "rtl_decode_steps": len(runs),
+                       "prefill_cycles": prefill[0].cycles if prefill else None,
                        "cycles_per_token": round(cycles / len(runs)) if runs else None,
-                       "sim_cycles_per_second": round(cycles / seconds) if seconds else None,
+                       "sim_cycles_per_second": round(every_cycle / every_second) if every_second else None,
                        "sim_seconds_per_step": round(sum(r.wall_seconds for r in runs) / len(runs), 2) if runs else None,
                        "projected_tok_s": round(cfg.clock_mhz * 1e6 * len(runs) / cycles, 1) if cycles else None})
     elif program is not None:
@@ -431,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_perf)
 
-    c = sub.add_parser("run", help="generate text on a backend (reference, fsim), optionally checked against the reference")
+    c = sub.add_parser("run", help="generate text on a backend (reference, fsim, rtl), optionally checked against the reference")
     c.add_argument("--model", default="smollm2")
     c.add_argument("--compressed", help="a compressed-model file (default: the embedded SmolLM2, default plan, cached)")
     c.add_argument("--out", default="out", help="cache folder for the default compressed model")
@@ -441,10 +475,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prompt", required=True)
     c.add_argument("--tokens", type=int, default=16, help="most tokens to generate (stops at end of turn)")
     c.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the model's chat template")
+    c.add_argument("--prefill", default="rtl", choices=["rtl", "fsim"],
+                   help="rtl backend: where the prompt runs (default rtl; SmolLM2 takes ~7.3M RTL cycles per prompt token)")
     c.add_argument("--check", action="store_true", help="compare every layer of every step with the reference")
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("calibrate", help="measure SmolLM2's prefill and a decode token on the RTL (instruction "
+                                         "trace) and compare the cycle model with it, op by op")
+    c.add_argument("-o", "--output", default="reports/calibration.json", help="where the figures go (.json)")
+    c.add_argument("--out", default="out", help="cache folder for the default compressed model")
+    c.add_argument("--compare-only", action="store_true",
+                   help="keep the RTL measurement in the output file; compare the current model with it")
+    c.add_argument("--json", action="store_true")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_calibrate)
 
     c = sub.add_parser("report", help="write the performance report (Markdown, JSON, PNG plots)")
     c.add_argument("-o", "--output", default="reports", help="output folder (default reports)")

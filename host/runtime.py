@@ -119,17 +119,22 @@ def locate_hbm(program, channel: int, offset: int) -> tuple[int, str]:
 
 
 class RtlBackend:
-    """Decode steps on the RTL top, the prefill in fsim (see the module's notes).  ``runs``: each
-    RTL step's ``RtlRun`` (cycles, counters, simulation speed); ``mismatch``: the first byte where
-    an RTL step left HBM or a buffer other than fsim (with ``check``)."""
+    """Every step on the RTL top: the prefill section for the prompt, the decode section for each
+    token after it (``prefill="fsim"`` runs the prompt in fsim instead: SmolLM2 takes about 7.3M
+    cycles per prompt token in RTL).  ``runs``: each RTL step's ``RtlRun`` (cycles, counters,
+    simulation speed) and ``run_sections`` its section; ``mismatch``: the first byte where an RTL
+    step left HBM or a buffer other than fsim (with ``check``)."""
     name = "rtl"
 
-    def __init__(self, program, compressed, check: bool = True, top=None):
+    def __init__(self, program, compressed, check: bool = True, top=None, prefill: str = "rtl", trace: bool = False):
         from airfoil.sim.rtl_top import RtlTop
 
+        if prefill not in ("rtl", "fsim"):
+            raise ValueError(f"prefill {prefill!r}: expected 'rtl' or 'fsim'")
         self.fsim = FsimBackend(program, compressed)
         self.top = top or RtlTop(program)
-        self.check, self.runs, self.mismatch, self.steps = check, [], None, 0
+        self.check, self.runs, self.run_sections, self.mismatch, self.steps = check, [], [], None, 0
+        self.prefill, self.trace = prefill, trace  # trace: each run's per-instruction cycles (RtlRun.trace)
         self.device = "verilator"
 
     @property
@@ -142,15 +147,17 @@ class RtlBackend:
         from airfoil.sim.rtl_top import RtlState, buffer_image, buffer_values
 
         self.steps += 1
-        if self.position == 0:  # the prompt: MM is not in RTL yet
+        section = "prefill" if self.position == 0 else "decode"
+        if section == "prefill" and self.prefill == "fsim":
             return self.fsim.step(tokens, trace)
         sim, position = self.fsim.sim, self.position
         sim.write_inputs(self.fsim.host.embedding(torch.tensor(tokens)).numpy())
         start = RtlState([h.copy() for h in sim.hbm], {b: buffer_image(sim.buf[b], b) for b in DMA_BUFFERS})
-        run = self.top.run("decode", len(tokens), position, start)
+        run = self.top.run(section, len(tokens), position, start, max_cycles=(1 << 26) * len(tokens), trace=self.trace)
         self.runs.append(run)
+        self.run_sections.append(section)
         if run.hung or run.status != ErrorCode.NONE:
-            raise RuntimeError(f"rtl: decode at position {position} stopped with {run.status.name} at pc "
+            raise RuntimeError(f"rtl: {section} at position {position} stopped with {run.status.name} at pc "
                                f"{run.error_pc}{' (hung)' if run.hung else ''}")
         if self.check:
             self.fsim.step(tokens, trace)

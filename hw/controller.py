@@ -26,7 +26,9 @@ that code and the pc of that instruction (``error_pc``; for WATCHDOG it is the d
 stopped program's units must have finished by then).
 
 Counters (cleared at ``start``): ``cycles`` from start to done or error, ``busy_cycles[q]``
-(a unit holds an instruction), ``executed[q]`` (instructions finished per queue).
+(a unit holds an instruction), ``executed[q]`` (instructions finished per queue).  For the
+instruction trace (``sim/hdl/airfoil_trace.sv``): ``unit_start[q]`` pulses when queue q's unit
+takes an instruction (``unit_start_pc[q]`` its pc), ``unit_finish[q]`` when it finishes one.
 """
 from __future__ import annotations
 
@@ -62,6 +64,9 @@ class Controller(wiring.Component):
             "cycles": Out(unsigned(COUNTER_BITS)),
             "busy_cycles": Out(data.ArrayLayout(unsigned(COUNTER_BITS), NQ)),
             "executed": Out(data.ArrayLayout(unsigned(32), NQ)),
+            # per queue: its unit takes an instruction (and its pc), its unit finishes one (the trace)
+            "unit_start": Out(unsigned(NQ)), "unit_start_pc": Out(data.ArrayLayout(unsigned(PC_BITS), NQ)),
+            "unit_finish": Out(unsigned(NQ)),
         })
 
     def elaborate(self, platform):
@@ -87,6 +92,7 @@ class Controller(wiring.Component):
         starts = Signal(NQ)
         dones = Signal(NQ)
         m.d.comb += dones.eq(self.unit_done & running)
+        m.d.comb += [self.unit_start.eq(starts), self.unit_finish.eq(dones)]
 
         ld = ISSUED_LAYOUTS[Opcode.LD]
         mm = ISSUED_LAYOUTS[Opcode.MM]
@@ -111,6 +117,7 @@ class Controller(wiring.Component):
                          unit.payload.eq(head),
                          starts[q.value].eq(unit.valid & unit.ready),
                          f.r_en.eq(starts[q.value])]
+            m.d.comb += self.unit_start_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])
             with m.If(starts[q.value]):
                 m.d.sync += [running[q.value].eq(1), current[q.value].eq(head),
                              current_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])]

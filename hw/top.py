@@ -9,6 +9,7 @@ its HBM as the simulation model.
                   |-- SFU:     SfuUnit (RMSNorm, SwiGLU, REQUANT, RELU, ADD, RoPE, attention)
                   `-- STORE:   TransferEngine (buffers -> HBM)
               BufferBank (ACT, GLOBAL, WEIGHT, KV), HbmModel (pseudo-channels, the config's latency)
+              the instruction trace (sim/hdl/airfoil_trace.sv: +trace=FILE)
 
 Host ports on HBM and the buffers fill and read them while the machine is idle (simulation only:
 on a board the host reaches HBM through XRT).  ``stopped`` rises when a program ends (END or an
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth import Module, unsigned
+from amaranth import ClockSignal, Instance, Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -28,6 +29,7 @@ from airfoil.hw.buffers import BufferBank, buffer_bytes
 from airfoil.hw.clocking import CLOCK_PORTS, registered_inputs, registered_reset_domain
 from airfoil.hw.control_registers import AXI_LITE_PORTS, ControlRegisters
 from airfoil.hw.controller import Controller
+from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
 from airfoil.hw.instruction_fetch import FETCH_TAG_BITS, InstructionFetch
 from airfoil.hw.mv_unit import MvUnit
@@ -128,6 +130,11 @@ class AirfoilTop(wiring.Component):
         for q, unit in units.items():
             wiring.connect(m, ctrl.unit[q.value], unit.issue)
             m.d.comb += [ctrl.unit_done[q.value].eq(unit.done), ctrl.unit_fault[q.value].eq(unit.fault)]
+
+        # ---- the instruction trace (+trace=FILE): per queue, each instruction's start and end cycle
+        m.submodules.trace = Instance("airfoil_trace", p_NQ=len(Queue), p_PC_BITS=PC_BITS,
+                                      i_clk=ClockSignal(), i_start=ctrl.start, i_starts=ctrl.unit_start,
+                                      i_dones=ctrl.unit_finish, i_pcs=ctrl.unit_start_pc.as_value())
 
         connect_host_ports(m, self, hbm, bufs)
         return m

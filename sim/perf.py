@@ -33,6 +33,8 @@ import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from airfoil.config import SPARSE_M, AirfoilConfig
 from airfoil.errors import AirfoilError
 from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc
@@ -113,10 +115,100 @@ class OpTiming:
         return math.ceil(SFU_PASSES[fn] * elements / (c.sfu_lanes * c.cores)) + SFU_LATENCY
 
 
+# ------------------------------------------------------------------ the RTL as built
+# How the accelerator's RTL (hw/, the ``AirfoilTop`` of sim/rtl_top.py) spends its cycles, read
+# from its state machines; the constants marked "measured" come from Verilator runs (the
+# instruction trace of sim/hdl/airfoil_trace.sv, ``python -m airfoil.sim.calibrate``).
+RTL_TRANSFER_SETUP = 2  # TransferEngine: IDLE (take) and SETUP
+RTL_DIVIDE = 49  # its SequentialDivider (48 quotient bits) when phase >= channels
+RTL_ROW = 2  # ROW (check) and NEXT_ROW (the spill's free cycle) around each row's beats
+RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until the last answer lands
+RTL_ST_DRAIN = 3  # measured: the buffer's read latency
+RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
+RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each token's exponent and shift
+# LinearEngine, measured (tests/hw/test_linear_engine_verilator.py's shapes and SmolLM2's):
+# pipeline fill and drain, and the decoders' bit windows refilling at each row step (a chain's
+# next row is C rows on, so every section's window misses): cycles = beats + FILL + steps x
+# (STEP + PER_WORD x the words a row spans + PER_SECTION x its non-empty sections)
+RTL_ENGINE_FILL, RTL_ENGINE_STEP, RTL_ENGINE_PER_WORD, RTL_ENGINE_PER_SECTION = 16.76, -4.32, 0.354, 1.844
+# SfuUnit: START, CHECK (4 address slots), the FIFO and the last write (measured); no rows: 2.
+# Per row, cycles per element (RMSNorm: in, squares, normalise; the block quantiser's row
+# memory: in, out; RoPE: a pair per two cycles) and a constant (measured: RMSNorm's divider
+# and square root, the sigmoid table's read); RMSNorm's last row adds its output pass, which
+# the next row hides otherwise (measured).
+RTL_SFU_SETUP = 10
+RTL_SFU_PER_ELEMENT = {SfuFunc.RMSNORM: 3, SfuFunc.SILU_MUL: 2, SfuFunc.REQUANT: 2, SfuFunc.RELU: 2,
+                       SfuFunc.ADD: 1, SfuFunc.ROPE: 1}
+RTL_SFU_PER_ROW = {SfuFunc.RMSNORM: 170, SfuFunc.SILU_MUL: 4, SfuFunc.REQUANT: 3, SfuFunc.RELU: 3,
+                   SfuFunc.ADD: 0, SfuFunc.ROPE: 0}
+RTL_RMSNORM_LAST_ROW = 2  # plus the row's width
+# AttentionUnit: per query row of L positions (nc = width / 16 chunks) Q.K (nc + 2) L, P.V nc L,
+# the softmax's 2 L, then the width and a constant (measured 56; the unit's own estimate is 45)
+RTL_ATTENTION_SETUP, RTL_ATTENTION_PER_ROW = 3, 56
+
+
+@dataclass
+class RtlTiming:
+    """Cycle costs of single instructions on the RTL as built (``AirfoilTop``: one core of the
+    config): each queue has its own unit (the LD and ST transfer engines, one beat a cycle each;
+    the MV unit; the SFU with its attention unit), which holds one instruction from start to done.  What the RTL does not have yet and
+    ``OpTiming`` assumes: one DMA per pseudo-channel, MV's two rows per chain beat (dense), MM's
+    two-token pass, attention's products on the MPE."""
+
+    cfg: AirfoilConfig
+
+    def transfer(self, op: Opcode, f: dict) -> int:
+        from airfoil.isa import BUFFER_ELEMENT_BYTES
+
+        beat = self.cfg.axi_bytes_per_cycle
+        cyc = RTL_TRANSFER_SETUP + (RTL_LD_DRAIN if op == Opcode.LD else RTL_ST_DRAIN)
+        rows, n = f["rows"], f["row_bytes"]
+        if rows <= 0:
+            return cyc
+        if f["phase"] >= f["channels"]:
+            cyc += RTL_DIVIDE
+        i = np.arange(rows)
+        if op == Opcode.LD:  # the source beats: HBM bytes of each row, or the buffer's
+            src = f["hbm"] + ((f["phase"] + i) // f["channels"]) * f["hbm_stride"]
+        else:
+            src = (f["buf"] + i * f["buf_stride"]) * BUFFER_ELEMENT_BYTES[f["buffer"]]
+        beats = (src + n - 1) // beat - src // beat + 1
+        return cyc + int(beats.sum()) + RTL_ROW * rows
+
+    def engine(self, rows: int, k: int, bits: int, n: int, group_size: int) -> float:
+        """The LinearEngine's cycles for one token over a tile, from start to its last result."""
+        from airfoil.compiler.weight_image import tile_sections
+
+        c = self.cfg
+        chains, D = c.chains_per_core, c.dsp_per_chain  # AirfoilTop builds one core of the config
+        steps = math.ceil(rows / chains)
+        beats = steps * math.ceil(k * n // SPARSE_M / D)
+        per_row = [b * 8 / max(rows, 1) for b in tile_sections(rows, k, bits, n, group_size)]
+        words = sum(per_row) / c.axi_data_bits
+        sections = sum(1 for b in per_row if b)
+        return beats + RTL_ENGINE_FILL + steps * (RTL_ENGINE_STEP + RTL_ENGINE_PER_WORD * words
+                                                  + RTL_ENGINE_PER_SECTION * sections)
+
+    def gemm(self, f: dict) -> int:
+        engine = self.engine(f["rows"], f["k"], f["width"].bits, f["pattern"].n, f["group_size"])
+        return RTL_MV_SETUP + round(max(f["tokens"], 0) * (RTL_MV_TOKEN + engine))
+
+    def sfu(self, f: dict) -> int:
+        fn, rows, width = f["func"], f["rows"], f["width"]
+        if rows <= 0:
+            return 2  # START finds nothing to do
+        if fn == SfuFunc.ATTENTION:
+            nc = width // 16
+            per_row = sum((2 * nc + 4) * (f["pos"] + t + 1) + width + RTL_ATTENTION_PER_ROW for t in range(rows))
+            return RTL_ATTENTION_SETUP + per_row
+        last = width + RTL_RMSNORM_LAST_ROW if fn == SfuFunc.RMSNORM else 0
+        return RTL_SFU_SETUP + rows * (RTL_SFU_PER_ELEMENT[fn] * width + RTL_SFU_PER_ROW[fn]) + last
+
+
 @dataclass
 class SectionTiming:
     cycles: int = 0
-    busy: Counter = field(default_factory=Counter)  # unit -> busy cycles ("MPE", "SFU", "HBM<c>")
+    busy: Counter = field(default_factory=Counter)  # unit -> busy cycles ("MPE", "SFU", "HBM<c>"; RtlTiming: the queues)
     op_cycles: Counter = field(default_factory=Counter)  # opcode / SFU function -> cycles
     op_counts: Counter = field(default_factory=Counter)
     hbm_bytes: int = 0
@@ -129,10 +221,17 @@ class SectionTiming:
 
 
 class PerfModel:
-    def __init__(self, program):
+    """``timing``: ``"target"`` (``OpTiming``: the machine the projections describe) or ``"rtl"``
+    (``RtlTiming``: the RTL as built, what the calibration compares with Verilator)."""
+
+    def __init__(self, program, timing: str = "target"):
+        if timing not in ("target", "rtl"):
+            raise PerfError(f"timing {timing!r}: expected 'target' or 'rtl'")
         self.prog, self.cfg = program, program.cfg
         self.t = OpTiming(program.cfg)
+        self.rtl = RtlTiming(program.cfg) if timing == "rtl" else None
         self.half = program.cfg.weight_half_bytes
+        self.log: list | None = None  # set to a list to record (pc, queue, op key, start, end) per instruction
 
     def run(self, section: str, tokens: int, position: int) -> SectionTiming:
         regs = [0] * 16
@@ -197,11 +296,44 @@ class PerfModel:
             pending[q].clear()
         return end
 
+    def _account(self, op: Opcode, f: dict, st: SectionTiming) -> str:
+        """Counts the instruction's bytes and MACs; its key in ``op_cycles``."""
+        st.op_counts[op.name] += 1
+        if op in (Opcode.LD, Opcode.ST):
+            nbytes = max(f["rows"], 0) * f["row_bytes"]
+            st.hbm_bytes += nbytes
+            if f["buffer"] == Buffer.WEIGHT:
+                st.weight_bytes += nbytes
+            elif f["buffer"] == Buffer.KV:
+                st.kv_bytes += nbytes
+            return op.name
+        if op in (Opcode.MM, Opcode.MV):
+            st.macs += max(f["tokens"], 0) * f["rows"] * f["k"] * f["pattern"].n // SPARSE_M
+            return op.name
+        if op == Opcode.SFU:
+            if f["func"] == SfuFunc.ATTENTION:
+                st.macs += 2 * f["rows"] * (f["pos"] + f["rows"]) * f["width"]
+            return f"SFU.{f['func'].name}"
+        raise PerfError(f"no timing for {op.name}")
+
     def _execute(self, ins, f: dict, t0: float, unit_free: Counter, st: SectionTiming) -> tuple[float, float]:
         """Schedules one instruction from ``t0``: (when its queue may issue the next, when it is done).
         A transfer frees its queue once its bursts are issued; its data lands a latency later."""
         op = ins.opcode
-        st.op_counts[op.name] += 1
+        key = self._account(op, f, st)
+        if self.rtl is not None:  # the RTL: the queue's own unit holds the instruction until done
+            if op in (Opcode.LD, Opcode.ST):
+                cyc = self.rtl.transfer(op, f)
+            elif op in (Opcode.MM, Opcode.MV):
+                cyc = self.rtl.gemm(f)
+            else:
+                cyc = self.rtl.sfu(f)
+            queue = OPCODE_QUEUE[op].name
+            st.busy[queue] += cyc
+            st.op_cycles[key] += cyc
+            if self.log is not None:
+                self.log.append((OPCODE_QUEUE[op], key, t0, t0 + cyc))
+            return t0 + cyc, t0 + cyc
         if op in (Opcode.LD, Opcode.ST):
             busy, latency = self.t.transfer(f)
             if not busy:  # no rows (a length-dependent count of zero)
@@ -212,37 +344,26 @@ class PerfModel:
                 st.busy[f"HBM{c}"] += b
             issued = start + max(busy.values())
             t1 = issued + latency
-            nbytes = f["rows"] * f["row_bytes"]
-            st.hbm_bytes += nbytes
-            if f["buffer"] == Buffer.WEIGHT:
-                st.weight_bytes += nbytes
-            elif f["buffer"] == Buffer.KV:
-                st.kv_bytes += nbytes
-            key = op.name
         elif op in (Opcode.MM, Opcode.MV):
             cyc = self.t.gemm(op, f)
             start = max(t0, unit_free["MPE"])
             t1 = unit_free["MPE"] = start + cyc
             st.busy["MPE"] += cyc
-            st.macs += f["tokens"] * f["rows"] * f["k"] * f["pattern"].n // SPARSE_M
-            key = op.name
-        elif op == Opcode.SFU:
+        else:
             cyc = self.t.sfu(f)
-            key = f"SFU.{f['func'].name}"
             if f["func"] == SfuFunc.ATTENTION:
                 prod = self.t.attention_products(f)
                 start = max(t0, unit_free["MPE"], unit_free["SFU"])
                 t1 = start + prod + cyc
                 unit_free["MPE"] = unit_free["SFU"] = t1
                 st.busy["MPE"] += prod
-                st.macs += 2 * f["rows"] * (f["pos"] + f["rows"]) * f["width"]
             else:
                 start = max(t0, unit_free["SFU"])
                 t1 = unit_free["SFU"] = start + cyc
             st.busy["SFU"] += cyc
-        else:
-            raise PerfError(f"no timing for {op.name}")
         st.op_cycles[key] += t1 - start
+        if self.log is not None:
+            self.log.append((OPCODE_QUEUE[op], key, start, t1))
         return (issued if op in (Opcode.LD, Opcode.ST) else t1), t1
 
 
@@ -280,6 +401,8 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
 
     main = decode(context)
     pre = pm.run("prefill", prompt, 0)
+    built = PerfModel(prog, timing="rtl")  # the RTL as it is today, calibrated (docs/perf.md)
+    built_decode, built_prefill = built.run("decode", 1, context).cycles, built.run("prefill", prompt, 0).cycles
     curve = [decode(c) for c in PROJECTION_CONTEXTS if c < max_len]
     return {
         "model": spec.name, "board": cfg.board, "plan": plan.name, "clock_mhz": cfg.clock_mhz,
@@ -293,6 +416,9 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
         "decode_by_context": [{"context": d["context"], "tok_s": round(d["tok_s"], 2),
                                "hbm_utilisation": round(d["hbm_utilisation"], 4)} for d in curve],
         "calibrated": False,
-        "calibration": "MPE cycles are the Verilator-measured beat schedule; HBM, SFU and queue timing are "
-                       "model assumptions until the full accelerator RTL exists (issue 5)",
+        "calibration": "the target machine: one DMA per pseudo-channel, MV's two rows and MM's two tokens per "
+                       "chain beat, attention's products on the MPE, none of them in the RTL yet; the RTL as "
+                       "built is calibrated (rtl_as_built, reports/calibration.json)",
+        "rtl_as_built": {"decode_cycles": built_decode, "decode_tok_s": round(hz / built_decode, 2),
+                         "prefill_cycles": built_prefill, "prefill_ms": round(built_prefill / hz * 1e3, 3)},
     }

@@ -26,7 +26,7 @@ from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
 from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, memory_image_hex, read_memory_dump,
                                    run_bench)
 
-__all__ = ["RtlTop", "RtlState", "RtlRun", "buffer_image", "buffer_values", "positions_for", "hex_words",
+__all__ = ["RtlTop", "RtlState", "RtlRun", "TracedInstruction", "parse_trace", "buffer_image", "buffer_values", "positions_for", "hex_words",
            "from_hex_words"]
 
 TOP = "airfoil_top"
@@ -62,6 +62,36 @@ class RtlState:
     buffers: dict[Buffer, bytes]
 
 
+@dataclass(frozen=True)
+class TracedInstruction:
+    """One instruction of the trace: its queue, its pc, the cycles its unit took and finished it."""
+    queue: Queue
+    pc: int
+    start: int
+    end: int
+
+    @property
+    def cycles(self) -> int:
+        return self.end - self.start
+
+
+def parse_trace(text: str) -> list[TracedInstruction]:
+    """The lines of ``sim/hdl/airfoil_trace.sv`` as instructions, in order of their start.  Each
+    queue's unit holds one instruction at a time, so a D closes the queue's last S."""
+    open_: dict[int, tuple[int, int]] = {}
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        f = line.split()
+        if len(f) == 4 and f[1] == "S":
+            open_[int(f[2])] = (int(f[3]), int(f[0]))
+        elif len(f) == 3 and f[1] == "D" and int(f[2]) in open_:
+            pc, start = open_.pop(int(f[2]))
+            out.append(TracedInstruction(Queue(int(f[2])), pc, start, int(f[0])))
+        else:
+            raise ValueError(f"trace line {n}: {line!r} (expected 'CYCLE S QUEUE PC' or 'CYCLE D QUEUE')")
+    return sorted(out, key=lambda t: (t.start, t.queue.value))
+
+
 @dataclass
 class RtlRun:
     status: ErrorCode
@@ -75,6 +105,7 @@ class RtlRun:
     run_seconds: float  # wall time from ap_start to the end (the simulation proper)
     wall_seconds: float  # the whole simulator process: images in and out, buffers, the run
     state: RtlState = field(repr=False)
+    trace: list[TracedInstruction] | None = field(default=None, repr=False)  # with run(..., trace=True)
 
     @property
     def cycles_per_second(self) -> float:
@@ -108,8 +139,9 @@ class RtlTop:
         return self._runner
 
     def run(self, section: str, tokens: int, position: int, state: RtlState, max_cycles: int = 1 << 26,
-            work_dir: Path | None = None) -> RtlRun:
-        """Run ``section`` with R0 = ``tokens``, R1 = ``position`` from ``state``."""
+            work_dir: Path | None = None, trace: bool = False) -> RtlRun:
+        """Run ``section`` with R0 = ``tokens``, R1 = ``position`` from ``state``; ``trace``: also
+        each instruction's start and end cycle (``RtlRun.trace``)."""
         t0 = time.time()
         runner = self.build()
         prog, cfg = self.prog, self.prog.cfg
@@ -120,7 +152,7 @@ class RtlTop:
                      "C_QK": self.c_qk}
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             tmp = Path(tmp)
-            plusargs = []
+            plusargs = [f"+trace={tmp / 'trace.txt'}"] if trace else []
             for c, image in enumerate(state.hbm):
                 (tmp / f"channel{c}.hex").write_text(memory_image_hex(np.asarray(image, np.uint8).tobytes()))
                 plusargs += [f"+channel{c}={tmp / f'channel{c}.hex'}", f"+channel{c}_dump={tmp / f'channel{c}.out'}"]
@@ -140,12 +172,13 @@ class RtlTop:
             r = json.loads((tmp / "out.json").read_text())[0]
             hbm = [np.frombuffer(read_memory_dump(tmp / f"channel{c}.out"), np.uint8).copy()
                    for c in range(len(state.hbm))]
+            traced = parse_trace((tmp / "trace.txt").read_text()) if trace else None
         buffers = {Buffer(int(b)): from_hex_words(words) for b, words in r["buffers"].items()}
         return RtlRun(ErrorCode(r["status"]), r["error_pc"], r["hung"], r["ap_done"], not r["ctrl_after_read"] & 2,
                       r["cycles"],
                       {q.name: r[f"busy_{q.name.lower()}"] for q in Queue},
                       {q.name: r[f"executed_{q.name.lower()}"] for q in Queue},
-                      r["run_seconds"], time.time() - t0, RtlState(hbm, buffers))
+                      r["run_seconds"], time.time() - t0, RtlState(hbm, buffers), traced)
 
 
 def _design_sources_digest() -> bytes:

@@ -1,14 +1,17 @@
-"""A compiled model's prefill and decode token on the RTL datapath (the controller with the LD/ST, MV and SFU
-units, the HBM model and the buffers, in Verilator) against fsim (``tests/hw/decode_case.py``: a
+"""A compiled model's prefill and decode token on the RTL datapath (the controller with the LD/ST,
+MV and SFU units, the HBM model and the buffers, in Verilator) against fsim (``tests/hw/decode_case.py``: a
 tiny random LLaMA with SmolLM2's head size, mixed 2/3/4/8-bit weights, 8:16 layers, compiled for
 the datapath's buffers): from fsim's HBM and buffers, the prefill of a 5-token prompt (MM), or
 after it a decode token (MV), runs in RTL and in fsim; every byte of HBM (weights, KV cache of
 every layer, logits) and of the buffers is the same, and the logits equal the integer
-reference's."""
+reference's.  The cycle model's RTL timing (``PerfModel(timing="rtl")``, calibrated on SmolLM2's
+shapes) predicts the run's cycles within 5%: a check on shapes it was not fitted on."""
 import numpy as np
 import pytest
 
+from airfoil.host.calibration import TOLERANCE
 from airfoil.isa import Opcode, SfuFunc
+from airfoil.sim.perf import PerfModel
 from airfoil.sim.rtl_top import from_hex_words
 from airfoil.sim.verilator import verilator_available
 from tests.hw.decode_case import PROMPT, hbm_logits, tiny64_decode_case, tiny64_prefill_case
@@ -42,6 +45,8 @@ def test_section_matches_fsim_and_the_integer_reference(section, tmp_path, capsy
     assert r["done"] and r["error"] == 0
     got = hbm_logits(prog, from_hex_words(r["hbm"][prog.hbm["logits"]["channel"]]))
     assert np.array_equal(got, case.want), "the RTL's logits differ from the integer reference's"
+    model = PerfModel(prog, timing="rtl").run(section, tokens, case.position).cycles
+    assert abs(model / r["cycles"] - 1) <= TOLERANCE, (model, r["cycles"])
     with capsys.disabled():
         print(f"\n{section} ({tokens} tokens) of {prog.spec.name} in RTL: {r['cycles']} cycles, {len(code)} instructions, "
-              f"logits == integer reference")
+              f"logits == integer reference; the cycle model: {model} cycles")

@@ -1,6 +1,7 @@
 """One core's linear-layer datapath in Verilator (the sim preset's 4 chains of 4 DSPs): weight
 decoders, feeder, MPE and requantisation together give IntegerKernels.requantise of the exact
-GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow."""
+GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow; and its cycles are
+the cycle model's (``sim.perf.RtlTiming.engine``, whose constants were fitted on these shapes)."""
 import json
 
 import numpy as np
@@ -8,10 +9,11 @@ import pytest
 import torch
 
 from airfoil.compiler.weight_image import unpack_tile
-from airfoil.config import SPARSE_M
+from airfoil.config import SPARSE_M, preset
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.weight_decoder import tile_geometry
+from airfoil.sim.perf import RtlTiming
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.tiles import random_packed_tile
 
@@ -21,8 +23,11 @@ pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilato
               pytest.mark.slow]
 
 CHAINS, GROUPS, WORD_BITS, WDEPTH, MAX_K, GS = 4, 2, 512, 1024, 2048, 32
-# (rows, k, bits, N): SmolLM2's 576 inputs, rows that do not divide by the chains, every width
-LAYERS = [(10, 576, 4, 16), (12, 576, 4, 8), (7, 256, 2, 2), (8, 192, 8, 16), (9, 320, 3, 4), (5, 1536, 4, 8)]
+# (rows, k, bits, N): SmolLM2's 576 inputs, rows that do not divide by the chains, every width,
+# and the three tile shapes of SmolLM2's default plan on the sim preset
+LAYERS = [(10, 576, 4, 16), (12, 576, 4, 8), (7, 256, 2, 2), (8, 192, 8, 16), (9, 320, 3, 4), (5, 1536, 4, 8),
+          (72, 1536, 4, 8), (192, 576, 4, 8), (192, 576, 4, 16)]
+ENGINE_MODEL_SLACK = 8  # cycles: the fit's largest residual on these shapes is 5.5
 
 
 def test_layers_bit_exact(tmp_path):
@@ -61,4 +66,6 @@ def test_layers_bit_exact(tmp_path):
                     y[c + j * CHAINS] = word - (1 << 32) if word >> 31 else word
         assert y == want, f"{bits}-bit {n}:16, {rows} x {k}"
         beats = -(-rows // CHAINS) * (k * n // SPARSE_M) // (2 * GROUPS)
-        print(f"{bits}-bit {n}:16 {rows}x{k}: {beats} beats in {got['cycles']} cycles")
+        model = RtlTiming(preset("sim")).engine(rows, k, bits, n, GS)
+        print(f"{bits}-bit {n}:16 {rows}x{k}: {beats} beats in {got['cycles']} cycles (model {model:.0f})")
+        assert abs(got["cycles"] - model) <= ENGINE_MODEL_SLACK, (rows, k, bits, n, got["cycles"], model)

@@ -4,15 +4,19 @@ sits in HBM where the compiler placed it and loads with the weights as ``$readme
 host writes PROGRAM_CHANNEL/BASE/WORDS, R0/R1, EPS_Q and C_QK over AXI4-Lite, sets ap_start and
 waits for the end.  The run leaves every byte of HBM and of the buffers as fsim's decode leaves
 them, the logits equal the integer reference's, STATUS is 0 and the per-queue instruction counters
-equal fsim's."""
+equal fsim's.  The instruction trace (``+trace``) holds every instruction once, each queue's busy
+counter is the sum of its instructions' cycles, and the cycle model's RTL timing predicts the run
+and each queue within 5%."""
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from airfoil.host.calibration import TOLERANCE
 from airfoil.hw.buffers import DMA_BUFFERS
 from airfoil.isa import OPCODE_QUEUE, ErrorCode, Queue
 from airfoil.sim.fsim import dispatch
+from airfoil.sim.perf import PerfModel
 from airfoil.sim.rtl_top import RtlState, RtlTop, buffer_image
 from airfoil.sim.verilator import verilator_available
 from tests.hw.decode_case import hbm_logits, tiny64_decode_case
@@ -34,7 +38,8 @@ def test_decode_section_through_axi_lite_matches_fsim(capsys):
     fs.run("decode", 1, case.position)
     assert np.array_equal(fs.read_logits(), case.want)
 
-    r = RtlTop(prog, watchdog_cycles=1 << 16).run("decode", 1, case.position, state, max_cycles=2_000_000)
+    r = RtlTop(prog, watchdog_cycles=1 << 16).run("decode", 1, case.position, state, max_cycles=2_000_000,
+                                                   trace=True)
     assert not r.hung and r.status == ErrorCode.NONE, (r.status, r.error_pc)
     assert r.ap_done and r.ap_done_cleared
     for c, want in enumerate(fs.hbm):
@@ -48,6 +53,13 @@ def test_decode_section_through_axi_lite_matches_fsim(capsys):
     for q in Queue:
         assert r.executed[q.name] == issued[q], q.name
     assert 0 < r.busy["COMPUTE"] < r.cycles
+    for q in Queue:
+        mine = [t for t in r.trace if t.queue == q]
+        assert len(mine) == issued[q] and sum(t.cycles for t in mine) == r.busy[q.name], q.name
+    model = PerfModel(prog, timing="rtl").run("decode", 1, case.position)
+    assert abs(model.cycles / r.cycles - 1) <= TOLERANCE, (model.cycles, r.cycles)
+    for q in Queue:
+        assert abs(model.busy[q.name] / r.busy[q.name] - 1) <= TOLERANCE, (q.name, model.busy[q.name], r.busy[q.name])
     with capsys.disabled():
         print(f"\nAirfoilTop, decode token of {prog.spec.name}: {r.cycles} cycles (busy: {r.busy}), "
               f"{r.cycles_per_second:,.0f} cycles/s")

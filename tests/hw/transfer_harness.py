@@ -42,7 +42,7 @@ class TransferHarness(wiring.Component):
             "r0": In(signed(REG_BITS)), "r1": In(signed(REG_BITS)),
             "busy": Out(1), "done": Out(1), "error": Out(ErrorCode), "error_pc": Out(unsigned(PC_BITS)),
             "stopped": Out(1),
-            "cycles": Out(unsigned(COUNTER_BITS)),
+            "cycles": Out(unsigned(COUNTER_BITS)), "executed": Out(unsigned(32 * len(Queue))),
             "hbm_we": In(1), "hbm_channel": In(range(hbm_channels)), "hbm_addr": In(32),
             "hbm_wdata": In(8 * BEAT_BYTES), "hbm_rdata": Out(8 * BEAT_BYTES),
             "buf_we": In(1), "buf_id": In(range(len(Buffer))), "buf_addr": In(32),
@@ -68,6 +68,7 @@ class TransferHarness(wiring.Component):
                      ctrl.r0.eq(self.r0), ctrl.r1.eq(self.r1),
                      self.busy.eq(ctrl.busy), self.done.eq(ctrl.done), self.error.eq(ctrl.error),
                      self.error_pc.eq(ctrl.error_pc), self.cycles.eq(ctrl.cycles),
+                     self.executed.eq(ctrl.executed.as_value()),
                      self.stopped.eq(~ctrl.busy & (ctrl.done | (ctrl.error != ErrorCode.NONE)))]
 
         m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,

@@ -44,7 +44,7 @@ def _rtl_token(prog, cm, prompt: list[int], progress: Callable[[str], None]) -> 
     with fsim byte for byte (HBM and buffers) and with the integer reference layer by layer."""
     from airfoil.host.runtime import ReferenceBackend, RtlBackend, generate
 
-    backend = RtlBackend(prog, cm, check=True, prefill="fsim")  # the chat prompt: ~37 x 7.3M cycles in RTL
+    backend = RtlBackend(prog, cm, check=True, prefill="fsim")  # the chat prompt: ~37 x 6.2M cycles in RTL
     t0 = time.time()
     progress(f"building the Verilator top for the sim preset in {backend.top.build_dir} (once; reused)")
     backend.top.build()

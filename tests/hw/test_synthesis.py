@@ -47,3 +47,36 @@ def test_shiftquant_needs_half_the_lut_equivalents_of_fp16():
         assert lut_equivalents(sq) <= 0.5 * lut_equivalents(fp16), (bits, sq, fp16)
         for key in ("lut", "ff", "dsp48e2"):
             assert sq[key] == pytest.approx(committed[f"shiftquant_{bits}bit"][key], rel=0.02), (bits, key)
+
+
+TOP = Path(__file__).resolve().parents[2] / "reports" / "synth_top.json"
+
+
+def test_top_buffer_memories_match_the_committed_report():
+    """The buffer bank is not synthesised (``hw/synth.py``): its memories as elaborated must be the
+    ones the committed report lists, and the report must say which cannot be block RAM."""
+    from airfoil.hw.synth import _sim_top, buffer_memories
+
+    got = buffer_memories(_sim_top().core_units()["buffers"])
+    assert got == json.loads(TOP.read_text())["buffers"]
+    assert {name for name, m in got.items() if not m["block_ram"]} == {n for n, m in got.items() if m["write_ports"] > 1}
+
+
+def test_top_report_totals_are_the_sum_of_its_units():
+    report = json.loads(TOP.read_text())
+    for key, total in report["total_without_buffers"].items():
+        assert total == pytest.approx(sum(u[key] for u in report["units"].values())), key
+    assert set(report["units"]) == {"regs", "ctrl", "fetch", "ld", "st", "mv", "sfu"}
+
+
+@pytest.mark.slow
+def test_top_units_match_the_committed_report():
+    """Every unit of the sim top synthesised again (about 25 minutes here): DSP48E2 and block RAM
+    exact, LUT and FF within 2% of reports/synth_top.json."""
+    from airfoil.hw.synth import measure_top_units
+
+    committed = json.loads(TOP.read_text())["units"]
+    for name, r in measure_top_units(progress=lambda _: None)["units"].items():
+        assert r["dsp48e2"] == committed[name]["dsp48e2"] and r["bram36"] == committed[name]["bram36"], name
+        for key in ("lut", "ff"):
+            assert r[key] == pytest.approx(committed[name][key], rel=0.02), (name, key, r[key])

@@ -167,7 +167,8 @@ def buffer_memories(bank) -> dict:
     from amaranth.lib.memory import Memory
 
     out = {}
-    # the ports exist once the bank's elaborate has asked for them
+    # the ports exist once the bank's elaborate has asked for them; Amaranth 0.5's Module keeps
+    # its named submodules in _named_submodules (no public accessor)
     for name, (mem, _) in bank.elaborate(None)._named_submodules.items():
         if not isinstance(mem, Memory):
             continue

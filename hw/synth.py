@@ -17,7 +17,7 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-__all__ = ["Resources", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
+__all__ = ["Resources", "sim_top_for_synthesis", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
            "measure_training_datapaths", "measure_top_units", "buffer_memories", "lut_equivalents"]
 
 
@@ -150,7 +150,8 @@ TOP_CHANNEL_BYTES = 1 << 28  # a U280 pseudo-channel's 256 MiB: the transfer eng
 BRAM_WRITE_PORTS = 1  # a RAMB36E2 / URAM288 used as 1 write + 1 read port, copied once per read port
 
 
-def _sim_top():
+def sim_top_for_synthesis():
+    """The ``sim``-preset top as the committed top report measured it (SmolLM2's SFU settings)."""
     from airfoil.compiler.model import model_spec
     from airfoil.config import preset
     from airfoil.hw.sfu_unit import RopeTable
@@ -183,7 +184,7 @@ def measure_top_units(progress=print) -> dict:
     1,536, RoPE over 64 positions) but the buffer bank, their sum, and the bank's memories
     (``buffer_memories``); the HBM model is left out (off chip)."""
     units, total = {}, {"dsp48e2": 0, "lut": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
-    core = _sim_top().core_units()
+    core = sim_top_for_synthesis().core_units()
     bank = core.pop("buffers")
     for name, unit in core.items():
         progress(f"synthesising the top's {name}")

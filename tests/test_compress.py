@@ -4,7 +4,8 @@ import torch
 
 from airfoil.cli import main
 from airfoil.compiler.compress import CompressionPlan, LayerRecipe, PlanError, compress_linear
-from airfoil.compiler.compressed_model import CompressedModel, CompressedModelError
+from airfoil.compiler.compressed_model import CompressedModel, CompressedModelError, calibrate, compress_model
+from tests.tiny_model import TINY_SPEC, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +80,25 @@ def test_save_load_round_trip(compressed_default, tmp_path):
         d = back.linears[name]
         assert np.array_equal(c.codes, d.codes) and np.array_equal(c.mask, d.mask)
         assert np.array_equal(c.scale, d.scale) and np.array_equal(c.zero, d.zero) and c.scale_exp == d.scale_exp
+
+
+def test_a_deflated_file_loads_to_the_same_model(tmp_path):
+    plan = CompressionPlan.from_dict({"group_size": 32, "default": {"bits": 3, "n": 8, "method": "magnitude"}}, "t")
+    cm = compress_model(tiny_llama(2), plan)
+    cm.save(tmp_path / "plain.afc")
+    cm.save(tmp_path / "deflated.afc", deflate=True)
+    assert (tmp_path / "deflated.afc").stat().st_size < (tmp_path / "plain.afc").stat().st_size
+    a, b = CompressedModel.load(tmp_path / "plain.afc"), CompressedModel.load(tmp_path / "deflated.afc")
+    for name, c in a.linears.items():
+        d = b.linears[name]
+        assert np.array_equal(c.codes, d.codes) and np.array_equal(c.mask, d.mask) and np.array_equal(c.scale, d.scale)
+
+
+def test_calibration_without_hessians_gives_the_same_ranges():
+    tokens = torch.randint(0, TINY_SPEC.vocab, (300,), generator=torch.Generator().manual_seed(4))
+    full, ranges = calibrate(tiny_llama(1), tokens, window=128), calibrate(tiny_llama(1), tokens, window=128, hessians=False)
+    assert ranges.hessian == {} and set(ranges.absmax) == set(full.absmax) - {"lm_head"}
+    assert all(torch.equal(full.absmax[n], a) for n, a in ranges.absmax.items())
 
 
 def test_corrupt_compressed_file(compressed_default, tmp_path):

@@ -55,9 +55,9 @@ TOP = Path(__file__).resolve().parents[2] / "reports" / "synth_top.json"
 def test_top_buffer_memories_match_the_committed_report():
     """The buffer bank is not synthesised (``hw/synth.py``): its memories as elaborated must be the
     ones the committed report lists (words, width, ports, whether block RAM can hold them)."""
-    from airfoil.hw.synth import _sim_top, buffer_memories
+    from airfoil.hw.synth import sim_top_for_synthesis, buffer_memories
 
-    got = buffer_memories(_sim_top().core_units()["buffers"])
+    got = buffer_memories(sim_top_for_synthesis().core_units()["buffers"])
     assert got == json.loads(TOP.read_text())["buffers"]
 
 

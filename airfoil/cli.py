@@ -327,7 +327,8 @@ def cmd_run(args) -> int:
     from airfoil.compiler.lowering import compile_model
     from airfoil.compiler.tokenizer import load_tokenizer
     from airfoil.host.demo import default_compressed
-    from airfoil.host.runtime import FsimBackend, ReferenceBackend, RtlBackend, chat_prompt, generate
+    from airfoil.host.runtime import (FsimBackend, ReferenceBackend, RtlBackend, chat_prompt, end_of_turn_tokens,
+                                      generate, interactive_threads)
 
     say = _progress(args.quiet or args.json)
     if args.backend == "xrt":
@@ -342,7 +343,7 @@ def cmd_run(args) -> int:
     prompt = chat_prompt(tok, args.prompt, chat=not args.no_chat)
     cfg = _resolve_config(args)
     max_len = len(prompt) + args.tokens
-    stop = {t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int) and t >= 0}
+    stop = end_of_turn_tokens(tok)
     program = None
     if args.backend in ("fsim", "rtl"):
         say(f"compiling for {cfg.board} (max length {max_len})")
@@ -350,7 +351,7 @@ def cmd_run(args) -> int:
         if args.backend == "fsim":
             backend = FsimBackend(program, cm)
         else:
-            backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill)
+            backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill, threads=interactive_threads())
             say(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
             backend.top.build()
     else:

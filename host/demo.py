@@ -42,9 +42,9 @@ DEMO_PROMPT = "What is the capital of France?"
 def _rtl_token(prog, cm, prompt: list[int], progress: Callable[[str], None]) -> dict:
     """The prompt's prefill in fsim, then one full decode token on the Verilator top, compared
     with fsim byte for byte (HBM and buffers) and with the integer reference layer by layer."""
-    from airfoil.host.runtime import ReferenceBackend, RtlBackend, generate
+    from airfoil.host.runtime import ReferenceBackend, RtlBackend, generate, interactive_threads
 
-    backend = RtlBackend(prog, cm, check=True, prefill="fsim")  # the chat prompt: ~37 x 6.2M cycles in RTL
+    backend = RtlBackend(prog, cm, check=True, prefill="fsim", threads=interactive_threads())  # the chat prompt: ~37 x 6.2M cycles in RTL
     t0 = time.time()
     progress(f"building the Verilator top for the sim preset in {backend.top.build_dir} (once; reused)")
     backend.top.build()
@@ -83,7 +83,7 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
     from airfoil.compiler.lowering import compile_model
     from airfoil.compiler.tokenizer import load_tokenizer
     from airfoil.config import preset
-    from airfoil.host.runtime import FsimBackend, ReferenceBackend, chat_prompt, generate
+    from airfoil.host.runtime import FsimBackend, ReferenceBackend, chat_prompt, end_of_turn_tokens, generate
 
     cm = CompressedModel.load(compressed)
     tok = load_tokenizer(cm.metadata["source"])
@@ -92,7 +92,7 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
              f"checked layer by layer against the integer reference")
     prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, preset("sim"),
                          len(prompt) + answer_tokens, cm)
-    stop = {tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")}
+    stop = end_of_turn_tokens(tok)
     gen = generate(FsimBackend(prog, cm), prompt, answer_tokens, stop, ReferenceBackend(cm),
                    lambda done, total: progress(f"  token {done}/{total}"))
     answer = tok.decode(gen.tokens, skip_special_tokens=True)

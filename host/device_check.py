@@ -63,10 +63,6 @@ class _Recording:
         return out
 
 
-def _stop_tokens(tok) -> set[int]:
-    return {t for t in (tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int) and t >= 0}
-
-
 def prepare(cm, prompt: list[int], stop: set[int], out: Path, tokens: int, part_bytes: int = PART_BYTES) -> dict:
     """Run ``cm`` greedily on this machine's CPU and write the parts and the expected run to ``out``."""
     import torch
@@ -90,11 +86,11 @@ def prepare_chat(compressed: Path, out: Path, text: str, tokens: int) -> dict:
     """``prepare`` for a compressed GGUF model and a question in its chat template."""
     from airfoil.compiler.compressed_model import CompressedModel
     from airfoil.compiler.tokenizer import load_tokenizer
-    from airfoil.host.runtime import chat_prompt
+    from airfoil.host.runtime import chat_prompt, end_of_turn_tokens
 
     cm = CompressedModel.load(compressed)
     tok = load_tokenizer(cm.metadata["source"])
-    result = prepare(cm, chat_prompt(tok, text), _stop_tokens(tok), out, tokens)
+    result = prepare(cm, chat_prompt(tok, text), end_of_turn_tokens(tok), out, tokens)
     return result | {"text": tok.decode(result["tokens"], skip_special_tokens=True)}
 
 

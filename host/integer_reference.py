@@ -161,8 +161,8 @@ class IntegerKernels:
         half = x.shape[-1] // 2
         c, s = self.rope_c[positions], self.rope_s[positions]  # [T, half]
         x1, x2 = x[..., :half], x[..., half:]
-        return torch.cat([rshift_round(x1 * c - x2 * s, nx.ROPE_FRAC),
-                          rshift_round(x2 * c + x1 * s, nx.ROPE_FRAC)], -1)
+        return torch.cat([sat(rshift_round(x1 * c - x2 * s, nx.ROPE_FRAC), 32),
+                          sat(rshift_round(x2 * c + x1 * s, nx.ROPE_FRAC), 32)], -1)
 
     def attention(self, q8, eq, k8, ek, v8, ev, start: int) -> torch.Tensor:
         """q8 [nh, T, hd], eq [nh, T]; k8/v8 [nkv, L, hd], ek/ev [nkv, L].  Returns A [T, nh*hd]."""

@@ -20,6 +20,7 @@ expected, got.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -27,10 +28,16 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "RtlBackend", "generate",
+__all__ = ["BACKENDS", "end_of_turn_tokens", "interactive_threads", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "RtlBackend", "generate",
            "chat_prompt", "locate_hbm"]
 
 BACKENDS = ("reference", "fsim", "rtl", "xrt")
+
+
+def interactive_threads() -> int:
+    """Verilator model threads for a user's own run (the CLI, the demo): two where there are two
+    cores (the test suite keeps one per simulation)."""
+    return min(2, os.cpu_count() or 1)
 
 
 @dataclass
@@ -126,13 +133,14 @@ class RtlBackend:
     step left HBM or a buffer other than fsim (with ``check``)."""
     name = "rtl"
 
-    def __init__(self, program, compressed, check: bool = True, top=None, prefill: str = "rtl", trace: bool = False):
+    def __init__(self, program, compressed, check: bool = True, top=None, prefill: str = "rtl", trace: bool = False,
+                 threads: int = 1):
         from airfoil.sim.rtl_top import RtlTop
 
         if prefill not in ("rtl", "fsim"):
             raise ValueError(f"prefill {prefill!r}: expected 'rtl' or 'fsim'")
         self.fsim = FsimBackend(program, compressed)
-        self.top = top or RtlTop(program)
+        self.top = top or RtlTop(program, threads=threads)
         self.check, self.runs, self.run_sections, self.mismatch, self.steps = check, [], [], None, 0
         self.prefill, self.trace = prefill, trace  # trace: each run's per-instruction cycles (RtlRun.trace)
         self.device = "verilator"
@@ -205,6 +213,12 @@ def chat_prompt(tokenizer, text: str, chat: bool = True) -> list[int]:
                                                  add_generation_prompt=True)
         return tokenizer.encode(rendered, add_special_tokens=False)
     return tokenizer.encode(text)
+
+
+def end_of_turn_tokens(tokenizer) -> set[int]:
+    """The token ids that end a reply: end of sequence and the chat template's end of turn."""
+    ids = (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return {t for t in ids if isinstance(t, int) and t >= 0}
 
 
 @dataclass

@@ -22,18 +22,19 @@ def _sat32(v):
 
 
 class RotaryPair(wiring.Component):
-    """One RoPE pair per cycle (inputs: 32-bit values, 16-bit table entries)."""
+    """One RoPE pair per cycle (inputs: 32-bit values, 16-bit table entries; results saturated
+    to INT32, the global buffer's element)."""
 
     def __init__(self, width: int = 32):
         super().__init__({"valid": In(1), "x1": In(signed(width)), "x2": In(signed(width)),
                           "c": In(signed(16)), "s": In(signed(16)),
-                          "out_valid": Out(1), "y1": Out(signed(width + 2)), "y2": Out(signed(width + 2))})
+                          "out_valid": Out(1), "y1": Out(signed(32)), "y2": Out(signed(32))})
 
     def elaborate(self, platform):
         m = Module()
         m.d.sync += [self.out_valid.eq(self.valid),
-                     self.y1.eq(rshift_round(self.x1 * self.c - self.x2 * self.s, nx.ROPE_FRAC, 0)),
-                     self.y2.eq(rshift_round(self.x2 * self.c + self.x1 * self.s, nx.ROPE_FRAC, 0))]
+                     self.y1.eq(_sat32(rshift_round(self.x1 * self.c - self.x2 * self.s, nx.ROPE_FRAC, 0))),
+                     self.y2.eq(_sat32(rshift_round(self.x2 * self.c + self.x1 * self.s, nx.ROPE_FRAC, 0)))]
         return m
 
 

@@ -82,6 +82,8 @@ def pytest_collection_modifyitems(config, items):
                 + [it for it in items if it.module.__name__ in needs])
 
 
-if __name__ == "__main__":  # make test: compress in the background, one thread beside the two workers
-    torch.set_num_threads(1)
+if __name__ == "__main__":  # make test: compress in the background beside the two workers
+    # Two threads: while the workers run the other tests it gets about the core it got with one,
+    # and once they wait for it (the model tests come last) it has both.
+    torch.set_num_threads(2)
     cached_compressed("default")

@@ -117,6 +117,16 @@ def test_default_plan_meets_its_budget(compressed_default):
     assert compressed_default.sparsity() >= 0.15
 
 
+def test_the_default_plan_answers_the_demo_question(compressed_default, tokenizer):
+    # the integer reference, greedy: an 8:16 LM head made this answer wrong (compiler/plans/default.yaml)
+    from airfoil.host.demo import DEMO_PROMPT
+    from airfoil.host.runtime import ReferenceBackend, chat_prompt, end_of_turn_tokens, generate
+
+    gen = generate(ReferenceBackend(compressed_default, "cpu"), chat_prompt(tokenizer, DEMO_PROMPT), 8,
+                   end_of_turn_tokens(tokenizer))
+    assert tokenizer.decode(gen.tokens, skip_special_tokens=True).startswith("The capital of France is Paris")
+
+
 @pytest.mark.parametrize("yaml_text, message", [
     ("layers:\n  layers.40.ffn_up: {n: 8}\n", "does not exist"),
     ("default: {bits: 6}\n", "unsupported bit width 6"),

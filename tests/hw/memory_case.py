@@ -138,8 +138,8 @@ def sfu_operand_values(rng, func: SfuFunc, n: int, operand: int) -> np.ndarray:
         return rng.integers(-(1 << 28), 1 << 28, n) if big else rng.integers(-(1 << 18), 1 << 18, n)
     if func == SfuFunc.SILU_MUL:
         return rng.integers(-(1 << 17), 1 << 17, n)
-    if func == SfuFunc.ROPE:  # the model's q and k rows (larger ones overflow INT32 after rotation)
-        return rng.integers(-(1 << 20), 1 << 20, n)
+    if func == SfuFunc.ROPE:  # the model's q and k rows, and rows that saturate after rotation
+        return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.3 else rng.integers(-(1 << 20), 1 << 20, n)
     if func == SfuFunc.ADD:  # saturation included
         return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.3 else rng.integers(-(1 << 24), 1 << 24, n)
     return rng.integers(-(1 << 31), 1 << 31, n) if rng.random() < 0.2 else rng.integers(-(1 << 20), 1 << 20, n)

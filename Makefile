@@ -18,7 +18,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/airfoil demo
 
-# SmolLM2 is compressed in the background (two threads) while the tests that do not need it run
+# SmolLM2 is compressed in the background (one thread) while the tests that do not need it run
 test: $(STAMP)
 	$(PY) -m tests.conftest & bg=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=30; rc=$$?; wait $$bg; exit $$rc

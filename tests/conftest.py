@@ -83,7 +83,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 if __name__ == "__main__":  # make test: compress in the background beside the two workers
-    # One thread: with two, torch's threads and the workers' simulations oversubscribed the two
-    # cores (load 4.7) and the other tests took 28 minutes instead of 11 (measured in CI).
+    # One thread while the workers run the other tests.  Two were tried (CI at 38b6790): the other
+    # tests took about 30 minutes, against about 27 with one on the same day's machine, but the
+    # compression had both cores once the workers waited for it.  Widening to two only then is
+    # the next step.
     torch.set_num_threads(1)
     cached_compressed("default")

@@ -43,7 +43,7 @@ def join_parts(folders: list[Path], name: str, dest: Path) -> Path:
     """Concatenate the parts of ``name`` found in ``folders`` in their index order."""
     parts = sorted((p for f in folders for p in f.glob(f"{name}.[0-9][0-9][0-9]")), key=lambda p: p.suffix)
     if [p.suffix for p in parts] != [f".{i:03d}" for i in range(len(parts))] or not parts:
-        raise SystemExit(f"{name}: parts {[p.name for p in parts]} are not .000 .. .{len(parts) - 1:03d}")
+        raise ValueError(f"{name}: parts {[p.name for p in parts]} are not .000 .. .{len(parts) - 1:03d}")
     with open(dest, "wb") as f:
         for p in parts:
             f.write(p.read_bytes())
@@ -108,25 +108,24 @@ def check(folders: list[Path], work: Path) -> dict:
     result: dict = {"torch": torch.__version__, "cuda_available": torch.cuda.is_available(),
                     "layers": cm.spec.n_layers, "vocab": cm.spec.vocab, "prompt_tokens": len(prompt),
                     "stored_tokens": want_tokens}
-    devices = ["cuda:0"] if torch.cuda.is_available() else ["cpu"]
-    for dev in devices:
-        backend, checker = _Recording(ReferenceBackend(cm, dev)), _Recording(ReferenceBackend(cm, "cpu"))
-        t = time.time()
-        gen = generate(backend, prompt, len(want_tokens), stop, checker)
-        result.update({
-            "device": backend.device, "seconds": round(time.time() - t, 1), "tokens": gen.tokens,
-            # every layer's residual stream and the logits of every step, device vs CPU, == on integers
-            "check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None,
-            "steps_checked": gen.steps_checked,
-            "logits_equal_cpu": len(backend.logits) == len(checker.logits)
-            and all(np.array_equal(a, b) for a, b in zip(backend.logits, checker.logits)),
-            # the CPU here (the GPU machine's torch) against the CPU that prepared the check
-            "tokens_equal_stored": gen.tokens == want_tokens,
-            "logits_equal_stored": len(backend.logits) == len(want_logits)
-            and all(np.array_equal(a, b) for a, b in zip(backend.logits, want_logits)),
-        })
-        if dev.startswith("cuda"):
-            result["device_name"] = torch.cuda.get_device_name(0)
+    dev = "cuda:0" if torch.cuda.is_available() else "cpu"
+    backend, checker = _Recording(ReferenceBackend(cm, dev)), _Recording(ReferenceBackend(cm, "cpu"))
+    t = time.time()
+    gen = generate(backend, prompt, len(want_tokens), stop, checker)
+    result.update({
+        "device": backend.device, "seconds": round(time.time() - t, 1), "tokens": gen.tokens,
+        # every layer's residual stream and the logits of every step, device vs CPU, == on integers
+        "check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None,
+        "steps_checked": gen.steps_checked,
+        "logits_equal_cpu": len(backend.logits) == len(checker.logits)
+        and all(np.array_equal(a, b) for a, b in zip(backend.logits, checker.logits)),
+        # the CPU here (the GPU machine's torch) against the CPU that prepared the check
+        "tokens_equal_stored": gen.tokens == want_tokens,
+        "logits_equal_stored": len(backend.logits) == len(want_logits)
+        and all(np.array_equal(a, b) for a, b in zip(backend.logits, want_logits)),
+    })
+    if dev.startswith("cuda"):
+        result["device_name"] = torch.cuda.get_device_name(0)
     result["passed"] = (result["check"] == "passed" and result["logits_equal_cpu"]
                         and result["tokens_equal_stored"] and result["logits_equal_stored"])
     return result
@@ -147,7 +146,11 @@ def main(argv=None) -> int:
     if args.cmd == "prepare":
         print(json.dumps(prepare_chat(Path(args.compressed), Path(args.out), args.prompt, args.tokens), indent=2))
         return 0
-    r = check([Path(f) for f in args.folders], Path(args.work))
+    try:
+        r = check([Path(f) for f in args.folders], Path(args.work))
+    except ValueError as e:  # a missing or misnumbered part
+        print(f"device_check: error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(r, indent=2))
     return 0 if r["passed"] else 1
 

@@ -5,7 +5,7 @@ import pytest
 
 from airfoil.compiler.compress import CompressionPlan
 from airfoil.compiler.compressed_model import CompressedModel, compress_model
-from airfoil.host.device_check import check, join_parts, prepare, split_file
+from airfoil.host.device_check import check, join_parts, main, prepare, split_file
 from tests.tiny_model import tiny_llama
 
 PROMPT = [5, 17, 3, 88, 41, 9, 60, 2]
@@ -24,8 +24,15 @@ def test_parts_join_to_the_same_bytes_and_a_missing_part_is_named(tmp_path):
     folders = split_file(tmp_path / "m.bin", tmp_path / "out", part_bytes=3_000)
     assert len(folders) == 4
     assert join_parts(folders, "m.bin", tmp_path / "joined").read_bytes() == data
-    with pytest.raises(SystemExit, match="m.bin: parts"):
+    with pytest.raises(ValueError, match="m.bin: parts"):
         join_parts(folders[1:], "m.bin", tmp_path / "joined2")
+
+
+def test_check_with_a_part_missing_exits_2_naming_the_parts(tmp_path, capsys):
+    (tmp_path / "model.afc").write_bytes(bytes(5_000))
+    folders = split_file(tmp_path / "model.afc", tmp_path / "out", part_bytes=2_000)
+    assert main(["check", str(folders[0]), str(folders[2]), "--work", str(tmp_path / "work")]) == 2
+    assert "model.afc: parts ['model.afc.000', 'model.afc.002'] are not .000 .. .001" in capsys.readouterr().err
 
 
 def test_the_check_passes_on_the_model_carried_in_parts_and_fails_on_other_logits(tiny, tmp_path):

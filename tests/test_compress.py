@@ -89,9 +89,12 @@ def test_a_deflated_file_loads_to_the_same_model(tmp_path):
     cm.save(tmp_path / "deflated.afc", deflate=True)
     assert (tmp_path / "deflated.afc").stat().st_size < (tmp_path / "plain.afc").stat().st_size
     a, b = CompressedModel.load(tmp_path / "plain.afc"), CompressedModel.load(tmp_path / "deflated.afc")
-    for name, c in a.linears.items():
-        d = b.linears[name]
+    assert a.spec == b.spec and a.metadata == b.metadata and set(a.floats) == set(b.floats)
+    assert all(torch.equal(a.floats[k], b.floats[k]) for k in a.floats)
+    for name, c in [*a.linears.items(), ("embedding", a.embedding)]:
+        d = b.embedding if name == "embedding" else b.linears[name]
         assert np.array_equal(c.codes, d.codes) and np.array_equal(c.mask, d.mask) and np.array_equal(c.scale, d.scale)
+        assert np.array_equal(c.zero, d.zero) and c.scale_exp == d.scale_exp and (c.bits, c.n) == (d.bits, d.n)
 
 
 def test_calibration_without_hessians_gives_the_same_ranges():

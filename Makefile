@@ -18,9 +18,10 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/airfoil demo
 
-# SmolLM2 is compressed in the background (one thread) while the tests that do not need it run
+# SmolLM2 is compressed in the background (one thread; all cores once both workers wait for it)
+# while the tests that do not need it run
 test: $(STAMP)
-	$(PY) -m tests.conftest & bg=$$!; \
+	$(PY) -m tests.conftest 2 & bg=$$!; \
 	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=30; rc=$$?; wait $$bg; exit $$rc
 
 test-all: $(STAMP)

@@ -28,8 +28,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "end_of_turn_tokens", "interactive_threads", "Generation", "Mismatch", "ReferenceBackend", "FsimBackend", "RtlBackend", "generate",
-           "chat_prompt", "locate_hbm"]
+__all__ = ["BACKENDS", "ReferenceBackend", "FsimBackend", "RtlBackend", "Generation", "Mismatch", "generate",
+           "chat_prompt", "end_of_turn_tokens", "interactive_threads", "locate_hbm"]
 
 BACKENDS = ("reference", "fsim", "rtl", "xrt")
 
@@ -134,12 +134,16 @@ class RtlBackend:
     name = "rtl"
 
     def __init__(self, program, compressed, check: bool = True, top=None, prefill: str = "rtl", trace: bool = False,
-                 threads: int = 1):
+                 threads: int = 1, fsim: FsimBackend | None = None):
+        """``fsim``: go on from that backend's state (its HBM, buffers and position), e.g. decode
+        in RTL after a prompt and some tokens ran in fsim; it is this backend's fsim from here."""
         from airfoil.sim.rtl_top import RtlTop
 
         if prefill not in ("rtl", "fsim"):
             raise ValueError(f"prefill {prefill!r}: expected 'rtl' or 'fsim'")
-        self.fsim = FsimBackend(program, compressed)
+        if fsim is not None and fsim.sim.prog is not program:
+            raise ValueError("fsim: a backend of another program")
+        self.fsim = fsim or FsimBackend(program, compressed)
         self.top = top or RtlTop(program, threads=threads)
         self.check, self.runs, self.run_sections, self.mismatch, self.steps = check, [], [], None, 0
         self.prefill, self.trace = prefill, trace  # trace: each run's per-instruction cycles (RtlRun.trace)

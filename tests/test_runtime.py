@@ -97,3 +97,22 @@ def test_the_rtl_backend_checks_each_rtl_step_against_fsim_and_names_the_region(
         m = got.mismatch
         assert got.check == "failed" and (m.step, m.layer, m.index) == (step, 1, (off,)), prefill
         assert m.op == "rtl vs fsim: kv_cache (KV head 1) (HBM channel 0)" and m.expected ^ m.got == 0x10
+
+
+def test_the_rtl_backend_goes_on_from_an_fsim_run(tiny):
+    """The demo's RTL token: fsim answers, then the RTL decodes the answer's next token from
+    fsim's state, checked by the same reference (its KV cache at the same position)."""
+    from airfoil.host.runtime import RtlBackend
+
+    cm, program = tiny
+    prog = program()
+    fsim, checker = FsimBackend(prog, cm), ReferenceBackend(cm, "cpu")
+    first = generate(fsim, PROMPT, 3, checker=checker)
+    backend = RtlBackend(prog, cm, top=_ReplayTop(prog, cm), fsim=fsim)
+    assert backend.position == len(PROMPT) + 2
+    more = generate(backend, [first.tokens[-1]], 2, checker=checker)
+    want = generate(ReferenceBackend(cm, "cpu"), PROMPT, 5)
+    assert more.check == "passed" and more.steps_checked == 2 and backend.run_sections == ["decode", "decode"]
+    assert first.tokens + more.tokens == want.tokens
+    with pytest.raises(ValueError, match="another program"):
+        RtlBackend(program(), cm, top=_ReplayTop(prog, cm), fsim=fsim)

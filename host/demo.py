@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from airfoil.errors import AirfoilError
+
+if TYPE_CHECKING:
+    from airfoil.host.runtime import FsimBackend, ReferenceBackend
 
 __all__ = ["run_demo", "default_compressed"]
 
@@ -39,21 +42,24 @@ def default_compressed(out_dir: Path, progress: Callable[[str], None] = print) -
 DEMO_PROMPT = "What is the capital of France?"
 
 
-def _rtl_token(prog, cm, prompt: list[int], progress: Callable[[str], None]) -> dict:
-    """The prompt's prefill in fsim, then one full decode token on the Verilator top, compared
-    with fsim byte for byte (HBM and buffers) and with the integer reference layer by layer."""
-    from airfoil.host.runtime import ReferenceBackend, RtlBackend, generate, interactive_threads
+def _rtl_token(prog, cm, answer: "FsimBackend", checker: "ReferenceBackend", token: int,
+               progress: Callable[[str], None]) -> dict:
+    """The answer's next decode token on the Verilator top, from the state that fsim left after
+    the prompt and the answer, compared with fsim byte for byte (HBM and buffers) and with the
+    integer reference layer by layer."""
+    from airfoil.host.runtime import RtlBackend, generate, interactive_threads
 
-    backend = RtlBackend(prog, cm, check=True, prefill="fsim", threads=interactive_threads())  # the chat prompt: ~37 x 6.2M cycles in RTL
+    position = answer.position
+    backend = RtlBackend(prog, cm, check=True, fsim=answer, threads=interactive_threads())
     t0 = time.time()
     progress(f"building the Verilator top for the sim preset in {backend.top.build_dir} (once; reused)")
     backend.top.build()
     build_s = time.time() - t0
-    progress("one decode token of SmolLM2 on the RTL top (the prompt's prefill in fsim, for time), checked "
-             "byte for byte against fsim and layer by layer against the integer reference")
-    gen = generate(backend, prompt, 2, checker=ReferenceBackend(cm))
+    progress(f"the answer's next token (position {position}) as one decode token of SmolLM2 on the RTL top, "
+             "checked byte for byte against fsim and layer by layer against the integer reference")
+    gen = generate(backend, [token], 1, checker=checker)
     run = backend.runs[0] if backend.runs else None
-    out = {"check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None,
+    out = {"check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None, "position": position,
            "tokens": gen.tokens, "build_seconds": round(build_s, 1)}
     if run is not None:
         out.update({"cycles_per_token": run.cycles, "sim_cycles_per_second": round(run.cycles_per_second),
@@ -68,23 +74,10 @@ def _rtl_token(prog, cm, prompt: list[int], progress: Callable[[str], None]) -> 
 ANSWER_TOKENS = 24
 
 
-def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print,
-             answer_tokens: int = ANSWER_TOKENS) -> int:
-    """1. compress (cached); 2. float reference vs transformers and the compressed model's
-    perplexity; 3. compile for the ``sim`` preset and answer a question in the functional
-    simulator, every layer of every step checked against the integer reference; 4. the
-    projected LLaMA2-7B decode on U280 and VHK158 (the cycle model, not yet calibrated)."""
-    t0 = time.time()
-    compressed = default_compressed(out_dir, progress)
-    from airfoil.host.evaluation import evaluate
-
-    result = evaluate("smollm2", compressed=str(compressed), n_tokens=tokens, progress=progress)
-    ok = (result["max_abs_logit_diff_vs_hf"] <= 1e-3 and result["effective_bits_per_weight"] <= 4.5)
-    progress(f"float reference vs transformers: max |logit diff| {result['max_abs_logit_diff_vs_hf']:.2e}; "
-             f"compressed: {result['effective_bits_per_weight']:.3f} bits/weight, {100 * result['sparsity']:.1f}% "
-             f"pruned, perplexity {result['ppl_compressed']:.2f} (float {result['ppl_float']:.2f}), integer "
-             f"reference {result['ppl_integer']:.2f} on {result['device']}")
-
+def _answer(compressed: Path, answer_tokens: int, progress: Callable[[str], None]):
+    """Compile for the ``sim`` preset and answer the question in fsim, checked layer by layer
+    against the integer reference; returns the program, the model, both backends (to go on
+    from), the generation and its summary."""
     from airfoil.compiler.compressed_model import CompressedModel
     from airfoil.compiler.lowering import compile_model
     from airfoil.compiler.tokenizer import load_tokenizer
@@ -96,36 +89,101 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
     prompt = chat_prompt(tok, DEMO_PROMPT)
     progress(f"compiling for the sim preset and answering {DEMO_PROMPT!r} in the functional simulator, "
              f"checked layer by layer against the integer reference")
+    # room for the prompt, the answer and the RTL's decode of the answer's last token
     prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, preset("sim"),
                          len(prompt) + answer_tokens, cm)
-    stop = end_of_turn_tokens(tok)
-    gen = generate(FsimBackend(prog, cm), prompt, answer_tokens, stop, ReferenceBackend(cm),
+    fsim, checker = FsimBackend(prog, cm), ReferenceBackend(cm)
+    gen = generate(fsim, prompt, answer_tokens, end_of_turn_tokens(tok), checker,
                    lambda done, total: progress(f"  token {done}/{total}"))
-    answer = tok.decode(gen.tokens, skip_special_tokens=True)
-    result["answer"] = {"prompt": DEMO_PROMPT, "text": answer, "check": gen.check,
-                        "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked}
-    progress(f"answer (fsim, check {gen.check}): {answer!r}")
-    ok = ok and gen.check == "passed"
+    text = tok.decode(gen.tokens, skip_special_tokens=True)
+    progress(f"answer (fsim, check {gen.check}): {text!r}")
+    summary = {"prompt": DEMO_PROMPT, "text": text, "check": gen.check,
+               "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked}
+    return prog, cm, fsim, checker, gen, summary
 
-    result["rtl"] = _rtl_token(prog, cm, prompt, progress)
-    ok = ok and result["rtl"]["check"] == "passed"
 
+def _projections() -> dict:
+    """LLaMA2-7B at FlightLLM's recipe on U280 and VHK158 (the cycle model), with the boards'
+    resource estimates."""
     from airfoil.compiler.compress import CompressionPlan
     from airfoil.compiler.model import model_spec
     from airfoil.compiler.plans import plan_path
+    from airfoil.config import preset
     from airfoil.sim.perf import project
 
-    result["projections"] = {}
+    out = {}
     for board in ("u280", "vhk158"):
         cfg = preset(board)
-        r = project(model_spec("llama2-7b"), CompressionPlan.load(plan_path("flightllm")), cfg)
-        result["projections"][board] = {k: r[k] for k in ("decode_tok_s", "hbm_utilisation", "bytes_per_token",
-                                                          "prefill_ms", "weight_bits_average", "calibrated")}
-        result["projections"][board]["resources"] = {"dsp": cfg.dsp_slices, "bram36": cfg.bram36_estimate,
-                                                     "uram": cfg.uram_estimate, "lut": cfg.lut_estimate}
+        r = project(model_spec("llama2-7b"), CompressionPlan.load(plan_path("flightllm")), cfg, curve=(),
+                    as_built=False)
+        out[board] = {k: r[k] for k in ("decode_tok_s", "hbm_utilisation", "bytes_per_token", "prefill_ms",
+                                        "weight_bits_average", "calibrated", "context")}
+        out[board]["resources"] = {"dsp": cfg.dsp_slices, "bram36": cfg.bram36_estimate, "uram": cfg.uram_estimate,
+                                   "lut": cfg.lut_estimate}
+    return out
+
+
+def _evaluate_and_project(compressed: str, tokens: int) -> tuple[dict, dict]:
+    """The demo's second process, on one core: ``evaluate`` (its progress labelled), then the
+    projections."""
+    import sys
+
+    import torch
+
+    from airfoil.host.evaluation import evaluate
+
+    def say(message: str) -> None:
+        print(f"[airfoil] (evaluation) {message}", file=sys.stderr, flush=True)
+
+    torch.set_num_threads(1)
+    result = evaluate("smollm2", compressed=compressed, n_tokens=tokens, progress=say)
+    say("projecting LLaMA2-7B on U280 and VHK158")
+    return result, _projections()
+
+
+def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print,
+             answer_tokens: int = ANSWER_TOKENS) -> int:
+    """1. compress (cached); 2. float reference vs transformers and the compressed model's
+    perplexity, in a second process beside 3. compile for the ``sim`` preset and answer a
+    question in the functional simulator, every layer of every step checked against the integer
+    reference; 4. the answer's next token on the RTL top; 5. the projected LLaMA2-7B decode on
+    U280 and VHK158 (the cycle model, not yet calibrated)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    t0 = time.time()
+    compressed = default_compressed(out_dir, progress)
+    # two cores: the evaluation and the projections on one, the answer on the other (one thread each)
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    pending = pool.submit(_evaluate_and_project, str(compressed), tokens)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        answer = _answer(compressed, answer_tokens, progress)
+        progress("waiting for the evaluation")
+        result, projections = pending.result()
+    finally:
+        pool.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
+    ok = (result["max_abs_logit_diff_vs_hf"] <= 1e-3 and result["effective_bits_per_weight"] <= 4.5)
+    progress(f"float reference vs transformers: max |logit diff| {result['max_abs_logit_diff_vs_hf']:.2e}; "
+             f"compressed: {result['effective_bits_per_weight']:.3f} bits/weight, {100 * result['sparsity']:.1f}% "
+             f"pruned, perplexity {result['ppl_compressed']:.2f} (float {result['ppl_float']:.2f}), integer "
+             f"reference {result['ppl_integer']:.2f} on {result['device']}")
+    prog, cm, fsim, checker, gen, result["answer"] = answer
+    ok = ok and gen.check == "passed"
+
+    result["rtl"] = _rtl_token(prog, cm, fsim, checker, gen.tokens[-1], progress)
+    ok = ok and result["rtl"]["check"] == "passed"
+
+    result["projections"] = projections
+    for board, r in projections.items():
+        res = r["resources"]
         progress(f"LLaMA2-7B on {board} (plan flightllm, {r['weight_bits_average']:.2f} bits, context "
                  f"{r['context']}): {r['decode_tok_s']} tok/s projected, HBM {100 * r['hbm_utilisation']:.1f}% "
-                 f"used; {cfg.dsp_slices} DSP, {cfg.bram36_estimate} BRAM36, {cfg.uram_estimate} URAM "
+                 f"used; {res['dsp']} DSP, {res['bram36']} BRAM36, {res['uram']} URAM "
                  f"(cycle model, not yet calibrated against RTL)")
     print(json.dumps(result, indent=2))
     progress(f"done in {time.time() - t0:.0f} s")

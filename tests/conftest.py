@@ -107,9 +107,11 @@ if __name__ == "__main__":  # make test: compress in the background beside the t
     workers = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     target = _cache_path("default")
 
-    def widen(_message: str) -> None:
+    def widen(message: str) -> None:
         n = _background_threads(target, workers)
         if n != torch.get_num_threads():
+            print(f"[make test] the background compression goes on with {n} thread(s): {message}",
+                  file=sys.stderr, flush=True)
             torch.set_num_threads(n)
 
     torch.set_num_threads(1)

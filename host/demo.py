@@ -123,9 +123,8 @@ def _projections() -> dict:
     return out
 
 
-def _evaluate_and_project(compressed: str, tokens: int) -> tuple[dict, dict]:
-    """The demo's second process, on one core: ``evaluate`` (its progress labelled), then the
-    projections."""
+def _evaluate(compressed: str, tokens: int) -> dict:
+    """``evaluate`` in the demo's second process, on one core, its progress labelled."""
     import sys
 
     import torch
@@ -136,9 +135,7 @@ def _evaluate_and_project(compressed: str, tokens: int) -> tuple[dict, dict]:
         print(f"[airfoil] (evaluation) {message}", file=sys.stderr, flush=True)
 
     torch.set_num_threads(1)
-    result = evaluate("smollm2", compressed=compressed, n_tokens=tokens, progress=say)
-    say("projecting LLaMA2-7B on U280 and VHK158")
-    return result, _projections()
+    return evaluate("smollm2", compressed=compressed, n_tokens=tokens, progress=say)
 
 
 def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print,
@@ -155,15 +152,17 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
 
     t0 = time.time()
     compressed = default_compressed(out_dir, progress)
-    # two cores: the evaluation and the projections on one, the answer on the other (one thread each)
+    # two cores: the evaluation on one, the answer and the projections on the other (one thread each)
     pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    pending = pool.submit(_evaluate_and_project, str(compressed), tokens)
+    pending = pool.submit(_evaluate, str(compressed), tokens)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         answer = _answer(compressed, answer_tokens, progress)
+        progress("projecting LLaMA2-7B on U280 and VHK158 (the evaluation goes on beside)")
+        projections = _projections()  # the answer takes a little less time than the evaluation
         progress("waiting for the evaluation")
-        result, projections = pending.result()
+        result = pending.result()
     finally:
         pool.shutdown(cancel_futures=True)
         torch.set_num_threads(threads)

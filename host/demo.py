@@ -1,20 +1,24 @@
 """``airfoil demo`` (what ``make demo`` runs): the golden path on the embedded SmolLM2.
 
-Compress with the default plan (cached in the output folder); measure the float reference
-against transformers and the compressed model against its integer reference; answer a question
-in the functional simulator, checked layer by layer; run one decode token of it on the RTL top in
-Verilator, checked byte for byte against fsim; project LLaMA2-7B on the two boards."""
+Compress with the default plan (cached in the output folder).  Then, one core each: measure the
+float reference against transformers and the compressed model against its integer reference (a
+second process); answer a question in the functional simulator, checked layer by layer, and
+project LLaMA2-7B on the two boards.  Last, decode the answer's next token on the RTL top in
+Verilator (both cores), checked byte for byte against fsim."""
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from airfoil.errors import AirfoilError
 
 if TYPE_CHECKING:
-    from airfoil.host.runtime import FsimBackend, ReferenceBackend
+    from airfoil.compiler.compressed_model import CompressedModel
+    from airfoil.compiler.lowering import Program
+    from airfoil.host.runtime import FsimBackend, Generation, ReferenceBackend
 
 __all__ = ["run_demo", "default_compressed"]
 
@@ -42,22 +46,33 @@ def default_compressed(out_dir: Path, progress: Callable[[str], None] = print) -
 DEMO_PROMPT = "What is the capital of France?"
 
 
-def _rtl_token(prog, cm, answer: "FsimBackend", checker: "ReferenceBackend", token: int,
-               progress: Callable[[str], None]) -> dict:
+@dataclass
+class DemoAnswer:
+    """The answer in fsim, and what the RTL token goes on from: the program, the model, fsim's
+    state and the checker's (both at the position after the prompt and the answer)."""
+    prog: "Program"
+    cm: "CompressedModel"
+    fsim: "FsimBackend"
+    checker: "ReferenceBackend"
+    gen: "Generation"
+    summary: dict
+
+
+def _rtl_token(answer: DemoAnswer, progress: Callable[[str], None]) -> dict:
     """The answer's next decode token on the Verilator top, from the state that fsim left after
     the prompt and the answer, compared with fsim byte for byte (HBM and buffers) and with the
     integer reference layer by layer."""
     from airfoil.host.runtime import RtlBackend, generate, interactive_threads
 
-    position = answer.position
-    backend = RtlBackend(prog, cm, check=True, fsim=answer, threads=interactive_threads())
+    position = answer.fsim.position
+    backend = RtlBackend(answer.prog, answer.cm, check=True, fsim=answer.fsim, threads=interactive_threads())
     t0 = time.time()
     progress(f"building the Verilator top for the sim preset in {backend.top.build_dir} (once; reused)")
     backend.top.build()
     build_s = time.time() - t0
     progress(f"the answer's next token (position {position}) as one decode token of SmolLM2 on the RTL top, "
              "checked byte for byte against fsim and layer by layer against the integer reference")
-    gen = generate(backend, [token], 1, checker=checker)
+    gen = generate(backend, [answer.gen.tokens[-1]], 1, checker=answer.checker)
     run = backend.runs[0] if backend.runs else None
     out = {"check": gen.check, "mismatch": str(gen.mismatch) if gen.mismatch else None, "position": position,
            "tokens": gen.tokens, "build_seconds": round(build_s, 1)}
@@ -74,10 +89,9 @@ def _rtl_token(prog, cm, answer: "FsimBackend", checker: "ReferenceBackend", tok
 ANSWER_TOKENS = 24
 
 
-def _answer(compressed: Path, answer_tokens: int, progress: Callable[[str], None]):
+def _answer(compressed: Path, answer_tokens: int, progress: Callable[[str], None]) -> DemoAnswer:
     """Compile for the ``sim`` preset and answer the question in fsim, checked layer by layer
-    against the integer reference; returns the program, the model, both backends (to go on
-    from), the generation and its summary."""
+    against the integer reference."""
     from airfoil.compiler.compressed_model import CompressedModel
     from airfoil.compiler.lowering import compile_model
     from airfoil.compiler.tokenizer import load_tokenizer
@@ -99,7 +113,7 @@ def _answer(compressed: Path, answer_tokens: int, progress: Callable[[str], None
     progress(f"answer (fsim, check {gen.check}): {text!r}")
     summary = {"prompt": DEMO_PROMPT, "text": text, "check": gen.check,
                "mismatch": str(gen.mismatch) if gen.mismatch else None, "steps_checked": gen.steps_checked}
-    return prog, cm, fsim, checker, gen, summary
+    return DemoAnswer(prog, cm, fsim, checker, gen, summary)
 
 
 def _projections() -> dict:
@@ -171,10 +185,10 @@ def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] =
              f"compressed: {result['effective_bits_per_weight']:.3f} bits/weight, {100 * result['sparsity']:.1f}% "
              f"pruned, perplexity {result['ppl_compressed']:.2f} (float {result['ppl_float']:.2f}), integer "
              f"reference {result['ppl_integer']:.2f} on {result['device']}")
-    prog, cm, fsim, checker, gen, result["answer"] = answer
-    ok = ok and gen.check == "passed"
+    result["answer"] = answer.summary
+    ok = ok and answer.gen.check == "passed"
 
-    result["rtl"] = _rtl_token(prog, cm, fsim, checker, gen.tokens[-1], progress)
+    result["rtl"] = _rtl_token(answer, progress)
     ok = ok and result["rtl"]["check"] == "passed"
 
     result["projections"] = projections

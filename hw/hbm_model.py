@@ -7,9 +7,9 @@ transfer unit moves at most one 64-byte beat per cycle, about one pseudo-channel
 The delay line holds the small requests, not the data: a word is read when its request leaves
 the line, so the model costs a few registers per cycle of latency.  Sim only: it is not meant
 for synthesis.  The host fills and reads the channels through ``host_*`` while the machine is
-idle, or, for a model's tens of megabytes, loads them at time 0 from ``$readmemh`` images and
-gets them back at the end by ``$writememh`` (plusargs ``+channelN=FILE`` and
-``+channelN_dump=FILE``).  Each channel is the handwritten Verilog module ``airfoil_hbm_channel``
+idle, or, for a model's tens of megabytes, loads them at time 0 from binary images and gets them
+back at the end as binary dumps (plusargs ``+channelN=FILE`` and ``+channelN_dump=FILE``; see
+``sim.verilator.write_memory_image`` and ``read_memory_dump``).  Each channel is the handwritten Verilog module ``airfoil_hbm_channel``
 (``sim/hdl/``, added to every Verilator build by ``sim.verilator``): an Amaranth ``Memory`` would
 write its initial contents into the design word by word."""
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """A compiled program's sections on the Verilator build of ``AirfoilTop``, driven as a host drives
-a board: the HBM images load at time 0 (``$readmemh``), the buffers are written through the host
+a board: the HBM images load at time 0 (binary files, ``$fread``), the buffers are written through the host
 port, the AXI4-Lite registers set (program channel/base/words from the compiler's placement, R0 =
 tokens, R1 = position, EPS_Q and C_QK from the model), ap_start raised and the end awaited;
-HBM comes back by ``$writememh`` and the buffers through the host port.
+HBM comes back as binary dumps and the buffers through the host port.
 
 One build per configuration (the board's config, the model's SFU settings and the HBM size),
 under ``build/verilator/top-<key>``; later runs reuse it.  Each ``run`` is one simulator
@@ -23,7 +23,7 @@ from airfoil import numerics as nx
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
-from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, memory_image_hex, read_memory_dump,
+from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, read_memory_dump, write_memory_image,
                                    run_bench)
 
 __all__ = ["RtlTop", "RtlState", "RtlRun", "TracedInstruction", "parse_trace", "buffer_image", "buffer_values", "positions_for", "hex_words",
@@ -167,8 +167,8 @@ class RtlTop:
             tmp = Path(tmp)
             plusargs = [f"+trace={tmp / 'trace.txt'}"] if trace else []
             for c, image in enumerate(state.hbm):
-                (tmp / f"channel{c}.hex").write_text(memory_image_hex(np.asarray(image, np.uint8).tobytes()))
-                plusargs += [f"+channel{c}={tmp / f'channel{c}.hex'}", f"+channel{c}_dump={tmp / f'channel{c}.out'}"]
+                write_memory_image(tmp / f"channel{c}.bin", np.asarray(image, np.uint8).tobytes())
+                plusargs += [f"+channel{c}={tmp / f'channel{c}.bin'}", f"+channel{c}_dump={tmp / f'channel{c}.out'}"]
             case = {"max_cycles": max_cycles,
                     "buffers": {str(b.value): hex_words(state.buffers[b]) for b in DMA_BUFFERS},
                     "runs": [{"registers": registers,

@@ -1,6 +1,6 @@
 """cocotb test module for ``AirfoilTop``: the host's side of a run, as a driver on a board does it,
 but with the simulation's host ports for memory.  From AIRFOIL_CASE (JSON): HBM words (``hbm``;
-a model's images come instead as ``$readmemh`` plusargs, see ``hw.hbm_model``) and buffer words
+a model's images come instead as binary files named by plusargs, see ``hw.hbm_model``) and buffer words
 (``buffers``) are written; then for each run the AXI4-Lite registers (``registers``: name ->
 value) are written, CTRL.ap_start set, the end awaited on the ``stopped`` edge (no Python per
 cycle), CTRL polled until ap_done, and STATUS, ERROR_PC, the counters, the ``hbm_dump`` ranges

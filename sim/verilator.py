@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "memory_image_hex",
+__all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "write_memory_image",
            "read_memory_dump", "log_tail", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
@@ -38,21 +38,21 @@ def verilator_available() -> bool:
     return bool(env) and shutil.which("verilator", path=env["PATH"]) is not None
 
 
-def memory_image_hex(image: bytes, word_bytes: int = 64) -> str:
-    """``image`` as ``$readmemh`` text: one little-endian word per line (a partial last word is
-    padded with zeros)."""
+def write_memory_image(path: Path, image: bytes, word_bytes: int = 64) -> None:
+    """Write ``image`` (little-endian words) as the binary file ``airfoil_hbm_channel`` loads with
+    ``$fread``, which fills each word from its most significant byte: every word's bytes go in
+    reversed (a partial last word is padded with zeros)."""
     raw = np.frombuffer(bytes(image) + bytes(-len(image) % word_bytes), np.uint8).reshape(-1, word_bytes)
-    h = raw[:, ::-1].tobytes().hex()
-    step = 2 * word_bytes
-    return "\n".join(h[i:i + step] for i in range(0, len(h), step)) + "\n"
+    raw[:, ::-1].tofile(path)
 
 
 def read_memory_dump(path: Path, word_bytes: int = 64) -> bytes:
-    """The bytes of a ``$writememh`` dump (one little-endian word per line; ``//`` address comments
-    skipped), the inverse of ``memory_image_hex``."""
-    lines = [ln for ln in Path(path).read_text().split() if not ln.startswith("//") and not ln.startswith("@")]
-    raw = np.frombuffer(bytes.fromhex("".join(ln.rjust(2 * word_bytes, "0") for ln in lines)), np.uint8)
-    return raw.reshape(-1, word_bytes)[:, ::-1].tobytes()
+    """The bytes of a channel's dump, in order: ``$fwrite("%u")`` writes each word least
+    significant byte first.  The inverse of ``write_memory_image``."""
+    raw = Path(path).read_bytes()
+    if len(raw) % word_bytes:
+        raise ValueError(f"{path}: {len(raw)} bytes is not a whole number of {word_bytes}-byte words")
+    return raw
 
 
 BUILD_ARGS = ("-Wno-fatal", "-O3", "--no-public-flat-rw", "--output-split-cfuncs", "2000")

@@ -6,8 +6,14 @@
 // Handwritten rather than an Amaranth Memory because a model's channels hold tens of megabytes:
 // Amaranth writes a memory's initial contents into the design word by word (hundreds of
 // thousands of 512-bit constants per channel), while here the contents load at time 0 from a
-// $readmemh image named by the plusarg +<NAME>=FILE (none: zeros), and the final contents are
-// written to +<NAME>_dump=FILE by $writememh when the simulation ends.  Simulation only.
+// binary image named by the plusarg +<NAME>=FILE (none: zeros), and the final contents are
+// written to +<NAME>_dump=FILE when the simulation ends.  Simulation only.
+//
+// Binary, not $readmemh/$writememh text: a model's images are about 125 MB, twice that as hex,
+// and parsing and printing the hex cost most of 20 s per run.  $fread fills each word from its
+// most significant byte, so the image holds each word's bytes reversed
+// (airfoil.sim.verilator.write_memory_image); "%u" writes a word least significant byte first,
+// so the dump is the channel's bytes in order (read_memory_dump).
 module airfoil_hbm_channel #(
     parameter int WORDS = 1024,
     parameter int AW = 10,
@@ -30,13 +36,25 @@ module airfoil_hbm_channel #(
 
     initial begin : load
         string image;
+        int fd, got;
         for (int i = 0; i < WORDS; i++) mem[i] = '0;
-        if ($value$plusargs({NAME, "=%s"}, image)) $readmemh(image, mem);
+        if ($value$plusargs({NAME, "=%s"}, image)) begin
+            fd = $fopen(image, "rb");
+            if (fd == 0) $fatal(1, "airfoil_hbm_channel %s: cannot open the image %s", NAME, image);
+            got = $fread(mem, fd);
+            $fclose(fd);
+        end
     end
 
     final begin : dump
         string image;
-        if ($value$plusargs({NAME, "_dump=%s"}, image)) $writememh(image, mem);
+        int fd;
+        if ($value$plusargs({NAME, "_dump=%s"}, image)) begin
+            fd = $fopen(image, "wb");
+            if (fd == 0) $fatal(1, "airfoil_hbm_channel %s: cannot write the dump %s", NAME, image);
+            for (int i = 0; i < WORDS; i++) $fwrite(fd, "%u", mem[i]);
+            $fclose(fd);
+        end
     end
 
     always_ff @(posedge clk) begin

@@ -1,6 +1,6 @@
 """``AirfoilTop`` in Verilator, driven as a host drives the board (``sim.rtl_top.RtlTop``): the
 compiled decode section of ``tests/hw/decode_case.py`` (a tiny LLaMA with SmolLM2's head size)
-sits in HBM where the compiler placed it and loads with the weights as ``$readmemh`` images; the
+sits in HBM where the compiler placed it and loads with the weights as binary images; the
 host writes PROGRAM_CHANNEL/BASE/WORDS, R0/R1, EPS_Q and C_QK over AXI4-Lite, sets ap_start and
 waits for the end.  The run leaves every byte of HBM and of the buffers as fsim's decode leaves
 them, the logits equal the integer reference's, STATUS is 0 and the per-queue instruction counters

@@ -39,9 +39,10 @@ def _cache_path(plan_name: str) -> Path:
     return CACHE / f"smollm2-{plan_name}-{key}.afc"
 
 
-def cached_compressed(plan_name: str, progress=None):
+def cached_compressed(plan_name: str, progress=None, background: bool = False):
     """Compress SmolLM2 with a shipped plan once; later sessions and other workers reuse the file.
-    ``progress`` (the background compression's) is called between layers and recovery steps."""
+    ``progress`` is called between layers and recovery steps.  ``background``: the caller is
+    `make test`'s background compression, not a test worker that may wait for it."""
     from filelock import FileLock
 
     from airfoil.compiler.compress import CompressionPlan
@@ -55,7 +56,7 @@ def cached_compressed(plan_name: str, progress=None):
     out = _cache_path(plan_name)
     CACHE.mkdir(parents=True, exist_ok=True)
     # a worker that may block on the lock says so, for the background compression to widen
-    mark = None if out.exists() or progress else out.with_name(f"{out.name}.waiting.{os.getpid()}")
+    mark = None if out.exists() or background else out.with_name(f"{out.name}.waiting.{os.getpid()}")
     try:
         if mark:
             mark.touch()
@@ -115,4 +116,4 @@ if __name__ == "__main__":  # make test: compress in the background beside the t
             torch.set_num_threads(n)
 
     torch.set_num_threads(1)
-    cached_compressed("default", widen)
+    cached_compressed("default", widen, background=True)

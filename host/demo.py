@@ -154,11 +154,12 @@ def _evaluate(compressed: str, tokens: int) -> dict:
 
 def run_demo(out_dir: Path, tokens: int = 512, progress: Callable[[str], None] = print,
              answer_tokens: int = ANSWER_TOKENS) -> int:
-    """1. compress (cached); 2. float reference vs transformers and the compressed model's
-    perplexity, in a second process beside 3. compile for the ``sim`` preset and answer a
-    question in the functional simulator, every layer of every step checked against the integer
-    reference; 4. the answer's next token on the RTL top; 5. the projected LLaMA2-7B decode on
-    U280 and VHK158 (the cycle model, not yet calibrated)."""
+    """1. compress (cached); 2. in a second process, the float reference vs transformers and the
+    compressed model's perplexity, while this one does 3 and 4: 3. compile for the ``sim`` preset
+    and answer a question in the functional simulator, every layer of every step checked against
+    the integer reference; 4. the projected LLaMA2-7B decode on U280 and VHK158 (the cycle
+    model, not yet calibrated); then, once the evaluation is in, 5. the answer's next token on
+    the RTL top (both cores)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 

@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--tokens", type=int, default=16, help="most tokens to generate (stops at end of turn)")
     c.add_argument("--no-chat", action="store_true", help="do not wrap the prompt in the model's chat template")
     c.add_argument("--prefill", default="rtl", choices=["rtl", "fsim"],
-                   help="rtl backend: where the prompt runs (default rtl; SmolLM2 takes ~6.2M RTL cycles per prompt token)")
+                   help="rtl backend: where the prompt runs (default rtl; SmolLM2 takes ~4M RTL cycles per prompt token)")
     c.add_argument("--check", action="store_true", help="compare every layer of every step with the reference")
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")

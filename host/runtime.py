@@ -127,7 +127,7 @@ def locate_hbm(program, channel: int, offset: int) -> tuple[int, str]:
 
 class RtlBackend:
     """Every step on the RTL top: the prefill section for the prompt, the decode section for each
-    token after it (``prefill="fsim"`` runs the prompt in fsim instead: SmolLM2 takes about 6.2M
+    token after it (``prefill="fsim"`` runs the prompt in fsim instead: SmolLM2 takes about 4M
     cycles per prompt token in RTL).  ``runs``: each RTL step's ``RtlRun`` (cycles, counters,
     simulation speed) and ``run_sections`` its section; ``mismatch``: the first byte where an RTL
     step left HBM or a buffer other than fsim (with ``check``)."""

@@ -4,14 +4,18 @@ activations in, the layer's INT32 outputs out, bit-exact with ``IntegerKernels.l
     acc[o, g] = sum_{k in g} q[k] * w8[o, k];   Y[o] = sum_g S[o, g] acc[o, g]
     out[o]    = sat(rshift_round(Y[o], shift), 32),   shift = E - e - F
 
-    weight buffer --> WeightDecoder x C --+--> MatrixProcessingEngine --> RequantisePath x C
-    activation buffer (16-byte blocks) ---+        (C chains)                  (one per chain)
+    weight buffer --> WeightDecoder x 2C -+--> MatrixProcessingEngine --> RequantisePath x 2C
+    activation buffer (16-byte blocks) ---+        (C chains)                  (one per row lane)
 
-Chain c takes rows c, c + C, ... of the tile (its decoder's ``row_first``/``row_step``). All
-decoders advance together: a beat goes into the MPE when every decoder has one, with the
-activation blocks its DSP groups name. A beat carries one row per chain in the low lane (the
-MV_SPARSE mapping, also for dense weights: half the MACs of MV's two-row packing; the two-row
-feeder is still to come).
+There are 2C *row lanes*, each with its own decoder (on its own weight buffer read port) and
+requantiser: lane j < C is chain j's low lane, lane C + j its high lane.  With ``pair_rows``
+(dense weights: every row of a beat reads the same activations) a beat carries two rows per
+chain, the MV mapping: lane j takes rows j, j + 2C, ... (the decoders' ``row_first``/``row_step``)
+and each output beat holds rows r * 2C .. r * 2C + 2C - 1.  Without it (N:16 sparse: each row has
+its own indices) one row per chain rides the low lane, MV_SPARSE: lane j < C takes rows j, j + C,
+... and the high lanes' decoders have no rows (their operands are zero).  All decoders advance
+together: a beat goes into the MPE when every decoder has one (a decoder out of rows counts as
+ready with zero weights), with the activation blocks lane 0's DSP groups name.
 
 Quant groups: the chain's accumulator restarts at each quant group (``first``/``last`` mark group
 boundaries, not row boundaries), so each chain result is one group's sum; its scale S travels
@@ -41,40 +45,43 @@ class LinearEngine(wiring.Component):
     """``chains`` chains of ``groups`` DSP groups (D = 2 groups), a weight buffer of ``wdepth``
     words of ``word_bits`` and an activation buffer of ``max_k`` inputs.
 
-    The host (later the controller and the LD unit) writes the buffers through ``w_*`` and
-    ``a_*``, sets one ``geometry`` per chain, ``beats_per_group`` (kg / D), ``shift``, and pulses
-    ``start``. Outputs: per chain a stream of INT32 results, its rows in order."""
+    The host (the MV unit in the top) writes the buffers through ``w_*`` and ``a_*``, sets one
+    ``geometry`` per row lane, ``pair_rows``, ``beats_per_group`` (kg / D), ``shift``, and pulses
+    ``start``. Outputs: a stream of 2C INT32 results a beat (lane j's rows in order) and the lanes
+    that carry a row (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
                  own_buffers: bool = True):
-        self.chains, self.groups, self.d = chains, groups, 2 * groups
+        self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, 2 * chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
         self.own_buffers = own_buffers
-        self.decoders = [WeightDecoder(self.d, word_bits, wdepth) for _ in range(chains)]
+        self.decoders = [WeightDecoder(self.d, word_bits, wdepth) for _ in range(self.lanes)]
         geo = self.decoders[0].geometry_layout
         block = data.ArrayLayout(signed(8), SPARSE_M)
         if own_buffers:  # the buffers inside, written through w_* / a_*
             ports = {"w_en": In(1), "w_addr": In(unsigned(exact_log2(wdepth))), "w_data": In(word_bits),
                      "a_en": In(1), "a_addr": In(range(max_k // SPARSE_M)), "a_data": In(block)}
         else:  # read ports of buffers outside (one cycle of latency): one per decoder, one per DSP group
-            ports = {"w_rd_en": Out(chains), "w_rd_addr": Out(data.ArrayLayout(unsigned(exact_log2(wdepth)), chains)),
-                     "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), chains)),
+            L = self.lanes
+            ports = {"w_rd_en": Out(L), "w_rd_addr": Out(data.ArrayLayout(unsigned(exact_log2(wdepth)), L)),
+                     "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), L)),
                      "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(16), groups)),
                      "a_rd_data": In(data.ArrayLayout(block, groups))}
         super().__init__({
             **ports,
-            "geometry": In(data.ArrayLayout(geo, chains)),
+            "geometry": In(data.ArrayLayout(geo, self.lanes)),
+            "pair_rows": In(1),  # two rows per chain (MV); dense weights only
             "beats_per_group": In(unsigned(8)),
             "shift": In(signed(8)),
             "start": In(1),
             "busy": Out(1),
-            "out": Out(stream.Signature(data.ArrayLayout(signed(32), chains))),
-            "out_mask": Out(chains),  # which chains' results ``out`` carries this cycle
+            "out": Out(stream.Signature(data.ArrayLayout(signed(32), self.lanes))),
+            "out_mask": Out(self.lanes),  # which lanes' results ``out`` carries this cycle
         })
 
     def elaborate(self, platform):
         m = Module()
-        C, G = self.chains, self.groups
+        C, G, L = self.chains, self.groups, self.lanes
         if self.own_buffers:
             m.submodules.wbuf = wbuf = Memory(shape=unsigned(self.word_bits), depth=self.wdepth, init=[])
             wp = wbuf.write_port()
@@ -84,10 +91,10 @@ class LinearEngine(wiring.Component):
             ap = abuf.write_port()
             m.d.comb += [ap.en.eq(self.a_en), ap.addr.eq(self.a_addr), ap.data.eq(self.a_data)]
             act_ports = [abuf.read_port() for _ in range(G)]
-            weight_ports = [wbuf.read_port() for _ in range(C)]
+            weight_ports = [wbuf.read_port() for _ in range(L)]
         else:
             act_ports = [_ReadPort(self.a_rd_en[g], self.a_rd_addr[g], self.a_rd_data[g]) for g in range(G)]
-            weight_ports = [_ReadPort(self.w_rd_en[c], self.w_rd_addr[c], self.w_rd_data[c]) for c in range(C)]
+            weight_ports = [_ReadPort(self.w_rd_en[j], self.w_rd_addr[j], self.w_rd_data[j]) for j in range(L)]
         m.submodules.mpe = mpe = MatrixProcessingEngine(C, G)
 
         # ---- decoders, each on its own read port of the weight buffer
@@ -100,8 +107,8 @@ class LinearEngine(wiring.Component):
             beats.append(dec.beats)
 
         # ---- feeder stage 1: take a beat from every decoder, read the activation blocks
-        # a decoder that has emitted all its rows (the tile's rows need not divide by C) counts
-        # as ready with zero weights; chain 0 always has the most rows
+        # a decoder that has emitted all its rows (the tile's rows need not divide by the lanes)
+        # counts as ready with zero weights; lane 0 always has the most rows
         all_valid = Signal()
         m.d.comb += all_valid.eq(beats[0].valid & Cat(*(b.valid | ~d.busy for b, d in zip(beats, self.decoders))).all())
         for b in beats:
@@ -129,15 +136,19 @@ class LinearEngine(wiring.Component):
 
         # ---- feeder stage 2: the MPE's operands
         op = mpe.operands.payload
-        m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(ChainMode.MV_SPARSE),
+        # MV and MV_SPARSE run alike in the chain; the high lanes' decoders have no rows (zero
+        # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
+        m.d.comb += [mpe.operands.valid.eq(held_valid),
+                     op.mode.eq(Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE)),
                      op.first.eq(group_first), op.last.eq(group_last)]
         for g in range(G):
             m.d.comb += op.act_hi[g].eq(act_ports[g].data)
         for c in range(C):
-            m.d.comb += [op.weight_lo[c].eq(held[c].weight), op.index[c].eq(held[c].index)]
+            m.d.comb += [op.weight_lo[c].eq(held[c].weight), op.weight_hi[c].eq(held[C + c].weight),
+                         op.index[c].eq(held[c].index)]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE
-        entry = data.StructLayout({"scale": data.ArrayLayout(unsigned(16), C), "row_first": 1, "row_last": 1})
+        entry = data.StructLayout({"scale": data.ArrayLayout(unsigned(16), L), "row_first": 1, "row_last": 1})
         queue = Array(Signal(entry, name=f"queue{i}") for i in range(SCALE_QUEUE))
         head, tail = Signal(range(SCALE_QUEUE)), Signal(range(SCALE_QUEUE))
         row_open = Signal()  # the next finished group starts a row
@@ -145,7 +156,7 @@ class LinearEngine(wiring.Component):
             e = queue[tail]
             m.d.sync += [e.row_first.eq(~row_open), e.row_last.eq(held[0].last), row_open.eq(~held[0].last),
                          tail.eq(tail + 1)]
-            m.d.sync += [e.scale[c].eq(held[c].scale[0]) for c in range(C)]
+            m.d.sync += [e.scale[j].eq(held[j].scale[0]) for j in range(L)]
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
         res = mpe.results
@@ -153,26 +164,27 @@ class LinearEngine(wiring.Component):
         with m.If(res.valid):
             m.d.sync += head.eq(head + 1)
 
-        # ---- requantisation, one path per chain
+        # ---- requantisation, one path per row lane
         rq_valid = Signal()
-        for c in range(C):
+        for j in range(L):
             rq = RequantisePath()
-            m.submodules[f"requantise{c}"] = rq
+            m.submodules[f"requantise{j}"] = rq
             s = rq.sums.payload
-            m.d.comb += [rq.sums.valid.eq(res.valid), s.acc.eq(res.payload.lo[c]), s.scale.eq(front.scale[c]),
+            acc = res.payload.lo[j] if j < C else res.payload.hi[j - C]
+            m.d.comb += [rq.sums.valid.eq(res.valid), s.acc.eq(acc), s.scale.eq(front.scale[j]),
                          s.shift.eq(self.shift), s.first.eq(front.row_first), s.last.eq(front.row_last),
-                         self.out.payload[c].eq(rq.out.payload)]
-            if c == 0:
+                         self.out.payload[j].eq(rq.out.payload)]
+            if j == 0:
                 m.d.comb += rq_valid.eq(rq.out.valid)
         m.d.comb += [self.out.valid.eq(rq_valid), res.ready.eq(1)]
-        # a chain whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it
-        rows_done = [Signal(16, name=f"rows_done{c}") for c in range(C)]
-        for c in range(C):
-            m.d.comb += self.out_mask[c].eq(rows_done[c] < self.geometry[c].rows)
+        # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it
+        rows_done = [Signal(16, name=f"rows_done{j}") for j in range(L)]
+        for j in range(L):
+            m.d.comb += self.out_mask[j].eq(rows_done[j] < self.geometry[j].rows)
             with m.If(rq_valid):
-                m.d.sync += rows_done[c].eq(rows_done[c] + 1)
+                m.d.sync += rows_done[j].eq(rows_done[j] + 1)
             with m.If(self.start):
-                m.d.sync += rows_done[c].eq(0)
+                m.d.sync += rows_done[j].eq(0)
 
         recent = Signal(REQUANT_LATENCY)  # results still in the requantisers
         m.d.sync += recent.eq(Cat(res.valid, recent[:-1]))

@@ -2,11 +2,16 @@
 settings, runs the engine on the shared buffers and writes the INT32 results into the global
 buffer.  The golden model is fsim's ``_gemm``.
 
-    issued MV/MM --> tile geometry per chain (the compiler's tile_sections, in RTL)
+    issued MV/MM --> tile geometry per row lane (the compiler's tile_sections, in RTL)
     token t      --> its exponent e = ACT[act_t + k], shift = scale_exp - e - out_frac
                  --> LinearEngine (decoders on WEIGHT read ports, activation blocks from ACT)
-                 --> rows r*C .. r*C + C-1 of each output beat into GLOBAL[out_t + row]
+                 --> rows r*L .. r*L + L-1 of each output beat into GLOBAL[out_t + row]
     act_t = act + t * act_stride,  out_t = out + t * out_stride,  t = 0 .. tokens - 1
+
+L = 2C rows a beat (two per chain, the MV packing) where the rows can share their activations
+and the output beat stays within one GLOBAL word: dense weights (16:16), ``out`` a multiple of
+2C (and ``out_stride`` too when there are several tokens), 2C results no wider than a word.
+Otherwise L = C, one row per chain (MV_SPARSE).
 
 MM runs its tokens one after another, each a full pass over the tile (the decoders decode the
 tile again for every token), so MM of T tokens costs T MVs.  The two-token pass of
@@ -36,7 +41,16 @@ from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit"]
+__all__ = ["MvUnit", "row_lanes"]
+
+
+def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> int:
+    """Rows an MV/MM beat carries, as ``MvUnit`` decides it (its ``pair_ok``): two per chain for
+    dense weights whose results (``out``, and ``out_stride`` for several tokens) start on a
+    multiple of 2C elements, as long as 2C INT32 results fit one GLOBAL word; else one per chain."""
+    lanes = 2 * chains
+    aligned = out % lanes == 0 and (tokens <= 1 or out_stride % lanes == 0)
+    return lanes if n == SPARSE_M and aligned and 4 * lanes <= BEAT_BYTES else chains
 
 _W = EVAL_BITS + 8  # geometry arithmetic
 
@@ -46,15 +60,15 @@ class MvUnit(wiring.Component):
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
                  max_k: int = 4096):
-        self.chains, self.groups, self.d = chains, groups, 2 * groups
+        self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, 2 * chains
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False)
         wa = exact_log2(weight_bytes // BEAT_BYTES)
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
             "done": Out(1), "fault": Out(ErrorCode),
-            "w_rd_en": Out(chains), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), chains)),
-            "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), chains)),
+            "w_rd_en": Out(self.lanes), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), self.lanes)),
+            "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), self.lanes)),
             "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(32), groups)),
             "a_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), groups)),
             "g_wr_valid": Out(1), "g_wr": Out(write_request_layout()),
@@ -62,7 +76,7 @@ class MvUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        C, G, D = self.chains, self.groups, self.d
+        C, G, D, L = self.chains, self.groups, self.d, self.lanes
         m.submodules.engine = eng = self.engine
         layout = ISSUED_LAYOUTS[Opcode.MV]
         ins = Signal(layout)
@@ -108,17 +122,30 @@ class MvUnit(wiring.Component):
         act_t, out_t = Signal(signed(EVAL_BITS)), Signal(signed(EVAL_BITS))
         last_act, last_out = Signal(signed(EVAL_BITS + 26)), Signal(signed(EVAL_BITS + 26))  # the last token's
 
+        # ---- two rows per chain (L lanes) or one (C lanes)
+        several = ins.tokens > 1
+        pair = Signal()  # registered in SECTIONS, for the whole instruction (the rule of row_lanes)
+        if L * 4 <= BEAT_BYTES:  # the output beat's L INT32 results within one GLOBAL word
+            pair_ok = ((ins.pattern == SparsePattern.DENSE) & (ins.out[:exact_log2(L)] == 0)
+                       & (~several | (ins.out_stride[:exact_log2(L)] == 0)))
+        else:
+            pair_ok = 0
+        lanes_log2 = Mux(pair, exact_log2(L), exact_log2(C))
+
         # ---- the engine's settings
         e = Signal(signed(8))
         shift = Signal(signed(10))
         m.d.comb += shift.eq(ins.scale_exp - e - ins.out_frac)
-        for c in range(C):
-            geo = eng.geometry[c]
+        for j in range(L):
+            geo = eng.geometry[j]
             for s in per_row:
-                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + c * per_row[s]),
-                             getattr(geo, f"{s}_stride").eq(C * per_row[s])]
-            m.d.comb += [geo.rows.eq(Mux(rows > c, (rows + (C - 1 - c)) >> exact_log2(C), 0)), geo.kept.eq(kept),
+                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + j * per_row[s]),
+                             getattr(geo, f"{s}_stride").eq(per_row[s] << lanes_log2)]
+            used = (rows > j) if j < C else (pair & (rows > j))
+            lane_rows = Mux(pair, (rows + (L - 1 - j)) >> exact_log2(L), (rows + (C - 1 - j)) >> exact_log2(C))
+            m.d.comb += [geo.rows.eq(Mux(used, lane_rows, 0)), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
+        m.d.comb += eng.pair_rows.eq(pair)
         m.d.comb += [eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D))), eng.shift.eq(shift)]
 
         # ---- buffer ports: the engine's, with activation blocks offset by the row's start
@@ -135,20 +162,19 @@ class MvUnit(wiring.Component):
         with m.If(exp_read):
             m.d.comb += [self.a_rd_en[0].eq(1), self.a_rd_addr[0].eq(exp_addr >> 6)]
 
-        # ---- results into GLOBAL: output beat r holds rows r*C .. r*C + C - 1
+        # ---- results into GLOBAL: output beat r holds rows r*L .. r*L + L - 1 (L lanes in use)
         out_beats = Signal(_W)
         written = Signal(_W)
-        elem = out_t + written * C
+        elem = out_t + (written << lanes_log2)
         byte = Signal(_W + 2)
         m.d.comb += byte.eq(elem << 2)
         lane_off = byte[:6]
-        mask = Cat(*[eng.out_mask[c].replicate(4) for c in range(C)])
+        mask = Cat(*[eng.out_mask[j].replicate(4) for j in range(L)])
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0),
                      self.g_wr.data.eq(eng.out.payload.as_value() << (lane_off * 8)),
                      self.g_wr.mask.eq(mask << lane_off)]
 
         out_limit = self.global_bytes // 4
-        several = ins.tokens > 1
         unsupported = (((opcode != Opcode.MV.value) & (opcode != Opcode.MM.value)) | ins.accumulate | ~ins.requantise
                        | ~g_pow2 | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
                        | (ins.out[:exact_log2(C)] != 0) | (ins.act[:4] != 0)
@@ -168,11 +194,12 @@ class MvUnit(wiring.Component):
             with m.State("SECTIONS"):
                 for s in per_row:
                     m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
-                m.d.sync += [out_beats.eq((rows + C - 1) >> exact_log2(C)), token.eq(0), act_t.eq(ins.act),
+                m.d.sync += [pair.eq(pair_ok), token.eq(0), act_t.eq(ins.act),
                              out_t.eq(ins.out), last_act.eq(ins.act + (ins.tokens - 1) * ins.act_stride),
                              last_out.eq(ins.out + (ins.tokens - 1) * ins.out_stride)]
                 m.next = "CHECK"
-            with m.State("CHECK"):  # fsim's order: the tile, then the activation row, then the results
+            with m.State("CHECK"):
+                m.d.sync += out_beats.eq((rows + (1 << lanes_log2) - 1) >> lanes_log2)  # fsim's order: the tile, then the activation row, then the results
                 with m.If(bad_address):
                     m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"

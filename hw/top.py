@@ -69,14 +69,15 @@ class AirfoilTop(wiring.Component):
         board, HBM is off chip), for synthesis one unit at a time (``hw/synth.py``)."""
         cfg, sizes = self.cfg, self.sizes
         chains, groups = cfg.chains_per_core, cfg.dsp_groups_per_chain
+        mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
         return {
             "regs": ControlRegisters(),
             "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),
             "fetch": InstructionFetch(),
-            "buffers": BufferBank(sizes, TAG_LAYOUT.size, chains, groups, sfu=True),
+            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.lanes, groups, sfu=True),
             "ld": TransferEngine(False, self.channel_bytes, sizes),
             "st": TransferEngine(True, self.channel_bytes, sizes),
-            "mv": MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL]),
+            "mv": mv,
             "sfu": SfuUnit(self.sfu.max_width, sizes[Buffer.ACT], sizes[Buffer.GLOBAL], sizes[Buffer.KV], self.sfu.rope,
                            max_positions=self.sfu.max_positions),
         }
@@ -90,7 +91,6 @@ class AirfoilTop(wiring.Component):
             m.submodules[name] = unit
         regs, ctrl, fetch, bufs = units["regs"], units["ctrl"], units["fetch"], units["buffers"]
         ld, st, mv, sfu = units["ld"], units["st"], units["mv"], units["sfu"]
-        chains = cfg.chains_per_core
         m.submodules.hbm = hbm = HbmModel(cfg.hbm_channels, self.channel_bytes // BEAT_BYTES, cfg.hbm_latency_cycles,
                                           TAG_LAYOUT.size, FETCH_TAG_BITS)
 
@@ -123,7 +123,7 @@ class AirfoilTop(wiring.Component):
                      hbm.wr_valid.eq(st.dst_valid), hbm.wr.eq(st.dst)]
 
         # ---- MV on WEIGHT and ACT, results into GLOBAL
-        m.d.comb += [bufs.weight_rd_addr[c].eq(mv.w_rd_addr[c]) for c in range(chains)]
+        m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.lanes)]
         m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data),
                      bufs.act_rd_en.eq(mv.a_rd_en), bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
                      bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]

@@ -153,9 +153,10 @@ RTL_ATTENTION_SETUP, RTL_ATTENTION_PER_ROW = 3, 56
 class RtlTiming:
     """Cycle costs of single instructions on the RTL as built (``AirfoilTop``: one core of the
     config): each queue has its own unit (the LD and ST transfer engines, one beat a cycle each;
-    the MV unit; the SFU with its attention unit), which holds one instruction from start to done.  What the RTL does not have yet and
-    ``OpTiming`` assumes: one DMA per pseudo-channel, MV's two rows per chain beat (dense), MM's
-    two-token pass, attention's products on the MPE."""
+    the MV unit, two rows per chain a beat for dense weights whose results are aligned; the SFU
+    with its attention unit), which holds one instruction from start to done.  What the RTL does
+    not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, MM's two-token pass,
+    attention's products on the MPE."""
 
     cfg: AirfoilConfig
 
@@ -177,13 +178,14 @@ class RtlTiming:
         beats = (src + n - 1) // beat - src // beat + 1
         return cyc + int(beats.sum()) + RTL_ROW * rows
 
-    def engine(self, rows: int, k: int, bits: int, n: int, group_size: int) -> float:
-        """The LinearEngine's cycles for one token over a tile, from start to its last result."""
+    def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> float:
+        """The LinearEngine's cycles for one token over a tile, from start to its last result, with
+        ``lanes`` rows a beat (default: the chains, one row each; ``hw.mv_unit.row_lanes``)."""
         from airfoil.compiler.weight_image import tile_sections
 
         c = self.cfg
-        chains, D = c.chains_per_core, c.dsp_per_chain  # AirfoilTop builds one core of the config
-        steps = math.ceil(rows / chains)
+        D = c.dsp_per_chain  # AirfoilTop builds one core of the config
+        steps = math.ceil(rows / (lanes or c.chains_per_core))
         beats = steps * math.ceil(k * n // SPARSE_M / D)
         per_row = [b * 8 / max(rows, 1) for b in tile_sections(rows, k, bits, n, group_size)]
         words = sum(per_row) / c.axi_data_bits
@@ -192,7 +194,10 @@ class RtlTiming:
                                                   + RTL_ENGINE_PER_SECTION * sections)
 
     def gemm(self, f: dict) -> int:
-        engine = self.engine(f["rows"], f["k"], f["width"].bits, f["pattern"].n, f["group_size"])
+        from airfoil.hw.mv_unit import row_lanes
+
+        lanes = row_lanes(self.cfg.chains_per_core, f["pattern"].n, f["out"], f["tokens"], f["out_stride"])
+        engine = self.engine(f["rows"], f["k"], f["width"].bits, f["pattern"].n, f["group_size"], lanes)
         return RTL_MV_SETUP + round(max(f["tokens"], 0) * (RTL_MV_TOKEN + engine))
 
     def sfu(self, f: dict) -> int:

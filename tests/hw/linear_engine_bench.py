@@ -27,6 +27,7 @@ async def linear_layers(dut):
         await _write(dut, "w", layer["words"])
         await _write(dut, "a", layer["blocks"])
         dut.geometry.value, dut.beats_per_group.value = int(layer["geometry"], 16), layer["beats_per_group"]
+        dut.pair_rows.value = layer["pair_rows"]
         dut.shift.value, dut.start.value = layer["shift"], 1
         await FallingEdge(dut.clk)
         dut.start.value = 0

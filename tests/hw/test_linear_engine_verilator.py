@@ -1,7 +1,8 @@
 """One core's linear-layer datapath in Verilator (the sim preset's 4 chains of 4 DSPs): weight
 decoders, feeder, MPE and requantisation together give IntegerKernels.requantise of the exact
-GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow; and its cycles are
-the cycle model's (``sim.perf.RtlTiming.engine``, whose constants were fitted on these shapes)."""
+GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow, dense tiles two
+rows per chain (8 row lanes) and sparse ones one (4); and its cycles are the cycle model's
+(``sim.perf.RtlTiming.engine``, whose constants were fitted on these shapes)."""
 import json
 
 import numpy as np
@@ -45,11 +46,13 @@ def test_layers_bit_exact(tmp_path):
         acc = (w8 * q[None, :]).reshape(rows, k // GS, GS).sum(-1)  # per group
         y = torch.from_numpy((acc * scale).sum(-1)[None].astype(np.int64))
         expect.append(IntegerKernels.requantise(y, shift, torch.tensor([0]), 0)[0].tolist())
-        geos = [tile_geometry(0, rows, k, bits, n, GS, row_first=c, row_step=CHAINS) for c in range(CHAINS)]
+        lanes = 2 * CHAINS if n == SPARSE_M else CHAINS
+        geos = [tile_geometry(0, rows, k, bits, n, GS, row_first=j, row_step=lanes) if j < lanes
+                else tile_geometry(0, rows, k, bits, n, GS, rows=0) for j in range(2 * CHAINS)]
         words = [(a, f"{int.from_bytes(blob[a * 64:(a + 1) * 64], 'little'):x}") for a in range(-(-len(blob) // 64))]
         blocks = [(b, f"{int.from_bytes(bytes((q[b * 16:(b + 1) * 16] & 0xFF).astype(np.uint8)), 'little'):x}")
                   for b in range(k // SPARSE_M)]
-        layers.append({"words": words, "blocks": blocks, "shift": shift,
+        layers.append({"words": words, "blocks": blocks, "shift": shift, "pair_rows": int(lanes > CHAINS),
                        "beats_per_group": GS * n // SPARSE_M // (2 * GROUPS),
                        "geometry": f"{geo_layout.const(geos).as_value().value:x}"})
     (tmp_path / "case.json").write_text(json.dumps({"layers": layers}))
@@ -57,15 +60,17 @@ def test_layers_bit_exact(tmp_path):
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})
     out = json.loads((tmp_path / "out.json").read_text())
     for (rows, k, bits, n), want, got in zip(LAYERS, expect, out):
+        lanes = 2 * CHAINS if n == SPARSE_M else CHAINS
         y = [None] * rows
         for j, (payload, mask) in enumerate(got["results"]):
             v = int(payload, 16)
-            for c in range(CHAINS):
-                if mask >> c & 1:
-                    word = (v >> (32 * c)) & 0xFFFFFFFF
-                    y[c + j * CHAINS] = word - (1 << 32) if word >> 31 else word
+            assert mask >> lanes == 0
+            for lane in range(lanes):
+                if mask >> lane & 1:
+                    word = (v >> (32 * lane)) & 0xFFFFFFFF
+                    y[lane + j * lanes] = word - (1 << 32) if word >> 31 else word
         assert y == want, f"{bits}-bit {n}:16, {rows} x {k}"
-        beats = -(-rows // CHAINS) * (k * n // SPARSE_M) // (2 * GROUPS)
-        model = RtlTiming(preset("sim")).engine(rows, k, bits, n, GS)
+        beats = -(-rows // lanes) * (k * n // SPARSE_M) // (2 * GROUPS)
+        model = RtlTiming(preset("sim")).engine(rows, k, bits, n, GS, lanes)
         print(f"{bits}-bit {n}:16 {rows}x{k}: {beats} beats in {got['cycles']} cycles (model {model:.0f})")
         assert abs(got["cycles"] - model) <= ENGINE_MODEL_SLACK, (rows, k, bits, n, got["cycles"], model)

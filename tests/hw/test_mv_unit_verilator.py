@@ -1,13 +1,15 @@
 """The MV unit behind the controller, in Verilator, against fsim: programs that load weight
 tiles (every width, N and group the unit takes, both halves of the double buffer) and
 activation rows from HBM, run MV (and MM over several tokens' rows) and store the INT32 results
-back leave HBM and every buffer exactly as fsim leaves them; an MV the unit cannot run yet stops
-with UNSUPPORTED, one outside its buffers with ADDRESS."""
+back leave HBM and every buffer exactly as fsim leaves them, with two rows per chain a beat (dense
+weights, results on a multiple of 2C) or one; an MV the unit cannot run yet stops with
+UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
 from airfoil.hw.buffers import buffer_bytes
+from airfoil.hw.mv_unit import row_lanes
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
 from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, MV_FORMATS, row_transfer, run_datapath_programs
@@ -32,8 +34,10 @@ def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0,
                             "requantise": 1, "out_frac": out_frac, "scale_exp": scale_exp, "group_size": gs}, **kw)
 
 
-# MM: (format index, tokens, activation row stride in ACT, result row stride in GLOBAL)
-MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (7, 2, 1552, 4)]
+# MM: (format index, tokens, activation row stride in ACT, result row stride in GLOBAL); programs
+# of even index put their results on a multiple of 2C = 8 elements, odd ones 4 past: the dense
+# ones run two rows per chain (0, 2 and MM 10) or one (3, and MM 8 for its stride of 12)
+MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (2, 2, 272, 16), (7, 2, 1552, 4)]
 
 
 def _case(rng):
@@ -63,7 +67,7 @@ def _case(rng):
         act_span = (tokens - 1) * act_stride + k + 1
         out_span = (tokens - 1) * out_stride + rows
         act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - act_span) // 16))
-        out = 4 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - out_span) // 4))
+        out = 8 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - out_span) // 8)) + 4 * (i % 2)
         st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows * tokens) // 4))
         programs.append([
             row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
@@ -80,6 +84,13 @@ def _case(rng):
 def test_mv_programs_leave_fsims_memory(tmp_path):
     rng = np.random.default_rng(41)
     hbm, programs = _case(rng)
+    lanes = [row_lanes(CFG.chains_per_core, p[2].fields["pattern"].n, p[2].fields["out"].base,
+                       p[2].fields["tokens"].base, p[2].fields["out_stride"]) for p in programs]
+    assert [i for i, n in enumerate(lanes) if n == 2 * CFG.chains_per_core] == [0, 2, 10]
+    # the first program again with its results 4 elements on: one row per chain
+    first = programs[0][2]
+    programs.append(programs[0][:2] + [Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)},
+                                                   first.wait, first.release)] + programs[0][3:])
     # an MM whose last token's results fall off the global buffer: nothing is written (fsim's order)
     mm = programs[len(FORMATS)]
     past_end = SIZES[Buffer.GLOBAL] // 4 - mm[2].fields["rows"] - mm[2].fields["out_stride"]
@@ -97,9 +108,11 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
                            programs[0][2].release)
     programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
     out = run_datapath_programs(tmp_path, hbm, programs, rng)
-    n_ok = len(FORMATS) + len(MM_CASES)
+    n_ok = len(FORMATS) + len(MM_CASES) + 1
     for i, r in enumerate(out[:n_ok]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
+    # 10 x 576 dense: 2 beats of 8 rows instead of 3 of 4, 144 beats each
+    assert out[n_ok - 1]["cycles"] - out[0]["cycles"] >= 140, (out[0]["cycles"], out[n_ok - 1]["cycles"])
     assert ErrorCode(out[n_ok]["error"]) == ErrorCode.ADDRESS and out[n_ok]["error_pc"] == 2
     assert ErrorCode(out[n_ok + 1]["error"]) == ErrorCode.NONE and out[n_ok + 1]["done"]
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2

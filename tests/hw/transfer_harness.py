@@ -73,7 +73,8 @@ class TransferHarness(wiring.Component):
 
         m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
                                           TAG_LAYOUT.size)
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, *(self.mv or (0, 0)),
+        chains, groups = self.mv or (0, 0)  # MvUnit's 2C row lanes read WEIGHT, one port each
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, 2 * chains, groups,
                                                     sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
@@ -88,7 +89,7 @@ class TransferHarness(wiring.Component):
         if self.mv:
             sizes = self.buffer_sizes
             m.submodules.mv = mv = MvUnit(*self.mv, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
-            m.d.comb += [bufs.weight_rd_addr[c].eq(mv.w_rd_addr[c]) for c in range(self.mv[0])]
+            m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.lanes)]
             m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data), bufs.act_rd_en.eq(mv.a_rd_en),
                          bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
                          bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]

@@ -68,12 +68,12 @@ def measure_rtl(compressed, progress: Callable[[str], None] = print) -> dict:
     """Runs the calibration prompt's prefill and one decode token on the RTL (checked against
     fsim byte for byte) with the trace; returns what ``reports/calibration.json`` holds."""
     from airfoil.compiler.tokenizer import load_tokenizer
-    from airfoil.host.runtime import RtlBackend, chat_prompt, generate
+    from airfoil.host.runtime import RtlBackend, chat_prompt, generate, interactive_threads
     from airfoil.isa import Queue
 
     prompt = chat_prompt(load_tokenizer(compressed.metadata["source"]), CALIBRATION_PROMPT, chat=False)
     prog = calibration_program(compressed, len(prompt))
-    backend = RtlBackend(prog, compressed, check=True, trace=True)
+    backend = RtlBackend(prog, compressed, check=True, trace=True, threads=interactive_threads())
     progress(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
     backend.top.build()
     progress(f"SmolLM2 on the RTL with the trace: the prefill of {len(prompt)} tokens, then one decode token "

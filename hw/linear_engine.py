@@ -13,7 +13,8 @@ requantiser: lane j < C is chain j's low lane, lane C + j its high lane.  With `
 chain, the MV mapping: lane j takes rows j, j + 2C, ... (the decoders' ``row_first``/``row_step``)
 and each output beat holds rows r * 2C .. r * 2C + 2C - 1.  Without it (N:16 sparse: each row has
 its own indices) one row per chain rides the low lane, MV_SPARSE: lane j < C takes rows j, j + C,
-... and the high lanes' decoders have no rows (their operands are zero).  All decoders advance
+... and the high lanes' decoders have no rows (their operands are zero); so the high lanes'
+decoders are built for dense tiles only (``WeightDecoder(dense_only=True)``).  All decoders advance
 together: a beat goes into the MPE when every decoder has one (a decoder out of rows counts as
 ready with zero weights), with the activation blocks lane 0's DSP groups name.
 
@@ -51,11 +52,15 @@ class LinearEngine(wiring.Component):
     that carry a row (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
-                 own_buffers: bool = True):
-        self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, 2 * chains
+                 own_buffers: bool = True, pairs: bool = True):
+        # ``pairs=False``: C lanes only, one row per chain always (where 2C results would not fit
+        # the user's output word, the MV unit never pairs: no high lanes are built)
+        self.chains, self.groups, self.d = chains, groups, 2 * groups
+        self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
         self.own_buffers = own_buffers
-        self.decoders = [WeightDecoder(self.d, word_bits, wdepth) for _ in range(self.lanes)]
+        # the high lanes only ever take paired rows, which are dense: no position windows there
+        self.decoders = [WeightDecoder(self.d, word_bits, wdepth, dense_only=j >= chains) for j in range(self.lanes)]
         geo = self.decoders[0].geometry_layout
         block = data.ArrayLayout(signed(8), SPARSE_M)
         if own_buffers:  # the buffers inside, written through w_* / a_*
@@ -139,12 +144,12 @@ class LinearEngine(wiring.Component):
         # MV and MV_SPARSE run alike in the chain; the high lanes' decoders have no rows (zero
         # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
         m.d.comb += [mpe.operands.valid.eq(held_valid),
-                     op.mode.eq(Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE)),
+                     op.mode.eq(Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE),
                      op.first.eq(group_first), op.last.eq(group_last)]
         for g in range(G):
             m.d.comb += op.act_hi[g].eq(act_ports[g].data)
         for c in range(C):
-            m.d.comb += [op.weight_lo[c].eq(held[c].weight), op.weight_hi[c].eq(held[C + c].weight),
+            m.d.comb += [op.weight_lo[c].eq(held[c].weight), op.weight_hi[c].eq(held[C + c].weight if L > C else 0),
                          op.index[c].eq(held[c].index)]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE

@@ -41,16 +41,22 @@ from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "row_lanes"]
+__all__ = ["MvUnit", "lane_count", "row_lanes"]
+
+
+def lane_count(chains: int) -> int:
+    """Row lanes (weight decoders, WEIGHT read ports, requantisers) the MV unit builds: 2C where
+    an output beat's 2C INT32 results fit one GLOBAL word, so that rows can pair; else C."""
+    return 2 * chains if 4 * 2 * chains <= BEAT_BYTES else chains
 
 
 def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> int:
     """Rows an MV/MM beat carries, as ``MvUnit`` decides it (its ``pair_ok``): two per chain for
     dense weights whose results (``out``, and ``out_stride`` for several tokens) start on a
-    multiple of 2C elements, as long as 2C INT32 results fit one GLOBAL word; else one per chain."""
-    lanes = 2 * chains
+    multiple of 2C elements, where the unit has 2C lanes (``lane_count``); else one per chain."""
+    lanes = lane_count(chains)
     aligned = out % lanes == 0 and (tokens <= 1 or out_stride % lanes == 0)
-    return lanes if n == SPARSE_M and aligned and 4 * lanes <= BEAT_BYTES else chains
+    return lanes if lanes > chains and n == SPARSE_M and aligned else chains
 
 _W = EVAL_BITS + 8  # geometry arithmetic
 
@@ -60,9 +66,10 @@ class MvUnit(wiring.Component):
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
                  max_k: int = 4096):
-        self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, 2 * chains
+        self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
-        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False)
+        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
+                                   pairs=self.lanes > chains)
         wa = exact_log2(weight_bytes // BEAT_BYTES)
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
@@ -125,7 +132,7 @@ class MvUnit(wiring.Component):
         # ---- two rows per chain (L lanes) or one (C lanes)
         several = ins.tokens > 1
         pair = Signal()  # registered in SECTIONS, for the whole instruction (the rule of row_lanes)
-        if L * 4 <= BEAT_BYTES:  # the output beat's L INT32 results within one GLOBAL word
+        if L > C:  # lane_count: the output beat's 2C INT32 results within one GLOBAL word
             pair_ok = ((ins.pattern == SparsePattern.DENSE) & (ins.out[:exact_log2(L)] == 0)
                        & (~several | (ins.out_stride[:exact_log2(L)] == 0)))
         else:

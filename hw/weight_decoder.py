@@ -177,12 +177,16 @@ class WeightDecoder(wiring.Component):
     """One chain's weight decoder: ``d`` kept weights per beat (D, a power of two), reading a
     weight buffer of ``depth`` words of ``word_bits`` through one read port (``mem_*``: address
     and enable in one cycle, data the next).  ``start`` latches ``geometry``; ``busy`` stays high
-    until the last beat has been taken from ``beats``."""
+    until the last beat has been taken from ``beats``.
 
-    def __init__(self, d: int, word_bits: int = 512, depth: int = 1024):
+    ``dense_only``: a decoder that is only ever given dense tiles (N = 16; the linear engine's high
+    row lanes) is built without the position window and the sparse index logic; given a sparse
+    geometry it would emit wrong indices, so its user must not."""
+
+    def __init__(self, d: int, word_bits: int = 512, depth: int = 1024, dense_only: bool = False):
         exact_log2(d)
         assert d >= 2
-        self.d, self.word_bits, self.depth = d, word_bits, depth
+        self.d, self.word_bits, self.depth, self.dense_only = d, word_bits, depth, dense_only
         self.addr_bits = exact_log2(depth * word_bits)
         self.geometry_layout = TileGeometry(self.addr_bits)
         self.beat_layout = decoded_beat_layout(d)
@@ -203,6 +207,8 @@ class WeightDecoder(wiring.Component):
         # the four bit windows: codes (D codes), positions (D 4-bit indices, or the 16-bit masks
         # of the D/8 blocks a beat covers at N = 8), zeros and scales (D/2 groups at most)
         widths = {"code": 8 * d, "pos": max(4 * d, 16), "zero": max(4 * d, 8), "scale": max(8 * d, 16)}
+        if self.dense_only:
+            del widths["pos"]
         win = {}
         for name, width in widths.items():
             win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth)
@@ -210,30 +216,31 @@ class WeightDecoder(wiring.Component):
         # ---- where the beat is: row bases, kept-weight index kbase of the beat's first slice
         row = Signal(16)
         kbase = Signal(16)
-        base = {s: Signal(ab, name=f"{s}_row_base") for s in ("code", "pos", "scale", "zero")}
+        base = {s: Signal(ab, name=f"{s}_row_base") for s in win}
         block0 = Signal(16)
-        with m.Switch(geo.n):
-            for n, c in N_CODE.items():
-                with m.Case(c):
-                    m.d.comb += block0.eq(kbase >> exact_log2(n))
+        self._block_of(m, geo, block0, kbase)
         group0 = Signal(16)
         m.d.comb += group0.eq(block0 >> geo.group_log2)
         code_off = _times_bits(m, kbase, geo.bits, ab, "code_off")
         zero_off = _times_bits(m, group0, geo.bits, ab, "zero_off")
         m.d.comb += [
             win["code"].addr.eq(base["code"] + code_off),
-            win["pos"].addr.eq(base["pos"] + Mux(geo.n == N_CODE[8], block0 << 4, kbase << 2)),
             win["zero"].addr.eq(base["zero"] + zero_off),
             win["scale"].addr.eq(base["scale"] + (group0 << 4)),
         ]
+        if not self.dense_only:
+            m.d.comb += win["pos"].addr.eq(base["pos"] + Mux(geo.n == N_CODE[8], block0 << 4, kbase << 2))
 
-        # ---- the read port: blocking requests first, then fetches ahead, in window order
+        # ---- the read port: blocking requests first, then fetches ahead, in window order.  Dense
+        # tiles (N = 16) have no positions: their position window asks for nothing, or its
+        # wandering through the next section's words would take the port at every row step
         readers = list(win.values())
+        asks = [r.req & (geo.n != N_CODE[16]) if name == "pos" else r.req for name, r in win.items()]
         grant = [Signal(name=f"grant{i}") for i in range(len(readers))]
         grants, taken = [Const(0, 1)] * len(readers), Const(0, 1)
         for blocking in (True, False):
             for i, r in enumerate(readers):
-                want = r.req & r.blocking if blocking else r.req
+                want = asks[i] & r.blocking if blocking else asks[i]
                 grants[i] = grants[i] | (want & ~taken)
                 taken = taken | want
         m.d.comb += [g.eq(e) for g, e in zip(grant, grants)]
@@ -247,29 +254,30 @@ class WeightDecoder(wiring.Component):
 
         # ---- the beat, from the windows
         beat = Signal(self.beat_layout)
-        cw, pw, zw, sw = (win[s].window for s in ("code", "pos", "zero", "scale"))
+        cw, zw, sw = (win[s].window for s in ("code", "zero", "scale"))
         for s in range(d):
             kidx = kbase + s
             code, zero, index = Signal(8, name=f"code{s}"), Signal(8, name=f"zero{s}"), Signal(4, name=f"index{s}")
             block, goff = Signal(16, name=f"block{s}"), Signal(16, name=f"goff{s}")
-            with m.Switch(geo.n):
-                for n, c in N_CODE.items():
-                    with m.Case(c):
-                        m.d.comb += block.eq(kidx >> exact_log2(n))
+            self._block_of(m, geo, block, kidx)
             m.d.comb += goff.eq((block >> geo.group_log2) - group0)
             with m.Switch(geo.bits):
                 for b, c in BITS_CODE.items():
                     with m.Case(c):
                         m.d.comb += [code.eq(cw[s * b:(s + 1) * b]), zero.eq(zw.bit_select(goff * b, b))]
-            with m.Switch(geo.n):
-                with m.Case(N_CODE[16]):
-                    m.d.comb += index.eq(kidx[:4])
-                with m.Case(N_CODE[8]):
-                    # the rank-th set bit of the block's mask (blocks of a beat: D/8, or 1 for D < 8)
-                    mask = pw[16 * (s // 8):16 * (s // 8) + 16]
-                    m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])
-                with m.Default():
-                    m.d.comb += index.eq(pw[4 * s:4 * s + 4])
+            if self.dense_only:
+                m.d.comb += index.eq(kidx[:4])
+            else:
+                pw = win["pos"].window
+                with m.Switch(geo.n):
+                    with m.Case(N_CODE[16]):
+                        m.d.comb += index.eq(kidx[:4])
+                    with m.Case(N_CODE[8]):
+                        # the rank-th set bit of the block's mask (blocks of a beat: D/8, or 1 for D < 8)
+                        mask = pw[16 * (s // 8):16 * (s // 8) + 16]
+                        m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])
+                    with m.Default():
+                        m.d.comb += index.eq(pw[4 * s:4 * s + 4])
             m.d.comb += [beat.weight[s].eq(code - zero), beat.index[s].eq(index)]
             if s % 2 == 0:
                 m.d.comb += [beat.block[s // 2].eq(block), beat.scale[s // 2].eq(sw.bit_select(goff * 16, 16))]
@@ -283,7 +291,9 @@ class WeightDecoder(wiring.Component):
 
         # ---- issue: every window hit and the output register free
         running = Signal()
-        hit = win["code"].hit & win["zero"].hit & win["scale"].hit & (win["pos"].hit | (geo.n == N_CODE[16]))
+        hit = win["code"].hit & win["zero"].hit & win["scale"].hit
+        if not self.dense_only:
+            hit &= win["pos"].hit | (geo.n == N_CODE[16])
         free = ~self.beats.valid | self.beats.ready
         with m.If(self.beats.valid & self.beats.ready):
             m.d.sync += self.beats.valid.eq(0)
@@ -300,6 +310,16 @@ class WeightDecoder(wiring.Component):
             m.d.sync += [base[s].eq(self.geometry[f"{s}_base"]) for s in base]
         m.d.comb += self.busy.eq(running | self.beats.valid)
         return m
+
+    def _block_of(self, m: Module, geo, block: Signal, kept_index) -> None:
+        """``block = kept_index / N``: the 16-block of a kept weight."""
+        if self.dense_only:
+            m.d.comb += block.eq(kept_index >> exact_log2(SPARSE_M))
+            return
+        with m.Switch(geo.n):
+            for n, c in N_CODE.items():
+                with m.Case(c):
+                    m.d.comb += block.eq(kept_index >> exact_log2(n))
 
 
 def _set_bit_positions(mask) -> list:

@@ -17,7 +17,7 @@ from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
-from airfoil.hw.mv_unit import MvUnit
+from airfoil.hw.mv_unit import MvUnit, lane_count
 from airfoil.hw.sfu_unit import SfuUnit
 from airfoil.hw.top import connect_host_ports
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
@@ -73,9 +73,9 @@ class TransferHarness(wiring.Component):
 
         m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
                                           TAG_LAYOUT.size)
-        chains, groups = self.mv or (0, 0)  # MvUnit's 2C row lanes read WEIGHT, one port each
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, 2 * chains, groups,
-                                                    sfu=bool(self.sfu))
+        chains, groups = self.mv or (0, 0)  # MvUnit's row lanes read WEIGHT, one port each
+        lanes = lane_count(chains) if chains else 0
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, lanes, groups, sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
         m.d.comb += [hbm.rd_valid.eq(ld.src_valid), hbm.rd.eq(ld.src),

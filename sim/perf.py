@@ -31,6 +31,7 @@ costs the RTL as built, calibrated against Verilator's instruction trace (``airf
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -128,11 +129,15 @@ RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until t
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
 RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each token's exponent and shift
-# LinearEngine, measured (tests/hw/test_linear_engine_verilator.py's shapes and SmolLM2's):
-# pipeline fill and drain, and the decoders' bit windows refilling at each row step (a chain's
-# next row is C rows on, so every section's window misses): cycles = beats + FILL + steps x
-# (STEP + PER_WORD x the words a row spans + PER_SECTION x its non-empty sections)
-RTL_ENGINE_FILL, RTL_ENGINE_STEP, RTL_ENGINE_PER_WORD, RTL_ENGINE_PER_SECTION = 16.76, -4.32, 0.354, 1.844
+# LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
+# the weight decoders' stalls (hw/weight_decoder.py): at the start and at each row change a
+# decoder's bit windows ask for the words they do not hold (each window holds the two words it
+# reads and two fetched ahead), one word a cycle on its read port, and the beat waits for the
+# last word's read (one cycle more). All decoders advance together, so a step costs the most
+# any lane fetches.  Exact on 314 dense tiles, within 3 cycles on 575 sparse ones (the grid of
+# tests/hw/test_linear_engine_verilator.py: the windows' fetches ahead have not always landed).
+RTL_ENGINE_PIPELINE = 13
+RTL_FETCH_LATENCY = 1
 # SfuUnit: START, CHECK (4 address slots), the FIFO and the last write (measured); no rows: 2.
 # Per row, cycles per element (RMSNorm: in, squares, normalise; the block quantiser's row
 # memory: in, out; RoPE: a pair per two cycles) and a constant (measured: RMSNorm's divider
@@ -147,6 +152,39 @@ RTL_RMSNORM_LAST_ROW = 2  # plus the row's width
 # AttentionUnit: per query row of L positions (nc = width / 16 chunks) Q.K (nc + 2) L, P.V nc L,
 # the softmax's 2 L, then the width and a constant (measured 56; the unit's own estimate is 45)
 RTL_ATTENTION_SETUP, RTL_ATTENTION_PER_ROW = 3, 56
+
+
+@functools.lru_cache(maxsize=1024)
+def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int, d: int,
+                    word_bits: int) -> tuple[int, int]:
+    """The weight decoders' fetches that stall a tile (``LinearEngine``: lane j decodes rows j,
+    j + lanes, ...): (words fetched, summed over the steps of the lane that fetches most;
+    steps that fetch).  At the start every window is empty (two words each); at a row change a
+    window at word w of the row's last beat holds words w .. w + WINDOW_SLOTS - 1, and the next
+    row's first beat wants the two words its address spans.  Dense tiles have no position
+    window."""
+    from airfoil.hw.weight_decoder import WINDOW_SLOTS, tile_geometry
+
+    g = tile_geometry(0, rows, k, bits, n, group_size)
+    kept = k * n // SPARSE_M
+    last = kept - d  # the row's last beat: its first kept weight, block and quant group
+    block = last // n
+    group = block // (group_size // SPARSE_M)
+    last_offset = {"code": last * bits, "zero": group * bits, "scale": group * 16,
+                   "pos": block << 4 if n == 8 else last << 2}
+    sections = ["code", "zero", "scale"] + ([] if n == SPARSE_M else ["pos"])
+    r = np.arange(max(rows - lanes, 0))  # the rows whose lane has a next row
+    fetch = np.zeros(len(r), np.int64)
+    for s in sections:
+        base, stride = g[f"{s}_base"], g[f"{s}_stride"]
+        held = (base + r * stride + last_offset[s]) // word_bits
+        want = (base + (r + lanes) * stride) // word_bits
+        for w in (want, want + 1):
+            fetch += (w < held) | (w >= held + WINDOW_SLOTS)
+    per_step = np.zeros(max(math.ceil(rows / lanes) - 1, 0), np.int64)
+    np.maximum.at(per_step, r // lanes, fetch)
+    start = 2 * len(sections) if rows else 0
+    return start + int(per_step.sum()), int(rows > 0) + int((per_step > 0).sum())
 
 
 @dataclass
@@ -178,20 +216,16 @@ class RtlTiming:
         beats = (src + n - 1) // beat - src // beat + 1
         return cyc + int(beats.sum()) + RTL_ROW * rows
 
-    def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> float:
+    def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> int:
         """The LinearEngine's cycles for one token over a tile, from start to its last result, with
         ``lanes`` rows a beat (default: the chains, one row each; ``hw.mv_unit.row_lanes``)."""
-        from airfoil.compiler.weight_image import tile_sections
-
         c = self.cfg
         D = c.dsp_per_chain  # AirfoilTop builds one core of the config
-        steps = math.ceil(rows / (lanes or c.chains_per_core))
+        lanes = lanes or c.chains_per_core
+        steps = math.ceil(rows / lanes)
         beats = steps * math.ceil(k * n // SPARSE_M / D)
-        per_row = [b * 8 / max(rows, 1) for b in tile_sections(rows, k, bits, n, group_size)]
-        words = sum(per_row) / c.axi_data_bits
-        sections = sum(1 for b in per_row if b)
-        return beats + RTL_ENGINE_FILL + steps * (RTL_ENGINE_STEP + RTL_ENGINE_PER_WORD * words
-                                                  + RTL_ENGINE_PER_SECTION * sections)
+        words, stalls = decoder_fetches(rows, k, bits, n, group_size, lanes, D, c.axi_data_bits)
+        return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls
 
     def gemm(self, f: dict) -> int:
         from airfoil.hw.mv_unit import row_lanes

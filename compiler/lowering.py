@@ -578,8 +578,8 @@ def compile_model(spec: ModelSpec, recipes: dict[str, LayerRecipe], group_size: 
 
 def place_programs(prog: Program, encoded: dict[str, bytes]) -> None:
     """The sections' instruction words in HBM, where the controller's instruction fetch reads
-    them: channel 0 (``PROGRAM_CHANNEL``), after the other regions, each section on a 64-byte
-    boundary (``PROGRAM_BASE``, ``PROGRAM_WORDS``).  Every channel's image grows to match."""
+    them: channel 0, after the other regions, each section on a 64-byte boundary (the host sets
+    ``PROGRAM`` to the channel's base plus the section's offset, and ``PROGRAM_WORDS``).  Every channel's image grows to match."""
     off = prog.hbm["bytes_per_channel"]
     sections = {}
     for name, words in encoded.items():

@@ -14,12 +14,13 @@ back at the end as binary dumps (plusargs ``+channelN=FILE`` and ``+channelN_dum
 write its initial contents into the design word by word."""
 from __future__ import annotations
 
-from amaranth import ClockSignal, Instance, Module, Signal, unsigned
+from amaranth import Array, Cat, ClockSignal, Instance, Module, Mux, Signal, unsigned
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["HbmModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES"]
+__all__ = ["HbmModel", "HbmAxiModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES"]
 
 BEAT_BYTES = 64
 
@@ -104,4 +105,120 @@ class HbmModel(wiring.Component):
             m.submodules[f"channel{c}"] = Instance("airfoil_hbm_channel", **ports)
             with m.If(self.host_channel == c):
                 m.d.comb += self.host_rdata.eq(host_data)
+        return m
+
+
+class HbmAxiModel(wiring.Component):
+    """The HBM model behind AXI4 slave ports, for the kernel's masters (``hw.axi``): ``ports``
+    read/write ports (``ar_*``, ``r_*``, ``aw_*``, ``w_*``, ``b_*``, one element per port) and the
+    port ``f_*`` (the instruction fetch's reads, the results word's write).  The address map is a board's: pseudo-channel c
+    holds the bytes [c * channel_bytes, (c + 1) * channel_bytes), so any port reaches any channel.
+
+    One read and one write a cycle in all, to the lowest-numbered port asking (the others wait,
+    which the masters must allow); AW and W are taken together; B comes the cycle after.  R comes
+    ``latency`` cycles after AR; a data port's answers wait in a queue while its master holds
+    RREADY low (a port takes no more reads than its queue can hold).  The fetch port's answers
+    cannot wait: its master keeps RREADY up (``r_lost`` rises if one was not taken).
+
+    ``stall``: refuse AR and AW/W in about one cycle in four, pseudo-randomly (an LFSR), as a busy
+    HBM controller does, to exercise the masters' waiting."""
+
+    def __init__(self, channels: int, words_per_channel: int, latency: int, ports: int, stall: bool = False):
+        self.channels, self.words, self.latency, self.ports = channels, words_per_channel, latency, ports
+        self.stall = stall
+        assert words_per_channel & (words_per_channel - 1) == 0, "channels of a power-of-two size"
+        aw = max(1, ceil_log2(words_per_channel))
+        p = ports
+        wide = data.ArrayLayout(unsigned(8 * BEAT_BYTES), p)
+        addr = data.ArrayLayout(unsigned(64), p)
+        super().__init__({
+            "ar_valid": In(p), "ar_ready": Out(p), "ar_addr": In(addr),
+            "r_valid": Out(p), "r_ready": In(p), "r_data": Out(wide),
+            "aw_valid": In(p), "aw_ready": Out(p), "aw_addr": In(addr),
+            "w_valid": In(p), "w_ready": Out(p), "w_data": In(wide), "w_strb": In(data.ArrayLayout(unsigned(BEAT_BYTES), p)),
+            "b_valid": Out(p), "b_ready": In(p),
+            "f_ar_valid": In(1), "f_ar_ready": Out(1), "f_ar_addr": In(64),
+            "f_r_valid": Out(1), "f_r_ready": In(1), "f_r_data": Out(8 * BEAT_BYTES),
+            "f_aw_valid": In(1), "f_aw_ready": Out(1), "f_aw_addr": In(64),
+            "f_w_valid": In(1), "f_w_ready": Out(1), "f_w_data": In(8 * BEAT_BYTES), "f_w_strb": In(BEAT_BYTES),
+            "f_b_valid": Out(1), "f_b_ready": In(1),
+            "r_lost": Out(1),
+            "host_we": In(1), "host_channel": In(range(channels)), "host_addr": In(unsigned(aw)),
+            "host_wdata": In(8 * BEAT_BYTES), "host_rdata": Out(8 * BEAT_BYTES),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        pb = max(1, ceil_log2(self.ports))
+        m.submodules.hbm = hbm = HbmModel(self.channels, self.words, self.latency, pb, 1)
+        word_bits = ceil_log2(self.words)
+
+        def decode(req, address):
+            m.d.comb += [req.space.eq(address[6 + word_bits:]), req.addr.eq(address[6:6 + word_bits])]
+
+        read_go, write_go = Signal(init=1), Signal(init=1)
+        if self.stall:  # x^16 + x^14 + x^13 + x^11 + 1
+            lfsr = Signal(16, init=0xACE1)
+            m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
+            m.d.comb += [read_go.eq(lfsr[0] | lfsr[7]), write_go.eq(lfsr[4] | lfsr[11])]
+
+        # reads: the lowest port asking (with room for its answer); the answer comes back tagged
+        # with the port and waits in the port's queue while the master holds RREADY low
+        room = Signal(self.ports)
+        chosen = Signal(pb)
+        for i in reversed(range(self.ports)):
+            with m.If(self.ar_valid[i] & room[i]):
+                m.d.comb += chosen.eq(i)
+        asking = (self.ar_valid & room).any() & read_go
+        ar_addr = Array(self.ar_addr[i] for i in range(self.ports))
+        m.d.comb += [hbm.rd_valid.eq(asking), hbm.rd.tag.eq(chosen)]
+        decode(hbm.rd, ar_addr[chosen])
+        for i in range(self.ports):
+            queue = SyncFIFO(width=8 * BEAT_BYTES, depth=self.latency + 1)
+            m.submodules[f"answers{i}"] = queue
+            arriving = hbm.rd_resp_valid & (hbm.rd_resp.tag == i)
+            in_flight = Signal(range(self.latency + 2), name=f"in_flight{i}")  # AR taken, R not yet
+            taken, answered = asking & (chosen == i), self.r_valid[i] & self.r_ready[i]
+            m.d.sync += in_flight.eq(in_flight + taken - answered)
+            m.d.comb += [room[i].eq(in_flight < self.latency + 1), self.ar_ready[i].eq(read_go & room[i] & (chosen == i)),
+                         # the queue's head first; an answer arriving to an empty queue goes straight out
+                         self.r_valid[i].eq(queue.r_rdy | arriving),
+                         self.r_data[i].eq(Mux(queue.r_rdy, queue.r_data, hbm.rd_resp.data)),
+                         queue.r_en.eq(self.r_ready[i]),
+                         queue.w_en.eq(arriving & (queue.r_rdy | ~self.r_ready[i])), queue.w_data.eq(hbm.rd_resp.data)]
+        m.d.comb += [hbm.f_rd_valid.eq(self.f_ar_valid), self.f_ar_ready.eq(1),
+                     self.f_r_valid.eq(hbm.f_rd_resp_valid), self.f_r_data.eq(hbm.f_rd_resp.data)]
+        decode(hbm.f_rd, self.f_ar_addr)
+        with m.If(self.f_r_valid & ~self.f_r_ready):
+            m.d.sync += self.r_lost.eq(1)
+
+        # writes: AW and W of the lowest port offering both (the fetch port last); B the next cycle
+        # (a few owed at most)
+        aw_valid = [*(self.aw_valid[i] for i in range(self.ports)), self.f_aw_valid]
+        w_valid = [*(self.w_valid[i] for i in range(self.ports)), self.f_w_valid]
+        aw_addr = Array([*(self.aw_addr[i] for i in range(self.ports)), self.f_aw_addr])
+        w_data = Array([*(self.w_data[i] for i in range(self.ports)), self.f_w_data])
+        w_strb = Array([*(self.w_strb[i] for i in range(self.ports)), self.f_w_strb])
+        aw_ready = [*(self.aw_ready[i] for i in range(self.ports)), self.f_aw_ready]
+        w_ready = [*(self.w_ready[i] for i in range(self.ports)), self.f_w_ready]
+        b_valid = [*(self.b_valid[i] for i in range(self.ports)), self.f_b_valid]
+        b_ready = [*(self.b_ready[i] for i in range(self.ports)), self.f_b_ready]
+        n = self.ports + 1
+        owed = [Signal(3, name=f"b_owed{i}") for i in range(n)]
+        both = Signal(n)
+        m.d.comb += both.eq(Cat(aw_valid[i] & w_valid[i] & (owed[i] != 7) & write_go for i in range(n)))
+        w_chosen = Signal(range(n))
+        for i in reversed(range(n)):
+            with m.If(both[i]):
+                m.d.comb += w_chosen.eq(i)
+        m.d.comb += [hbm.wr_valid.eq(both.any()), hbm.wr.data.eq(w_data[w_chosen]), hbm.wr.mask.eq(w_strb[w_chosen])]
+        decode(hbm.wr, aw_addr[w_chosen])
+        for i in range(n):
+            taken = both.any() & (w_chosen == i)
+            m.d.comb += [aw_ready[i].eq(taken), w_ready[i].eq(taken), b_valid[i].eq(owed[i] != 0)]
+            m.d.sync += owed[i].eq(owed[i] + taken - (b_valid[i] & b_ready[i]))
+
+        m.d.comb += [hbm.host_we.eq(self.host_we), hbm.host_channel.eq(self.host_channel),
+                     hbm.host_addr.eq(self.host_addr), hbm.host_wdata.eq(self.host_wdata),
+                     self.host_rdata.eq(hbm.host_rdata)]
         return m

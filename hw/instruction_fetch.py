@@ -40,7 +40,7 @@ class InstructionFetch(wiring.Component):
             "channel": In(7), "base": In(unsigned(40)),
             "fetch": In(stream.Signature(unsigned(PC_BITS))),
             "word": Out(stream.Signature(INSTRUCTION_LAYOUT)),
-            "rd_valid": Out(1), "rd": Out(read_request_layout(FETCH_TAG_BITS)),
+            "rd_valid": Out(1), "rd_ready": In(1, init=1), "rd": Out(read_request_layout(FETCH_TAG_BITS)),
             "rd_resp_valid": In(1), "rd_resp": In(read_response_layout(FETCH_TAG_BITS)),
         })
 
@@ -83,6 +83,6 @@ class InstructionFetch(wiring.Component):
         m.d.comb += [self.rd_valid.eq(started & room & ~restart), self.rd.space.eq(self.channel),
                      self.rd.addr.eq((self.base >> exact_log2(BEAT_BYTES)) + ahead),
                      self.rd.tag.eq(Cat(ahead[:sb], ahead[sb], epoch))]
-        with m.If(self.rd_valid):
+        with m.If(self.rd_valid & self.rd_ready):
             m.d.sync += [ahead.eq(ahead + 1), valid[ahead[:sb]].eq(0), wrap[ahead[:sb]].eq(ahead[sb])]
         return m

@@ -30,6 +30,7 @@ class Resources:
     bram36: float
     uram: int
     cells: dict = field(default_factory=dict)
+    lutram: int = 0  # LUT sites used as distributed RAM or shift registers (not in ``lut``)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +74,12 @@ def synthesize(component, name: str, workdir: Path | None = None, mapper: str = 
     return synthesize_verilog(to_verilog(component, name), name, workdir, mapper)
 
 
+# LUT sites of UltraScale+ distributed RAM and shift-register primitives (UG574)
+LUTRAM_SITES = {"RAM32X1S": 1, "RAM64X1S": 1, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1S": 2, "RAM128X1D": 4,
+                "RAM256X1S": 4, "RAM256X1D": 8, "RAM512X1S": 8, "RAM32M": 4, "RAM64M": 4, "RAM32M16": 8, "RAM64M8": 8,
+                "SRL16E": 1, "SRLC32E": 1}
+
+
 def _parse_stat(text: str) -> Resources:
     cells: dict[str, int] = {}
     for line in text.splitlines():
@@ -85,9 +92,10 @@ def _parse_stat(text: str) -> Resources:
         cells[cell] = cells.get(cell, 0) + count
     lut = sum(v for k, v in cells.items() if re.fullmatch(r"LUT[1-6]", k))
     ff = sum(v for k, v in cells.items() if k in ("FDRE", "FDSE", "FDCE", "FDPE"))
+    lutram = sum(n * LUTRAM_SITES.get(k, 0) for k, n in cells.items())
     return Resources(dsp=cells.get("DSP48E2", 0), lut=lut, ff=ff, carry=cells.get("CARRY4", 0) + cells.get("CARRY8", 0),
                      bram36=cells.get("RAMB36E2", 0) + cells.get("RAMB18E2", 0) / 2, uram=cells.get("URAM288", 0),
-                     cells=cells)
+                     cells=cells, lutram=lutram)
 
 
 BASELINE_BLOCKS = (("dsp_slice", "sim"), ("chain", "u280"), ("mpe", "sim"))
@@ -151,15 +159,16 @@ BRAM_WRITE_PORTS = 1  # a RAMB36E2 / URAM288 used as 1 write + 1 read port, copi
 
 
 def sim_top_for_synthesis():
-    """The ``sim``-preset top as the committed top report measured it (SmolLM2's SFU settings)."""
+    """The ``sim``-preset kernel as the committed top report measured it (SmolLM2's SFU settings),
+    without the simulation's ports."""
     from airfoil.compiler.model import model_spec
     from airfoil.config import preset
     from airfoil.hw.sfu_unit import RopeTable
-    from airfoil.hw.top import AirfoilTop, SfuSettings
+    from airfoil.hw.top import AirfoilKernel, SfuSettings
 
     spec = model_spec("smollm2")
-    return AirfoilTop(preset("sim"), TOP_CHANNEL_BYTES,
-                      SfuSettings(spec.d_ff, RopeTable(spec.head_dim, spec.rope_theta, 64), 64))
+    return AirfoilKernel(preset("sim"), TOP_CHANNEL_BYTES,
+                         SfuSettings(spec.d_ff, RopeTable(spec.head_dim, spec.rope_theta, 64), 64), sim=False)
 
 
 def buffer_memories(bank) -> dict:
@@ -184,7 +193,7 @@ def measure_top_units(progress=print, only: set[str] | None = None, known: dict 
     1,536, RoPE over 64 positions) but the buffer bank, their sum, and the bank's memories
     (``buffer_memories``); the HBM model is left out (off chip).  ``only``: synthesise just these
     units and take the others' counts from ``known`` (a report's ``units``)."""
-    units, total = {}, {"dsp48e2": 0, "lut": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
+    units, total = {}, {"dsp48e2": 0, "lut": 0, "lutram": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
     core = sim_top_for_synthesis().core_units()
     bank = core.pop("buffers")
     for name, unit in core.items():
@@ -193,7 +202,7 @@ def measure_top_units(progress=print, only: set[str] | None = None, known: dict 
         else:
             progress(f"synthesising the top's {name}")
             r = synthesize(unit, f"airfoil_{name}", mapper="abc")
-            units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "ff": r.ff, "carry": r.carry, "bram36": r.bram36,
+            units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "lutram": r.lutram, "ff": r.ff, "carry": r.carry, "bram36": r.bram36,
                            "uram": r.uram}
         for k in total:
             total[k] += units[name][k]

@@ -11,7 +11,9 @@ Requests and answers are decoupled: the request side walks the source beats of e
 tags each with where its bytes go; the answer side (any fixed latency: the HBM model, or the
 buffer's one cycle) rotates each source beat by the row's byte offset and writes one destination
 word per beat, merging the previous beat's spill, with byte enables for the row's ends.  The
-last beat's spill goes out in a free cycle that the request side leaves after every row.
+last beat's spill goes out in the next cycle, with the answers held back (``src_resp_ready``
+low) if one comes then; the request side leaves a free cycle after every row, so answers at a
+fixed latency (the buffers') are never held.
 
     source beat s --rotate by d = (dst - src) mod 64--> lanes [d, 64) to word W(s),
                                                         lanes [0, d) to word W(s) + 1 (next beat)
@@ -74,8 +76,13 @@ class TransferEngine(wiring.Component):
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
             "done": Out(1), "fault": Out(ErrorCode),
-            "src_valid": Out(1), "src": Out(read_request_layout(tag)),
-            "src_resp_valid": In(1), "src_resp": In(read_response_layout(tag)),
+            # src_ready: the source takes the request (HBM through the AXI read bridge; the
+            # buffers always); dst_idle: every write sent has landed (the AXI write bridge's B)
+            "src_valid": Out(1), "src_ready": In(1, init=1), "src": Out(read_request_layout(tag)),
+            "dst_idle": In(1, init=1),
+            # src_resp_ready: low in the cycle a row's last spill is written (HBM answers may come
+            # back to back; the buffers' never do: the request side leaves a cycle after each row)
+            "src_resp_valid": In(1), "src_resp_ready": Out(1), "src_resp": In(read_response_layout(tag)),
             "dst_valid": Out(1), "dst": Out(write_request_layout()),
             "moved_valid": Out(1), "moved_channel": Out(7), "moved_bytes": Out(24),  # per row: HBM bytes
         })
@@ -116,11 +123,13 @@ class TransferEngine(wiring.Component):
 
         outstanding = Signal(16)
         sent = Signal()
-        m.d.comb += sent.eq(self.src_valid)
+        m.d.comb += sent.eq(self.src_valid & self.src_ready)
         flush_pending = Signal()
-        with m.If(sent & ~self.src_resp_valid):
+        got = Signal()
+        m.d.comb += [self.src_resp_ready.eq(~flush_pending), got.eq(self.src_resp_valid & self.src_resp_ready)]
+        with m.If(sent & ~got):
             m.d.sync += outstanding.eq(outstanding + 1)
-        with m.Elif(~sent & self.src_resp_valid):
+        with m.Elif(~sent & got):
             m.d.sync += outstanding.eq(outstanding - 1)
 
         m.d.sync += [self.done.eq(0), self.moved_valid.eq(0)]
@@ -162,9 +171,10 @@ class TransferEngine(wiring.Component):
                              t.word.eq((Cat(Const(0, 6), beat).as_signed() + off) >> 6), t.d.eq(off[:6]),
                              t.lo.eq(dst_start), t.hi.eq(dst_start + n), t.space.eq(dst_space),
                              t.last.eq(beat == last_beat)]
-                m.d.sync += beat.eq(beat + 1)
-                with m.If(beat == last_beat):
-                    m.next = "NEXT_ROW"
+                with m.If(self.src_ready):
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == last_beat):
+                        m.next = "NEXT_ROW"
             with m.State("NEXT_ROW"):  # also the free cycle for the row's last spill
                 m.d.sync += [i.eq(i + 1), buf_elem.eq(buf_elem + ins.buf_stride)]
                 with m.If(r + 1 == ins.channels):
@@ -176,11 +186,11 @@ class TransferEngine(wiring.Component):
                 with m.Else():
                     m.next = "ROW"
             with m.State("DRAIN"):
-                with m.If((outstanding == 0) & ~self.src_resp_valid & ~flush_pending):
+                with m.If((outstanding == 0) & ~self.src_resp_valid & ~flush_pending & self.dst_idle):
                     m.d.sync += self.done.eq(1)
                     m.next = "IDLE"
             with m.State("ERROR"):
-                with m.If((outstanding == 0) & ~self.src_resp_valid & ~flush_pending):
+                with m.If((outstanding == 0) & ~self.src_resp_valid & ~flush_pending & self.dst_idle):
                     m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"
 
@@ -196,7 +206,7 @@ class TransferEngine(wiring.Component):
         merged = Signal(8 * BEAT_BYTES)
         m.d.comb += merged.eq(Cat(*[Mux(low_lanes[x], carry[8 * x:8 * x + 8], rotated[8 * x:8 * x + 8])
                                     for x in range(BEAT_BYTES)]))
-        with m.If(self.src_resp_valid):
+        with m.If(got):
             mask = _lane_mask(m, resp_tag.word, resp_tag.lo, resp_tag.hi)
             m.d.comb += [self.dst_valid.eq(mask != 0), self.dst.space.eq(resp_tag.space),
                          self.dst.addr.eq(resp_tag.word), self.dst.data.eq(merged), self.dst.mask.eq(mask)]

@@ -21,12 +21,13 @@ import numpy as np
 
 from airfoil import numerics as nx
 from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
+from airfoil.hw.control_registers import parse_results
 from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
 from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, read_memory_dump, write_memory_image,
                                    run_bench)
 
-__all__ = ["RtlTop", "RtlState", "RtlRun", "TracedInstruction", "parse_trace", "buffer_image", "buffer_values", "positions_for", "hex_words",
+__all__ = ["kernel_registers", "RtlTop", "RtlState", "RtlRun", "TracedInstruction", "parse_trace", "buffer_image", "buffer_values", "positions_for", "hex_words",
            "from_hex_words"]
 
 TOP = "airfoil_top"
@@ -45,6 +46,21 @@ def buffer_values(raw: bytes, b: Buffer, dtype) -> np.ndarray:
     if b == Buffer.GLOBAL:
         return np.frombuffer(raw, "<i4").astype(dtype)
     return np.frombuffer(raw, np.uint8 if b == Buffer.WEIGHT else np.int8).astype(dtype)
+
+
+def kernel_registers(program, section: str, tokens: int, position: int, hbm_bases: list[int],
+                     results: int = 0) -> dict[str, int]:
+    """What the host writes before it starts ``section`` (R0 = ``tokens``, R1 = ``position``) of
+    ``program``, on a board (``host.xrt_backend``) or in simulation: each pseudo-channel's
+    buffer address (HBM_BASE), the program's address (its channel's buffer plus the section's
+    offset) and length, the model's EPS_Q and C_QK, where the results word goes (RESULTS; 0:
+    nowhere) (``docs/registers.md``)."""
+    sec = program.hbm["program"]["sections"][section]
+    spec = program.spec
+    return {"PROGRAM": hbm_bases[program.hbm["program"]["channel"]] + sec["offset"], "PROGRAM_WORDS": sec["words"],
+            "R0": tokens, "R1": position, "EPS_Q": nx.eps_q(spec.norm_eps), "C_QK": nx.c_qk(spec.head_dim),
+            "RESULTS": results,
+            **{f"HBM_BASE{c}": b for c, b in enumerate(hbm_bases)}}
 
 
 def positions_for(max_len: int) -> int:
@@ -106,6 +122,7 @@ class RtlRun:
     wall_seconds: float  # the whole simulator process: images in and out, buffers, the run
     state: RtlState = field(repr=False)
     trace: list[TracedInstruction] | None = field(default=None, repr=False)  # with run(..., trace=True)
+    results: dict[str, int] | None = None  # the results word the kernel wrote (RESULTS_LAYOUT's fields)
 
     @property
     def cycles_per_second(self) -> float:
@@ -129,7 +146,8 @@ class RtlTop:
         from airfoil.hw.top import AirfoilTop, SfuSettings
 
         self.prog, spec, cfg = program, program.spec, program.cfg
-        self.channel_bytes = 1 << max(6, math.ceil(math.log2(program.hbm["bytes_per_channel"])))
+        # a power of two with room past the images for the results word (RESULTS) at the end of channel 0
+        self.channel_bytes = 1 << max(6, math.ceil(math.log2(program.hbm["bytes_per_channel"] + BEAT_BYTES)))
         widths = [ins.fields["width"] for sec in program.sections.values() for ins in sec if ins.opcode == Opcode.SFU]
         positions = positions_for(program.hbm["max_len"])
         sfu = SfuSettings(max(widths), RopeTable(spec.head_dim, spec.rope_theta, positions), positions)
@@ -139,7 +157,6 @@ class RtlTop:
         self.threads = threads
         self.build_dir = build_root / (f"top-{cfg.board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
                                        + (f"-t{threads}" if threads > 1 else ""))
-        self.eps_q, self.c_qk = nx.eps_q(spec.norm_eps), nx.c_qk(spec.head_dim)
         self.source_key = hashlib.sha256(key.encode() + _design_sources_digest() + str(threads).encode()).hexdigest()
         self._runner = None
 
@@ -159,10 +176,10 @@ class RtlTop:
         runner = self.build()
         prog, cfg = self.prog, self.prog.cfg
         sizes = buffer_bytes(cfg)
-        sec = prog.hbm["program"]["sections"][section]
-        registers = {"PROGRAM_CHANNEL": prog.hbm["program"]["channel"], "PROGRAM_BASE": sec["offset"],
-                     "PROGRAM_WORDS": sec["words"], "R0": tokens, "R1": position, "EPS_Q": self.eps_q,
-                     "C_QK": self.c_qk}
+        bases = self.top.hbm_bases()
+        results_at = self.channel_bytes - BEAT_BYTES  # in channel 0, past every image
+        registers = kernel_registers(prog, section, tokens, position, [bases[f"HBM_BASE{c}"] for c in range(len(bases))],
+                                     results=bases["HBM_BASE0"] + results_at)
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             tmp = Path(tmp)
             plusargs = [f"+trace={tmp / 'trace.txt'}"] if trace else []
@@ -185,13 +202,15 @@ class RtlTop:
             r = json.loads((tmp / "out.json").read_text())[0]
             hbm = [np.frombuffer(read_memory_dump(tmp / f"channel{c}.out"), np.uint8).copy()
                    for c in range(len(state.hbm))]
+            results = parse_results(hbm[0][results_at:results_at + BEAT_BYTES].tobytes())
+            hbm[0][results_at:results_at + BEAT_BYTES] = 0  # the host's, not the model's
             traced = parse_trace((tmp / "trace.txt").read_text()) if trace else None
         buffers = {Buffer(int(b)): from_hex_words(words) for b, words in r["buffers"].items()}
         return RtlRun(ErrorCode(r["status"]), r["error_pc"], r["hung"], r["ap_done"], not r["ctrl_after_read"] & 2,
                       r["cycles"],
                       {q.name: r[f"busy_{q.name.lower()}"] for q in Queue},
                       {q.name: r[f"executed_{q.name.lower()}"] for q in Queue},
-                      r["run_seconds"], time.time() - t0, RtlState(hbm, buffers), traced)
+                      r["run_seconds"], time.time() - t0, RtlState(hbm, buffers), traced, results)
 
 
 def _design_sources_digest() -> bytes:

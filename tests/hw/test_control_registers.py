@@ -11,8 +11,8 @@ from airfoil.isa import ErrorCode, Queue
 OFF = {r.name: r.offset for r in REGISTERS}
 
 
-def _run(body):
-    dut = ControlRegisters()
+def _run(body, hbm_channels: int = 4):
+    dut = ControlRegisters(hbm_channels)
 
     async def bench(ctx):
         async def write(addr, value, strb=0xF, data_first=False):
@@ -58,22 +58,38 @@ def _run(body):
 def test_program_and_length_registers():
     async def body(ctx, dut, write, read):
         assert await write(OFF["PROGRAM_WORDS"], 2276) == OKAY
-        assert await write(OFF["PROGRAM_CHANNEL"], 3, data_first=True) == OKAY
-        assert await write(OFF["PROGRAM_BASE_LO"], 0x12345640) == OKAY
-        assert await write(OFF["PROGRAM_BASE_HI"], 0x7) == OKAY
+        assert await write(OFF["PROGRAM_LO"], 0x12345640, data_first=True) == OKAY
+        assert await write(OFF["PROGRAM_HI"], 0x7) == OKAY
         r0 = -5 & ((1 << 36) - 1)
         await write(OFF["R0_LO"], r0 & 0xFFFFFFFF)
         await write(OFF["R0_HI"], r0 >> 32)
         await write(OFF["R1_LO"], 0xAABBCCDD)
         await write(OFF["R1_LO"], 0x00110000, strb=0b0100)  # one byte: 0xAA11CCDD
-        assert ctx.get(dut.program_words) == 2276 and ctx.get(dut.program_channel) == 3
-        assert ctx.get(dut.program_base) == 0x712345640
+        assert ctx.get(dut.program_words) == 2276
+        assert ctx.get(dut.program) == 0x712345640
         assert ctx.get(dut.r0) == -5 and ctx.get(dut.r1) == 0xAA11CCDD
         assert await read(OFF["R1_LO"]) == (0xAA11CCDD, OKAY)
         assert await read(OFF["PROGRAM_WORDS"]) == (2276, OKAY)
         assert await read(0xFC) == (0, SLVERR)
         assert await write(0xFC, 1) == SLVERR
     _run(body)
+
+
+def test_hbm_base_registers():
+    """One 64-bit base per pseudo-channel of the core, out to the AXI4 masters; the map's others
+    answer SLVERR."""
+    async def body(ctx, dut, write, read):
+        for c in range(3):
+            base = (c + 1) * 0x1_2000_0000 + 0x40 * c
+            assert await write(OFF[f"HBM_BASE{c}_LO"], base & 0xFFFFFFFF) == OKAY
+            assert await write(OFF[f"HBM_BASE{c}_HI"], base >> 32) == OKAY
+        for c in range(3):
+            assert ctx.get(dut.hbm_base[c]) == (c + 1) * 0x1_2000_0000 + 0x40 * c
+            assert await read(OFF[f"HBM_BASE{c}_HI"]) == ((c + 1) * 0x1_2000_0000 >> 32, OKAY)
+        assert await write(OFF["HBM_BASE3_LO"], 5) == SLVERR
+        assert await read(OFF["HBM_BASE3_LO"]) == (0, SLVERR)
+        assert await read(OFF["HBM_BASE63_HI"]) == (0, SLVERR)
+    _run(body, hbm_channels=3)
 
 
 def test_start_done_status_and_counters():

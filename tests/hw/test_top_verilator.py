@@ -1,10 +1,11 @@
 """``AirfoilTop`` in Verilator, driven as a host drives the board (``sim.rtl_top.RtlTop``): the
 compiled decode section of ``tests/hw/decode_case.py`` (a tiny LLaMA with SmolLM2's head size)
 sits in HBM where the compiler placed it and loads with the weights as binary images; the
-host writes PROGRAM_CHANNEL/BASE/WORDS, R0/R1, EPS_Q and C_QK over AXI4-Lite, sets ap_start and
+host writes HBM_BASE per channel, PROGRAM and PROGRAM_WORDS, R0/R1, EPS_Q and C_QK over AXI4-Lite, sets ap_start and
 waits for the end.  The run leaves every byte of HBM and of the buffers as fsim's decode leaves
 them, the logits equal the integer reference's, STATUS is 0 and the per-queue instruction counters
-equal fsim's.  The instruction trace (``+trace``) holds every instruction once, each queue's busy
+equal fsim's, as does the results word the kernel writes at RESULTS before ap_done.  The
+instruction trace (``+trace``) holds every instruction once, each queue's busy
 counter is the sum of its instructions' cycles, and the cycle model's RTL timing predicts the run
 and each queue within 5%."""
 from collections import Counter
@@ -53,6 +54,10 @@ def test_decode_section_through_axi_lite_matches_fsim(capsys):
     for q in Queue:
         assert r.executed[q.name] == issued[q], q.name
     assert 0 < r.busy["COMPUTE"] < r.cycles
+    # the results word the kernel wrote before ap_done holds what the registers read back
+    assert r.results == {"STATUS": 0, "ERROR_PC": r.error_pc, "CYCLES": r.cycles,
+                         **{f"BUSY_{q}": n for q, n in r.busy.items()},
+                         **{f"EXECUTED_{q}": n for q, n in r.executed.items()}}
     for q in Queue:
         mine = [t for t in r.trace if t.queue == q]
         assert len(mine) == issued[q] and sum(t.cycles for t in mine) == r.busy[q.name], q.name

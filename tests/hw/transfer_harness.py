@@ -2,7 +2,8 @@
 ST units (``TransferEngine``), the HBM model and the on-chip buffers; on the compute queue the
 MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue the SFU unit (``sfu``:
 its keyword arguments; ``eps_q`` and ``c_qk`` from the bench) or a stand-in (random latency, no
-work).  The bench fills HBM and the buffers through
+work); HBM is the model behind the kernel's AXI4 bridges, with ``stall`` refusing requests at
+random.  The bench fills HBM and the buffers through
 the host ports, runs programs, and reads every word back."""
 from __future__ import annotations
 
@@ -12,14 +13,15 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
+from airfoil.hw.axi import AxiReadBridge, AxiWriteBridge, connect_bridges
 from airfoil.hw.buffers import BufferBank
 from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
-from airfoil.hw.hbm_model import BEAT_BYTES, HbmModel
+from airfoil.hw.hbm_model import BEAT_BYTES, HbmAxiModel
 from airfoil.hw.mv_unit import MvUnit, lane_count
 from airfoil.hw.sfu_unit import SfuUnit
-from airfoil.hw.top import connect_host_ports
+from airfoil.hw.top import connect_host_ports, connect_transfers
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
 from tests.hw.controller_harness import LatencyUnit
@@ -30,8 +32,8 @@ NQ = len(Queue)
 class TransferHarness(wiring.Component):
     def __init__(self, hbm_channels: int, channel_bytes: int, latency: int, buffer_sizes: dict[Buffer, int],
                  weight_half_bytes: int, imem_depth: int = 64, watchdog_cycles: int = 1024,
-                 mv: tuple[int, int] | None = None, sfu: dict | None = None):
-        self.mv, self.sfu = mv, sfu
+                 mv: tuple[int, int] | None = None, sfu: dict | None = None, stall: bool = False):
+        self.mv, self.sfu, self.stall = mv, sfu, stall
         self.hbm_channels, self.channel_bytes, self.latency = hbm_channels, channel_bytes, latency
         self.buffer_sizes, self.half = buffer_sizes, weight_half_bytes
         self.imem_depth, self.watchdog_cycles = imem_depth, watchdog_cycles
@@ -71,19 +73,20 @@ class TransferHarness(wiring.Component):
                      self.executed.eq(ctrl.executed.as_value()),
                      self.stopped.eq(~ctrl.busy & (ctrl.done | (ctrl.error != ErrorCode.NONE)))]
 
-        m.submodules.hbm = hbm = HbmModel(self.hbm_channels, self.channel_bytes // BEAT_BYTES, self.latency,
-                                          TAG_LAYOUT.size)
+        # HBM behind the AXI4 bridges, as in the kernel (``stall``: the model refuses requests at random)
+        words = self.channel_bytes // BEAT_BYTES
+        m.submodules.hbm = hbm = HbmAxiModel(self.hbm_channels, words, self.latency, self.hbm_channels, self.stall)
+        m.submodules.hbm_rd = hbm_rd = AxiReadBridge(self.hbm_channels, TAG_LAYOUT.size, self.latency + 2)
+        m.submodules.hbm_wr = hbm_wr = AxiWriteBridge(self.hbm_channels)
+        m.d.comb += [hbm_rd.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
+        m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
+        connect_bridges(m, hbm_rd, hbm_wr, hbm)
         chains, groups = self.mv or (0, 0)  # MvUnit's row lanes read WEIGHT, one port each
         lanes = lane_count(chains) if chains else 0
         m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, lanes, groups, sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
-        m.d.comb += [hbm.rd_valid.eq(ld.src_valid), hbm.rd.eq(ld.src),
-                     ld.src_resp_valid.eq(hbm.rd_resp_valid), ld.src_resp.eq(hbm.rd_resp),
-                     bufs.wr_valid.eq(ld.dst_valid), bufs.wr.eq(ld.dst),
-                     bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src),
-                     st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
-                     hbm.wr_valid.eq(st.dst_valid), hbm.wr.eq(st.dst)]
+        connect_transfers(m, ld, st, bufs, hbm_rd, hbm_wr)
         connect_host_ports(m, self, hbm, bufs)  # registered, as AirfoilTop's
         units = {Queue.LOAD: ld, Queue.STORE: st}
         if self.mv:

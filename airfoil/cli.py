@@ -115,12 +115,14 @@ def cmd_generate(args) -> int:
     from airfoil.hw.blocks import BLOCKS, block_dsp_slices, build_block
     from airfoil.hw.synth import synthesize_verilog, to_verilog
 
-    if args.block not in BLOCKS:
-        raise AirfoilError(f"--block {args.block!r}: expected one of {sorted(BLOCKS)}")
+    if args.block not in BLOCKS and args.block != "kernel":
+        raise AirfoilError(f"--block {args.block!r}: expected one of {sorted([*BLOCKS, 'kernel'])}")
     cfg = _resolve_config(args)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise AirfoilError(f"-o {out}: exists and is not a folder")
+    if args.block == "kernel":
+        return _generate_kernel(args, cfg, out)
     name = f"airfoil_{args.block}"
     text = to_verilog(build_block(args.block, cfg), name)
     result = {"block": args.block, "board": cfg.board, "top": name, "dsp_slices": block_dsp_slices(args.block, cfg)}
@@ -157,6 +159,59 @@ def cmd_generate(args) -> int:
     os.replace(tmp, out / f"{name}.v")
     cfg.save(out / "config.yaml")
     result["verilog"] = str(out / f"{name}.v")
+    _emit(result, args.json)
+    return 0
+
+
+KERNEL_MAX_CHAINS = 8  # MV units beyond this take too long to elaborate here (their decoders)
+
+
+def _generate_kernel(args, cfg, out: Path) -> int:
+    """``generate --block kernel``: the whole kernel's Verilog and its Vitis package (hw/vitis.py)."""
+    import os
+    import shutil
+    import tempfile
+
+    from airfoil.compiler.model import ModelError, model_spec
+    from airfoil.hw import vitis
+    from airfoil.hw.sfu_unit import RopeTable
+    from airfoil.hw.synth import TOP_CHANNEL_BYTES, to_verilog
+    from airfoil.hw.top import AirfoilKernel, SfuSettings
+    from airfoil.sim.rtl_top import positions_for
+
+    if cfg.chains_per_core > KERNEL_MAX_CHAINS:
+        raise AirfoilError(f"--block kernel: the {cfg.board} config has {cfg.chains_per_core} chains a core; the "
+                           f"kernel is generated for at most {KERNEL_MAX_CHAINS} here (its weight decoders take too "
+                           f"long to elaborate); use --board sim or --set chains_per_core=N")
+    try:
+        spec = model_spec(args.model)
+    except (KeyError, ValueError, ModelError) as e:
+        raise AirfoilError(f"--model {args.model!r}: {e}") from None
+    if args.max_len < 1:
+        raise AirfoilError(f"--max-len {args.max_len}: expected a positive number of positions")
+    positions = positions_for(args.max_len)
+    sfu = SfuSettings(max(spec.d_model, spec.d_ff), RopeTable(spec.head_dim, spec.rope_theta, positions), positions)
+    kernel = AirfoilKernel(cfg, TOP_CHANNEL_BYTES, sfu, sim=False)
+    _progress(args.quiet)(f"elaborating the kernel ({cfg.chains_per_core} chains, {cfg.hbm_channels} HBM masters)")
+    files = {f"{vitis.VERILOG_TOP}.v": to_verilog(kernel, vitis.VERILOG_TOP),
+             f"{vitis.KERNEL_NAME}.v": vitis.wrapper_verilog(kernel),
+             "kernel.xml": vitis.kernel_xml(cfg),
+             "package_xo.tcl": vitis.package_tcl(cfg, [f"{vitis.VERILOG_TOP}.v", f"{vitis.KERNEL_NAME}.v"]),
+             "connectivity.cfg": vitis.connectivity_cfg(cfg),
+             "README.md": vitis.board_readme(cfg, spec.name)}
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out, prefix=".partial-"))
+    try:  # all files or none
+        for name, text in files.items():
+            (stage / name).write_text(text)
+        cfg.save(stage / "config.yaml")
+        for f in stage.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    result = {"block": "kernel", "board": cfg.board, "top": vitis.KERNEL_NAME, "model": spec.name,
+              "dsp_slices": cfg.chains_per_core * cfg.dsp_per_chain, "hbm_masters": cfg.hbm_channels,
+              "files": sorted([*files, "config.yaml"]), "verilog": str(out / f"{vitis.VERILOG_TOP}.v")}
     _emit(result, args.json)
     return 0
 
@@ -331,8 +386,14 @@ def cmd_run(args) -> int:
                                       generate, interactive_threads)
 
     say = _progress(args.quiet or args.json)
-    if args.backend == "xrt":
-        raise AirfoilError("--backend xrt: the board backend is not built yet (available: reference, fsim, rtl)")
+    if args.backend == "xrt":  # before anything slow: the board's file and XRT itself
+        from airfoil.host.xrt_backend import import_pyxrt
+
+        if not args.xclbin:
+            raise AirfoilError("--backend xrt: give --xclbin FILE (built from `airfoil generate --block kernel`)")
+        if not Path(args.xclbin).is_file():
+            raise AirfoilError(f"--backend xrt: --xclbin {args.xclbin}: no such file")
+        import_pyxrt()
     if args.model != "smollm2" and not args.compressed:
         raise AirfoilError(f"--model {args.model!r}: give --compressed FILE (from `airfoil compress`)")
     if args.tokens < 1:
@@ -345,11 +406,16 @@ def cmd_run(args) -> int:
     max_len = len(prompt) + args.tokens
     stop = end_of_turn_tokens(tok)
     program = None
-    if args.backend in ("fsim", "rtl"):
+    if args.backend in ("fsim", "rtl", "xrt"):
         say(f"compiling for {cfg.board} (max length {max_len})")
         program = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, max_len, cm)
         if args.backend == "fsim":
             backend = FsimBackend(program, cm)
+        elif args.backend == "xrt":
+            from airfoil.host.xrt_backend import XrtBackend
+
+            say(f"loading {args.xclbin} on XRT device {args.device_index} and writing the images")
+            backend = XrtBackend(program, cm, args.xclbin, args.device_index, check=args.check)
         else:
             backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill, threads=interactive_threads())
             say(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
@@ -379,6 +445,13 @@ def cmd_run(args) -> int:
                        "cycles_per_token": round(cycles / len(runs)) if runs else None,
                        "sim_cycles_per_second": round(every_cycle / every_second) if every_second else None,
                        "sim_seconds_per_step": round(sum(r.wall_seconds for r in runs) / len(runs), 2) if runs else None,
+                       "projected_tok_s": round(cfg.clock_mhz * 1e6 * len(runs) / cycles, 1) if cycles else None})
+    elif args.backend == "xrt":
+        runs = [r for r in backend.runs if r["section"] == "decode"]
+        cycles = sum(r["cycles"] for r in runs)
+        result.update({"rtl_decode_steps": len(runs),
+                       "cycles_per_token": round(cycles / len(runs)) if runs else None,
+                       "board_tok_s": round(len(runs) / sum(r["wall_seconds"] for r in runs), 2) if runs else None,
                        "projected_tok_s": round(cfg.clock_mhz * 1e6 * len(runs) / cycles, 1) if cycles else None})
     elif program is not None:
         from airfoil.sim.perf import PerfModel
@@ -438,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("generate", help="write the Verilog of a hardware block for a board")
-    c.add_argument("--block", default="mpe", help="dsp_slice, chain or mpe (default mpe)")
+    c.add_argument("--block", default="mpe", help="dsp_slice, chain, mpe (default) or kernel (the whole core with "
+                                                  "AXI4 masters and its Vitis package)")
+    c.add_argument("--model", default="smollm2", help="kernel: the model whose SFU it is built for (default smollm2)")
+    c.add_argument("--max-len", type=int, default=256, help="kernel: the context the attention holds (default 256)")
+    c.add_argument("--quiet", action="store_true")
     _config_args(c, "sim")
     c.add_argument("-o", "--output", required=True, help="output folder")
     c.add_argument("--synth", action="store_true", help="add Yosys synth_xilinx -family xcup resource counts")
@@ -466,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_perf)
 
-    c = sub.add_parser("run", help="generate text on a backend (reference, fsim, rtl), optionally checked against the reference")
+    c = sub.add_parser("run", help="generate text on a backend (reference, fsim, rtl, xrt), optionally checked against the reference")
     c.add_argument("--model", default="smollm2")
     c.add_argument("--compressed", help="a compressed-model file (default: the embedded SmolLM2, default plan, cached)")
     c.add_argument("--out", default="out", help="cache folder for the default compressed model")
@@ -479,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefill", default="rtl", choices=["rtl", "fsim"],
                    help="rtl backend: where the prompt runs (default rtl; SmolLM2 takes ~4M RTL cycles per prompt token)")
     c.add_argument("--check", action="store_true", help="compare every layer of every step with the reference")
+    c.add_argument("--xclbin", help="xrt backend: the xclbin built from `airfoil generate --block kernel`")
+    c.add_argument("--device-index", type=int, default=0, help="xrt backend: the board's XRT device index")
     c.add_argument("--json", action="store_true")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_run)

@@ -10,7 +10,9 @@ A backend takes token ids and returns integer logits (FRAC_L); the same host cod
   prefill runs in fsim, because the RTL has no MM (matrix-matrix) unit yet.  With ``check``,
   every RTL step is also run in fsim from the same state and must leave every byte of HBM (each
   layer's new K/V rows, the logits) and of the buffers the same;
-* ``xrt``: not available yet.
+* ``xrt``: the same program on a real board through XRT (``host.xrt_backend``), driven through the
+  same registers; with ``check``, fsim runs alongside and every channel's image read back from
+  the board must equal fsim's.
 
 Prompt formatting (the chat template stored in the GGUF), greedy sampling, stopping at the
 end-of-turn token and the position bookkeeping live here, not in the backends.  ``check`` runs
@@ -28,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["BACKENDS", "ReferenceBackend", "FsimBackend", "RtlBackend", "Generation", "Mismatch", "generate",
+__all__ = ["BACKENDS", "ReferenceBackend", "FsimBackend", "RtlBackend", "compare_hbm", "Generation", "Mismatch", "generate",
            "chat_prompt", "end_of_turn_tokens", "interactive_threads", "locate_hbm"]
 
 BACKENDS = ("reference", "fsim", "rtl", "xrt")
@@ -125,6 +127,23 @@ def locate_hbm(program, channel: int, offset: int) -> tuple[int, str]:
     return -1, "program" if offset >= h["program"]["sections"]["prefill"]["offset"] else "unplaced"
 
 
+def compare_hbm(sim, got: list[np.ndarray], step: int, what: str) -> Mismatch | None:
+    """The first byte where ``got`` (each channel's bytes, at least its image) differs from fsim's
+    HBM, named by its region (``locate_hbm``); bytes past an image must be zero."""
+    for c, want in enumerate(sim.hbm):
+        g = got[c]
+        diff = np.flatnonzero(g[:len(want)] != want)
+        if diff.size:
+            layer, region = locate_hbm(sim.prog, c, int(diff[0]))
+            return Mismatch(step, layer, f"{what}: {region} (HBM channel {c})", (int(diff[0]),),
+                            int(want[diff[0]]), int(g[diff[0]]))
+        past = np.flatnonzero(g[len(want):])
+        if past.size:
+            return Mismatch(step, -1, f"{what}: past the image (HBM channel {c})",
+                            (len(want) + int(past[0]),), 0, int(g[len(want) + past[0]]))
+    return None
+
+
 class RtlBackend:
     """Every step on the RTL top: the prefill section for the prompt, the decode section for each
     token after it (``prefill="fsim"`` runs the prompt in fsim instead: SmolLM2 takes about 4M
@@ -189,17 +208,9 @@ class RtlBackend:
         from airfoil.sim.rtl_top import buffer_image
 
         sim = self.fsim.sim
-        for c, want in enumerate(sim.hbm):
-            g = got.hbm[c]
-            diff = np.flatnonzero(g[:len(want)] != want)
-            if diff.size:
-                layer, region = locate_hbm(self.fsim.sim.prog, c, int(diff[0]))
-                return Mismatch(self.steps - 1, layer, f"rtl vs fsim: {region} (HBM channel {c})", (int(diff[0]),),
-                                int(want[diff[0]]), int(g[diff[0]]))
-            past = np.flatnonzero(g[len(want):])
-            if past.size:
-                return Mismatch(self.steps - 1, -1, f"rtl vs fsim: past the image (HBM channel {c})",
-                                (len(want) + int(past[0]),), 0, int(g[len(want) + past[0]]))
+        mismatch = compare_hbm(sim, got.hbm, self.steps - 1, "rtl vs fsim")
+        if mismatch is not None:
+            return mismatch
         for b in DMA_BUFFERS:
             want = np.frombuffer(buffer_image(sim.buf[b], b), np.uint8)
             g = np.frombuffer(got.buffers[b], np.uint8)

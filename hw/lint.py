@@ -19,13 +19,15 @@ LINT_WAIVERS = {
 }
 
 
-def lint_verilog(path: Path, top: str) -> tuple[int, str]:
-    """(return code, output) of a lint run with the waivers."""
+def lint_verilog(path: Path, top: str, fatal: bool = True) -> tuple[int, str]:
+    """(return code, output) of a lint run with the waivers; ``fatal=False``: warnings do not fail
+    the run (the caller reads them)."""
     from airfoil.sim.verilator import verilator_env
 
     env = verilator_env()
     import os
 
-    args = ["verilator", "--lint-only", "-Wall", "--top-module", top, *(f"-Wno-{w}" for w in LINT_WAIVERS), str(path)]
+    args = ["verilator", "--lint-only", "-Wall", "--top-module", top, *(f"-Wno-{w}" for w in LINT_WAIVERS),
+            *([] if fatal else ["-Wno-fatal"]), str(path)]
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **env}, cwd=path.parent)
     return proc.returncode, proc.stdout + proc.stderr

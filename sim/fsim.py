@@ -26,7 +26,8 @@ from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer,
 from airfoil.compiler.weight_image import tile_bytes, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
-__all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch", "drain_queues"]
+__all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch", "drain_queues", "input_region", "logits_region",
+           "logits_from_bytes"]
 
 QUEUE_ORDER = (Queue.LOAD, Queue.STORE, Queue.SFU, Queue.COMPUTE)
 
@@ -141,6 +142,26 @@ def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int, 
         pending[q].clear()
 
 
+def input_region(program, h0: np.ndarray) -> tuple[int, int, bytes]:
+    """(channel, byte offset, bytes) of a chunk's embedding rows (INT32, FRAC_H) in HBM, where
+    the host writes them on any backend."""
+    inp = program.hbm["inputs"]
+    raw = np.asarray(h0, dtype="<i4").tobytes()
+    if len(raw) > inp["bytes"]:
+        raise FsimError(f"{len(h0)} input rows exceed the input region (max length {program.hbm['max_len']})")
+    return inp["channel"], inp["offset"], raw
+
+
+def logits_region(program) -> tuple[int, int, int]:
+    """(channel, byte offset, bytes) of the logits (INT32, FRAC_L) in HBM."""
+    lg = program.hbm["logits"]
+    return lg["channel"], lg["offset"], program.spec.vocab * 4
+
+
+def logits_from_bytes(raw: bytes) -> np.ndarray:
+    return np.frombuffer(raw, "<i4").astype(np.int64)
+
+
 class FunctionalSimulator:
     def __init__(self, program, kernels):
         if program.images is None:
@@ -165,16 +186,12 @@ class FunctionalSimulator:
     # ------------------------------------------------------------------ host side
     def write_inputs(self, h0: np.ndarray) -> None:
         """The host writes the chunk's embedding rows (INT32, FRAC_H) into the input region."""
-        inp = self.prog.hbm["inputs"]
-        raw = np.asarray(h0, dtype="<i4").tobytes()
-        if len(raw) > inp["bytes"]:
-            raise FsimError(f"{len(h0)} input rows exceed the input region (max length {self.prog.hbm['max_len']})")
-        self.hbm[inp["channel"]][inp["offset"]:inp["offset"] + len(raw)] = np.frombuffer(raw, np.uint8)
+        channel, offset, raw = input_region(self.prog, h0)
+        self.hbm[channel][offset:offset + len(raw)] = np.frombuffer(raw, np.uint8)
 
     def read_logits(self) -> np.ndarray:
-        lg = self.prog.hbm["logits"]
-        n = self.prog.spec.vocab * 4
-        return np.frombuffer(self.hbm[lg["channel"]][lg["offset"]:lg["offset"] + n].tobytes(), "<i4").astype(np.int64)
+        channel, offset, n = logits_region(self.prog)
+        return logits_from_bytes(self.hbm[channel][offset:offset + n].tobytes())
 
     def run(self, section: str, tokens: int, position: int) -> None:
         """Run a section with R0 = tokens and R1 = position."""

@@ -2,7 +2,6 @@
 tokens; --check compares every layer of every step and names the first difference."""
 import pytest
 
-from airfoil.cli import main
 from airfoil.compiler.compress import CompressionPlan
 from airfoil.compiler.compressed_model import compress_model
 from airfoil.compiler.lowering import compile_model
@@ -41,11 +40,6 @@ def test_a_corrupted_weight_image_fails_the_check_at_the_first_layer_that_differ
     m = got.mismatch
     assert (m.step, m.layer, m.op) == (0, 1, "ffn_residual")
     assert m.expected != m.got and str(m).startswith("step 0, layer 1, ffn_residual, index [")
-
-
-def test_run_backends_not_built_yet_exit_2(capsys):
-    assert main(["run", "--backend", "xrt", "--prompt", "hi"]) == 2
-    assert "--backend xrt" in capsys.readouterr().err
 
 
 class _ReplayTop:

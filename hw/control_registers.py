@@ -22,7 +22,7 @@ from airfoil.hw.controller import COUNTER_BITS
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.isa import REG_BITS, ErrorCode, Queue
 
-__all__ = ["RESULT_FIELDS", "RESULTS_LAYOUT", "parse_results", "Register", "REGISTERS", "ControlRegisters", "registers_markdown", "ADDR_BITS", "AXI_LITE_PORTS", "OKAY",
+__all__ = ["RESULT_FIELDS", "RESULTS_LAYOUT", "pack_results", "parse_results", "Register", "REGISTERS", "ControlRegisters", "registers_markdown", "ADDR_BITS", "AXI_LITE_PORTS", "OKAY",
            "SLVERR"]
 
 ADDR_BITS = 10
@@ -89,6 +89,16 @@ RESULT_FIELDS: list[tuple[str, int]] = [("STATUS", 32), ("ERROR_PC", 32), ("CYCL
                                         *[(f"EXECUTED_{q.name}", 32) for q in Queue]]
 RESULTS_LAYOUT = data.StructLayout({name.lower(): unsigned(bits) for name, bits in RESULT_FIELDS})
 assert RESULTS_LAYOUT.size == 512
+
+
+def pack_results(fields: dict[str, int]) -> bytes:
+    """The results word of ``fields`` (by register name; missing ones are 0), as the kernel writes
+    it: for emulated boards and tests."""
+    value, at = 0, 0
+    for name, bits in RESULT_FIELDS:
+        value |= (fields.get(name, 0) & ((1 << bits) - 1)) << at
+        at += bits
+    return value.to_bytes(64, "little")
 
 
 def parse_results(raw: bytes) -> dict[str, int]:

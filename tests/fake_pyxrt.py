@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from airfoil import numerics as nx
-from airfoil.hw.control_registers import RESULT_FIELDS
+from airfoil.hw.control_registers import pack_results
 from airfoil.hw.vitis import KERNEL_NAME, connectivity_cfg, kernel_args
 from airfoil.isa import ErrorCode, Queue
 
@@ -96,11 +96,7 @@ def make_fake_pyxrt(program, compressed, corrupt: tuple[int, int] | None = None,
                 code = e.code
         fields = {"STATUS": code.value, "ERROR_PC": 0, "CYCLES": PerfModel(program, timing="rtl").run(section, r0, r1).cycles,
                   **{f"EXECUTED_{q.name}": 1 for q in Queue}}
-        word, at = 0, 0
-        for name, bits in RESULT_FIELDS:
-            word |= fields.get(name, 0) << at
-            at += bits
-        values["results"].device[:64] = word.to_bytes(64, "little")
+        values["results"].device[:64] = pack_results(fields)
         if corrupt is not None:
             bos[corrupt[0]].device[corrupt[1]] ^= 0xFF
         state.runs += 1

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from amaranth.sim import Simulator
 
-from airfoil.hw.control_registers import OKAY, REGISTERS, SLVERR, ControlRegisters, registers_markdown
+from airfoil.hw.control_registers import (OKAY, REGISTERS, RESULT_FIELDS, SLVERR, ControlRegisters, pack_results,
+                                          parse_results, registers_markdown)
 from airfoil.isa import ErrorCode, Queue
 
 OFF = {r.name: r.offset for r in REGISTERS}
@@ -127,3 +128,10 @@ def test_start_done_status_and_counters():
 def test_register_doc_is_current():
     path = Path(__file__).resolve().parents[2] / "docs" / "registers.md"
     assert path.read_text() == registers_markdown(), "run python -m airfoil.hw.control_registers"
+
+
+def test_results_word_round_trips_every_field_at_its_width():
+    fields = {name: (1 << bits) - 1 - i for i, (name, bits) in enumerate(RESULT_FIELDS)}
+    raw = pack_results(fields)
+    assert len(raw) == 64 and parse_results(raw) == fields
+    assert parse_results(pack_results({"CYCLES": 5})) == {name: 5 if name == "CYCLES" else 0 for name, _ in RESULT_FIELDS}

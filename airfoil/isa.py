@@ -38,7 +38,7 @@ from airfoil.errors import AirfoilError
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "EVAL_BITS", "MAX_LOOP_DEPTH", "ErrorCode", "BUFFER_ELEMENT_BYTES",
            "ISSUED_LAYOUTS", "ISSUE_LAYOUT", "issued_fields", "issue_word", "Opcode", "Queue", "Buffer", "SfuFunc",
-           "SparsePattern", "WeightWidth", "Affine", "AFFINE_LAYOUT", "HEADER_LAYOUT", "BODY_LAYOUTS",
+           "SparsePattern", "WeightWidth", "SFU_DESTINATION", "written_buffer", "Affine", "AFFINE_LAYOUT", "HEADER_LAYOUT", "BODY_LAYOUTS",
            "INSTRUCTION_LAYOUT", "OPCODE_QUEUE", "Instruction", "IsaError", "encode", "decode",
            "assemble", "disassemble", "encode_program", "decode_program", "isa_markdown", "encode_with_amaranth"]
 
@@ -176,6 +176,28 @@ class SfuFunc(enum.Enum, shape=4):
     MUL = 7  # src0 * src1
     REQUANT = 8  # fixed point -> INT8 rows with one exponent each
     ATTENTION = 9  # fused scores, causal softmax and P.V for one head (src0 Q, src1 K, src2 V)
+
+
+# The buffer each SFU function writes its rows into (the functions without an integer algorithm
+# yet, which stop the machine with UNSUPPORTED, write nothing).  fsim stores through it and the
+# controller's write-port interlock reads it.
+SFU_DESTINATION: dict[SfuFunc, Buffer] = {
+    SfuFunc.RMSNORM: Buffer.ACT, SfuFunc.SILU_MUL: Buffer.ACT, SfuFunc.RELU: Buffer.ACT,
+    SfuFunc.REQUANT: Buffer.ACT, SfuFunc.ROPE: Buffer.GLOBAL, SfuFunc.ADD: Buffer.GLOBAL,
+    SfuFunc.ATTENTION: Buffer.GLOBAL,
+}
+
+
+def written_buffer(op: "Opcode", fields: Mapping[str, object]) -> "Buffer | None":
+    """The on-chip buffer an issued instruction writes (None: none).  Each buffer has one write
+    port, so two units writing the same buffer never run at once (the controller's interlock)."""
+    if op == Opcode.LD:
+        return Buffer(fields["buffer"])
+    if op in (Opcode.MM, Opcode.MV):
+        return Buffer.GLOBAL
+    if op == Opcode.SFU:
+        return SFU_DESTINATION.get(SfuFunc(fields["func"]))
+    return None
 
 
 class SparsePattern(enum.Enum, shape=2):
@@ -689,6 +711,12 @@ def isa_markdown() -> str:
     lines += ["## Enumerations", ""]
     for e in (Queue, Buffer, SfuFunc, SparsePattern, WeightWidth):
         lines.append(f"* **{e.__name__}**: " + ", ".join(f"{m.name} = {m.value}" for m in e))
+    lines += ["", "## Written buffers", "",
+              "Each on-chip buffer has one write port: the controller does not start an instruction while "
+              "another queue's unit that writes the same buffer runs (`written_buffer`).  LD writes its "
+              "`buffer`, MM and MV write GLOBAL, ST writes none; an SFU function writes "
+              + ", ".join(f"{fn.name}: {b.name}" for fn, b in SFU_DESTINATION.items())
+              + " (the others stop with UNSUPPORTED and write nothing)."]
     lines += ["", "## Illegal encodings", "",
               "The decoder rejects, naming the field: an unknown opcode or enum value; a nonzero reserved header "
               "field or body bit beyond the opcode's layout; an affine field with reg/scale set but use_reg 0; "

@@ -3,12 +3,15 @@ words with byte enables, sized by the config.  A buffer element is ``BUFFER_ELEM
 little-endian bytes (GLOBAL: INT32; the others: INT8 or raw bytes), so element address e of a
 buffer is byte 4e or e.
 
-Ports: one write (the LD unit), one tagged read answered the next cycle (the ST unit), and a
-host port to fill and read them while the machine is idle; for the MV unit, ``weight_readers``
-read ports on WEIGHT (one per weight decoder), ``act_readers`` on ACT (one per DSP group) and
-a second write port on GLOBAL (the results); for the SFU unit (``sfu``), two read ports and a
-third write port on GLOBAL, a second write port and two more read ports on ACT, and two read
-ports on KV (the attention's chunk windows)."""
+Every buffer has one write port, shared by its writers (the host, the LD unit, the MV unit's
+results, the SFU) in that order of priority: the controller's write-port interlock runs one
+writing unit per buffer at a time, so the priority only matters to a harness that breaks it.
+Reads: one tagged read answered the next cycle (the ST unit), which the host also uses to read
+the buffers while the machine is idle; for the MV unit, ``weight_readers`` read ports on WEIGHT
+(one per weight decoder), ``act_readers`` on ACT (one per DSP group) and its results' writes
+into GLOBAL; for the SFU unit (``sfu``), two read ports on GLOBAL, ACT and KV each (the
+attention's chunk windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
+the memory in block RAM."""
 from __future__ import annotations
 
 from amaranth import Module, Mux, Signal, unsigned
@@ -70,41 +73,45 @@ class BufferBank(wiring.Component):
         m = Module()
         out_buf = Signal(range(len(Buffer)))
         m.d.sync += [self.rd_resp_valid.eq(self.rd_valid), self.rd_resp.tag.eq(self.rd.tag), out_buf.eq(self.rd.space)]
+        sfu_readers = {Buffer.GLOBAL: "g", Buffer.ACT: "a", Buffer.KV: "kv"}
         for b in DMA_BUFFERS:
             words = self.sizes[b] // BEAT_BYTES
             aw = ceil_log2(words)
             mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=words, init=[])
             m.submodules[b.name.lower()] = mem
-            wp, rp, hp = mem.write_port(granularity=8), mem.read_port(), mem.read_port()
+            # one write port, so that the memory maps to block RAM or UltraRAM: the controller's
+            # interlock lets one writing unit run per buffer, and the host writes while it idles
+            wp = mem.write_port(granularity=8)
+            writers = [(self.host_we & (self.host_buffer == b.value), self.host_addr, self.host_wdata, -1),
+                       (self.wr_valid & (self.wr.space == b.value), self.wr.addr, self.wr.data, self.wr.mask)]
+            if b == Buffer.GLOBAL and self.readers[Buffer.ACT]:
+                writers.append((self.global_wr_valid, self.global_wr.addr, self.global_wr.data, self.global_wr.mask))
+            if self.sfu and b in (Buffer.GLOBAL, Buffer.ACT):
+                req, valid = (self.sfu_g_wr, self.sfu_g_wr_valid) if b == Buffer.GLOBAL else (self.sfu_a_wr,
+                                                                                              self.sfu_a_wr_valid)
+                writers.append((valid, req.addr, req.data, req.mask))
+            with m.If(writers[0][0]):
+                m.d.comb += [wp.addr.eq(writers[0][1][:aw]), wp.data.eq(writers[0][2]), wp.en.eq(writers[0][3])]
+            for valid, addr, wdata, mask in writers[1:]:
+                with m.Elif(valid):
+                    m.d.comb += [wp.addr.eq(addr[:aw]), wp.data.eq(wdata), wp.en.eq(mask)]
+            # the ST unit's reads and the host's (while the machine idles) share one read port
+            rp = mem.read_port()
+            st_read = self.rd_valid & (self.rd.space == b.value)
+            m.d.comb += rp.addr.eq(Mux(st_read, self.rd.addr[:aw], self.host_addr))
+            with m.If(out_buf == b.value):
+                m.d.comb += self.rd_resp.data.eq(rp.data)
+            with m.If(self.host_buffer == b.value):
+                m.d.comb += self.host_rdata.eq(rp.data)
             for i in range(self.readers.get(b, 0)):
                 name = b.name.lower()
                 port = mem.read_port()
                 m.d.comb += [port.en.eq(getattr(self, f"{name}_rd_en")[i]),
                              port.addr.eq(getattr(self, f"{name}_rd_addr")[i][:aw]),
                              getattr(self, f"{name}_rd_data")[i].eq(port.data)]
-            if b == Buffer.GLOBAL and self.readers[Buffer.ACT]:
-                wp2 = mem.write_port(granularity=8)
-                m.d.comb += [wp2.addr.eq(self.global_wr.addr[:aw]), wp2.data.eq(self.global_wr.data),
-                             wp2.en.eq(Mux(self.global_wr_valid, self.global_wr.mask, 0))]
-            sfu_readers = {Buffer.GLOBAL: "g", Buffer.ACT: "a", Buffer.KV: "kv"}
             if self.sfu and b in sfu_readers:
                 en, addr, rdata = (getattr(self, f"sfu_{sfu_readers[b]}_rd_{x}") for x in ("en", "addr", "data"))
                 for i in range(2):
                     port = mem.read_port()
                     m.d.comb += [port.en.eq(en[i]), port.addr.eq(addr[i][:aw]), rdata[i].eq(port.data)]
-            if self.sfu and b in (Buffer.GLOBAL, Buffer.ACT):
-                req, valid = (self.sfu_g_wr, self.sfu_g_wr_valid) if b == Buffer.GLOBAL else (self.sfu_a_wr,
-                                                                                              self.sfu_a_wr_valid)
-                port = mem.write_port(granularity=8)
-                m.d.comb += [port.addr.eq(req.addr[:aw]), port.data.eq(req.data), port.en.eq(Mux(valid, req.mask, 0))]
-            with m.If(self.host_we & (self.host_buffer == b.value)):
-                m.d.comb += [wp.addr.eq(self.host_addr), wp.data.eq(self.host_wdata), wp.en.eq(-1)]
-            with m.Elif(self.wr_valid & (self.wr.space == b.value)):
-                m.d.comb += [wp.addr.eq(self.wr.addr[:aw]), wp.data.eq(self.wr.data), wp.en.eq(self.wr.mask)]
-            m.d.comb += [rp.addr.eq(self.rd.addr[:aw]), rp.en.eq(self.rd_valid & (self.rd.space == b.value)),
-                         hp.addr.eq(self.host_addr)]
-            with m.If(out_buf == b.value):
-                m.d.comb += self.rd_resp.data.eq(rp.data)
-            with m.If(self.host_buffer == b.value):
-                m.d.comb += self.host_rdata.eq(hp.data)
         return m

@@ -140,6 +140,7 @@ class ControlRegisters(wiring.Component):
             "program_words": Out(unsigned(PC_BITS)), "r0": Out(signed(REG_BITS)), "r1": Out(signed(REG_BITS)),
             "eps_q": Out(unsigned(32)), "c_qk": Out(unsigned(16)),
             "busy": In(1), "done": In(1), "error": In(ErrorCode), "bus_error": In(1), "error_pc": In(unsigned(PC_BITS)),
+            "status": Out(32),  # STATUS as read over AXI4-Lite (the results word takes it from here)
             "cycles": In(unsigned(COUNTER_BITS)),
             "busy_cycles": In(data.ArrayLayout(unsigned(COUNTER_BITS), nq)),
             "executed": In(data.ArrayLayout(unsigned(32), nq)),
@@ -157,6 +158,8 @@ class ControlRegisters(wiring.Component):
                      self.r1.eq(((stored["R1_HI"] << 32) | stored["R1_LO"])[:REG_BITS].as_signed()),
                      self.eps_q.eq(stored["EPS_Q"]), self.c_qk.eq(stored["C_QK"][:16])]
 
+        m.d.comb += self.status.eq(self.error.as_value() | (self.bus_error << 8))
+
         # ap_start / ap_done: start pulses one cycle after the write; done latches the machine's end
         ap_start, ap_done, was_running = Signal(), Signal(), Signal()
         m.d.sync += self.start.eq(0)
@@ -170,7 +173,7 @@ class ControlRegisters(wiring.Component):
             if r.name == "CTRL":
                 return ap_start | (ap_done << 1) | ((~was_running & ~ap_start) << 2)
             if r.name == "STATUS":
-                return self.error.as_value() | (self.bus_error << 8)
+                return self.status
             if r.name == "ERROR_PC":
                 return self.error_pc
             counter = {"CYCLES": self.cycles}

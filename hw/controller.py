@@ -15,7 +15,12 @@ The rules are fsim's (``sim.fsim.drain_queues``):
 * a LD into the weight buffer marks its half full at its start; the MM/MV reading that half
   frees it when done;
 * BARRIER and END wait until every FIFO is empty and every unit idle; a token left over then
-  stops the machine with TOKENS_LEFT (fsim raises the same).
+  stops the machine with TOKENS_LEFT (fsim raises the same);
+* the write-port interlock: each on-chip buffer has one write port, so queue q does not start an
+  instruction that writes a buffer (``isa.written_buffer``) while another queue's unit writing
+  the same buffer runs or starts in the same cycle (a lower queue number goes first).  Only the
+  timing changes: a legal program's units never write the same bytes unordered, so fsim, which
+  runs one instruction at a time, needs no such rule.
 
 The watchdog counts cycles in which nothing moves (no instruction retired by the dispatcher,
 none started or running in a unit); at ``watchdog_cycles`` it stops the machine with WATCHDOG,
@@ -37,13 +42,37 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from airfoil.hw.dispatcher import PC_BITS, Dispatcher
-from airfoil.isa import INSTRUCTION_LAYOUT, ISSUE_LAYOUT, ISSUED_LAYOUTS, REG_BITS, Buffer, ErrorCode, Opcode, Queue
+from airfoil.isa import (INSTRUCTION_LAYOUT, ISSUE_LAYOUT, ISSUED_LAYOUTS, REG_BITS, SFU_DESTINATION, Buffer, ErrorCode,
+                         Opcode, Queue)
 
 __all__ = ["Controller", "TOKEN_BITS", "COUNTER_BITS"]
 
 TOKEN_BITS = 16  # tokens outstanding per ordered pair of queues
 COUNTER_BITS = 48
 NQ = len(Queue)
+
+
+_WRITABLE = (Buffer.ACT, Buffer.GLOBAL, Buffer.WEIGHT, Buffer.KV)
+
+
+def _written_buffers(m: Module, head) -> Signal:
+    """One bit per ``_WRITABLE`` buffer: the one the issued instruction ``head`` writes
+    (``isa.written_buffer`` in logic)."""
+    bits = Signal(len(_WRITABLE))
+    ld, sfu = ISSUED_LAYOUTS[Opcode.LD](head.body[:ISSUED_LAYOUTS[Opcode.LD].size]), \
+        ISSUED_LAYOUTS[Opcode.SFU](head.body[:ISSUED_LAYOUTS[Opcode.SFU].size])
+    with m.Switch(head.opcode):
+        with m.Case(Opcode.LD):
+            for i, b in enumerate(_WRITABLE):
+                m.d.comb += bits[i].eq(ld.buffer == b)
+        with m.Case(Opcode.MM, Opcode.MV):
+            m.d.comb += bits[_WRITABLE.index(Buffer.GLOBAL)].eq(1)
+        with m.Case(Opcode.SFU):
+            with m.Switch(sfu.func):
+                for fn, b in SFU_DESTINATION.items():
+                    with m.Case(fn):
+                        m.d.comb += bits[_WRITABLE.index(b)].eq(1)
+    return bits
 
 
 class Controller(wiring.Component):
@@ -97,6 +126,7 @@ class Controller(wiring.Component):
         ld = ISSUED_LAYOUTS[Opcode.LD]
         mm = ISSUED_LAYOUTS[Opcode.MM]
         heads = []
+        head_writes, current_writes = [], [Signal(len(_WRITABLE), name=f"writes_{q.name}") for q in Queue]
         for q in Queue:
             f = fifo.SyncFIFOBuffered(width=ISSUE_LAYOUT.size + PC_BITS, depth=self.fifo_depth)
             # a new start flushes what a stopped program left queued
@@ -112,14 +142,20 @@ class Controller(wiring.Component):
                 weight_load = (head.opcode == Opcode.LD) & (lbody.buffer == Buffer.WEIGHT)
                 half = lbody.buf >= self.half_bytes
                 half_ok = ~weight_load | ~full.bit_select(half, 1)
+            # the write-port interlock: no other unit writing the same buffer running or starting
+            writes = _written_buffers(m, head)
+            head_writes.append(writes)
+            port_ok = ~Cat(*[running[p.value] & (current_writes[p.value] & writes).any() for p in Queue if p != q],
+                           *[starts[p.value] & (head_writes[p.value] & writes).any() for p in Queue if p.value < q.value]
+                           ).any()
             unit = self.unit[q.value]
-            m.d.comb += [unit.valid.eq(f.r_rdy & ~running[q.value] & waits_ok & half_ok & ~halted),
+            m.d.comb += [unit.valid.eq(f.r_rdy & ~running[q.value] & waits_ok & half_ok & port_ok & ~halted),
                          unit.payload.eq(head),
                          starts[q.value].eq(unit.valid & unit.ready),
                          f.r_en.eq(starts[q.value])]
             m.d.comb += self.unit_start_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])
             with m.If(starts[q.value]):
-                m.d.sync += [running[q.value].eq(1), current[q.value].eq(head),
+                m.d.sync += [running[q.value].eq(1), current[q.value].eq(head), current_writes[q.value].eq(writes),
                              current_pc[q.value].eq(f.r_data[ISSUE_LAYOUT.size:])]
             with m.Elif(dones[q.value]):
                 m.d.sync += running[q.value].eq(0)

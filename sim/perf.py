@@ -7,7 +7,9 @@ the affine fields) and schedules every instruction on the machine's units in tim
   time; an instruction starts when its queue is free, its ``wait`` tokens have been released
   (a token carries its release time) and the unit it needs is free;
 * units: the HBM pseudo-channels (LD and ST share them), the MPE (MM/MV, and attention's two
-  products), the SFU; a weight LD also waits for its half of the double buffer to be consumed.
+  products), the SFU; a weight LD also waits for its half of the double buffer to be consumed;
+  an instruction that writes a buffer waits until the other queues' writes into it have ended
+  (each buffer has one write port: the controller's interlock).
 
 Cycle costs (``OpTiming``; the constants below, with where each comes from):
 
@@ -40,7 +42,7 @@ import numpy as np
 
 from airfoil.config import SPARSE_M, AirfoilConfig
 from airfoil.errors import AirfoilError
-from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc
+from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc, written_buffer
 from airfoil.sim.fsim import QUEUE_ORDER, dispatch
 
 __all__ = ["PerfModel", "PerfError", "SectionTiming", "OpTiming", "project", "HBM_EFFICIENCY", "BURST_GAP_BEATS"]
@@ -301,6 +303,7 @@ class PerfModel:
         unit_free: Counter = Counter()
         half_free = [start, start]
         half_full = [False, False]
+        written: dict = {}  # (buffer, queue) -> when that queue's last write into it ends
         end = start
         while True:
             progressed = False
@@ -318,7 +321,12 @@ class PerfModel:
                     t0 = max([queue_free[q]] + [tokens[(w, q)].popleft() for w in ins.wait])
                     if half is not None:
                         t0 = max(t0, half_free[half])
+                    buf = written_buffer(ins.opcode, f)  # one write port a buffer: the controller's interlock
+                    if buf is not None:
+                        t0 = max([t0] + [t for (b, p), t in written.items() if b == buf and p != q])
                     issued, t1 = self._execute(ins, f, t0, unit_free, st)
+                    if buf is not None:
+                        written[(buf, q)] = t1
                     if half is not None:
                         half_full[half] = True
                     if ins.opcode in (Opcode.MM, Opcode.MV):

@@ -4,7 +4,8 @@
 * 200 random token-balanced programs (loops, SETR, barriers, weight-buffer pairs): every queue
   is handed exactly fsim's issued instructions (``isa.issue_word``, affine fields evaluated), in
   order; no instruction starts before the tokens it waits for were released, no weight load
-  starts into a full half, nothing crosses a BARRIER; the counters equal the recorded events;
+  starts into a full half, no two units writing the same buffer run at once (the write-port
+  interlock), nothing crosses a BARRIER; the counters equal the recorded events;
 * illegal words and run-time faults (deadlock, leftover tokens, an affine field out of range,
   loops too deep or badly nested, running off the program) stop the machine with the ErrorCode
   fsim raises, at the right instruction, within the watchdog limit, never a hang."""
@@ -16,7 +17,7 @@ from amaranth import Shape
 
 from airfoil.config import preset
 from airfoil.isa import (ISSUE_LAYOUT, ISSUED_LAYOUTS, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction,
-                         IsaError, Opcode, Queue, decode, encode, issue_word)
+                         IsaError, Opcode, Queue, decode, encode, issue_word, written_buffer)
 from airfoil.sim.fsim import FsimError, _Issued, dispatch, drain_queues
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.controller_harness import ControllerHarness
@@ -70,6 +71,7 @@ def check_schedule(events, expected: dict, barriers: list[dict], complete: bool,
     tokens: dict = {}
     full = [False, False]
     running = {q: None for q in Queue}
+    writing = {q: None for q in Queue}  # the buffer each running unit writes
     for cycle, q, kind, payload in sorted(events, key=lambda e: (e[0], e[2] != "start")):
         q = Queue(q)
         if kind == "start":
@@ -79,6 +81,12 @@ def check_schedule(events, expected: dict, barriers: list[dict], complete: bool,
             assert k < len(expected[q]) and word == expected[q][k], \
                 f"{where}: queue {q.name}'s instruction {k} differs from fsim's issue"
             op = Opcode(word & 0x1F)
+            fields = {"buffer": _field(word, op, "buffer")} if op == Opcode.LD else \
+                {"func": _field(word, op, "func")} if op == Opcode.SFU else {}
+            writing[q] = written_buffer(op, fields)
+            clash = [p.name for p in Queue if p != q and writing[q] is not None and running[p] is not None
+                     and writing[p] == writing[q]]
+            assert not clash, f"{where}: {q.name} {k} started at {cycle} writing {writing[q].name} while {clash} did"
             wait = word >> ISSUE_LAYOUT["wait"].offset & 0xF
             for a in Queue:
                 if wait >> a.value & 1:
@@ -101,7 +109,7 @@ def check_schedule(events, expected: dict, barriers: list[dict], complete: bool,
             if op in (Opcode.MM, Opcode.MV):
                 full[int(_field(word, op, "weight") >= HALF)] = False
             runs[q].append((s, cycle))
-            running[q] = None
+            running[q] = writing[q] = None
     if complete:
         for q in Queue:
             assert started[q] == expected[q], f"{where}: queue {q.name} ran {len(started[q])} of {len(expected[q])}"

@@ -53,18 +53,20 @@ TOP = Path(__file__).resolve().parents[2] / "reports" / "synth_top.json"
 
 
 def test_top_buffer_memories_match_the_committed_report():
-    """The buffer bank is not synthesised (``hw/synth.py``): its memories as elaborated must be the
-    ones the committed report lists (words, width, ports, whether block RAM can hold them)."""
+    """The buffer bank's memories as elaborated are the ones the committed report lists (words,
+    width, ports), each with one write port, so that block RAM can hold it."""
     from airfoil.hw.synth import sim_top_for_synthesis, buffer_memories
 
     got = buffer_memories(sim_top_for_synthesis().core_units()["buffers"])
     assert got == json.loads(TOP.read_text())["buffers"]
+    assert all(m["write_ports"] == 1 and m["block_ram"] for m in got.values())
 
 
 def test_top_report_totals_are_the_sum_of_its_units():
     report = json.loads(TOP.read_text())
     for key, total in report["total_without_buffers"].items():
         assert total == pytest.approx(sum(u[key] for u in report["units"].values())), key
+        assert report["total"][key] == pytest.approx(total + report["buffer_bank"][key]), key
     assert set(report["units"]) == {"regs", "ctrl", "fetch", "ld", "st", "mv", "sfu", "hbm_rd", "hbm_wr", "fetch_rd",
                                     "results"}
 
@@ -80,3 +82,20 @@ def test_top_units_match_the_committed_report():
         assert r["dsp48e2"] == committed[name]["dsp48e2"] and r["bram36"] == committed[name]["bram36"], name
         for key in ("lut", "lutram", "ff"):
             assert r[key] == pytest.approx(committed[name][key], rel=0.02, abs=8), (name, key, r[key])
+
+
+@pytest.mark.slow
+def test_top_buffer_bank_maps_to_block_ram():
+    """The buffer bank synthesised again (about 20 minutes here): every memory in block RAM (one
+    RAMB36E2 column of 512 x 72 bits per 64 bits of a word, per 512 words, per read port), only
+    the read multiplexers in LUTs, and the counts of reports/synth_top.json."""
+    from airfoil.hw.synth import sim_top_for_synthesis, synthesize
+
+    bank = sim_top_for_synthesis().core_units()["buffers"]
+    report = json.loads(TOP.read_text())
+    r = synthesize(bank, "airfoil_buffers", mapper="abc")
+    expected_bram = sum(-(-m["words"] // 512) * (m["bits"] // 64) * m["read_ports"] for m in report["buffers"].values())
+    assert r.bram36 == expected_bram == report["buffer_bank"]["bram36"]
+    assert r.ff < 1000  # no memory mapped to flip-flops
+    for key, got in (("lut", r.lut), ("ff", r.ff)):
+        assert got == pytest.approx(report["buffer_bank"][key], rel=0.02, abs=8), (key, got)

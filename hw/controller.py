@@ -41,6 +41,7 @@ from amaranth import Cat, Module, ResetInserter, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from airfoil.hw.buffers import DMA_BUFFERS
 from airfoil.hw.dispatcher import PC_BITS, Dispatcher
 from airfoil.isa import (INSTRUCTION_LAYOUT, ISSUE_LAYOUT, ISSUED_LAYOUTS, REG_BITS, SFU_DESTINATION, Buffer, ErrorCode,
                          Opcode, Queue)
@@ -52,15 +53,15 @@ COUNTER_BITS = 48
 NQ = len(Queue)
 
 
-_WRITABLE = (Buffer.ACT, Buffer.GLOBAL, Buffer.WEIGHT, Buffer.KV)
+_WRITABLE = DMA_BUFFERS  # the buffers a unit writes, one bit each in the interlock's masks
 
 
 def _written_buffers(m: Module, head) -> Signal:
     """One bit per ``_WRITABLE`` buffer: the one the issued instruction ``head`` writes
     (``isa.written_buffer`` in logic)."""
     bits = Signal(len(_WRITABLE))
-    ld, sfu = ISSUED_LAYOUTS[Opcode.LD](head.body[:ISSUED_LAYOUTS[Opcode.LD].size]), \
-        ISSUED_LAYOUTS[Opcode.SFU](head.body[:ISSUED_LAYOUTS[Opcode.SFU].size])
+    ld = ISSUED_LAYOUTS[Opcode.LD](head.body[:ISSUED_LAYOUTS[Opcode.LD].size])
+    sfu = ISSUED_LAYOUTS[Opcode.SFU](head.body[:ISSUED_LAYOUTS[Opcode.SFU].size])
     with m.Switch(head.opcode):
         with m.Case(Opcode.LD):
             for i, b in enumerate(_WRITABLE):

@@ -40,7 +40,7 @@ from airfoil.hw.elementwise import RotaryPair, SaturatingAdd
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.rmsnorm import RmsNormUnit
 from airfoil.hw.silu_mul import SiluMulUnit
-from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SfuFunc
+from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, SFU_DESTINATION, Buffer, ErrorCode, Opcode, SfuFunc
 
 __all__ = ["SfuUnit", "RopeTable", "SFU_SUPPORTED"]
 
@@ -59,11 +59,17 @@ class RopeTable:
     positions: int
 
 
+def _writes(fn, buffer: Buffer):
+    """``fn`` is a function whose rows go to ``buffer``, as ``isa.SFU_DESTINATION`` says (fsim and
+    the controller's interlock read the same table)."""
+    return Cat(*(fn == f for f, b in SFU_DESTINATION.items() if b == buffer)).any()
+
+
 def _slot_layout(fn, ins, global_elems, act_elems, kv_elems):
     """Per address-check slot: (base, stride, elements per row, row count, buffer elements, used)."""
-    att, rope = fn == SfuFunc.ATTENTION, fn == SfuFunc.ROPE
+    att = fn == SfuFunc.ATTENTION
     binary = (fn == SfuFunc.SILU_MUL) | (fn == SfuFunc.ADD)
-    to_global = (fn == SfuFunc.ADD) | rope
+    to_global = _writes(fn, Buffer.GLOBAL)
     positions = ins.pos + ins.rows
     return [
         (ins.src0, ins.stride0, Mux(att, ins.width + 1, ins.width), ins.rows, Mux(att, act_elems, global_elems),
@@ -72,8 +78,8 @@ def _slot_layout(fn, ins, global_elems, act_elems, kv_elems):
          Mux(att, kv_elems, global_elems), binary | att),
         (Mux(att, ins.src2, ins.param), Mux(att, ins.stride1, 0), Mux(att, ins.width + 1, ins.width),
          Mux(att, positions, 1), Mux(att, kv_elems, global_elems), (fn == SfuFunc.RMSNORM) | att),
-        (ins.dst, ins.stride_d, Mux(to_global | att, ins.width, ins.width + 1), ins.rows,
-         Mux(to_global | att, global_elems, act_elems), Const(1)),
+        (ins.dst, ins.stride_d, Mux(to_global, ins.width, ins.width + 1), ins.rows,
+         Mux(to_global, global_elems, act_elems), Const(1)),
     ]
 
 
@@ -108,7 +114,7 @@ class SfuUnit(wiring.Component):
         fn = ins.func
         n_rows = ins.rows
         rope_fn, att_fn = fn == SfuFunc.ROPE, fn == SfuFunc.ATTENTION
-        to_global = (fn == SfuFunc.ADD) | rope_fn
+        to_act = _writes(fn, Buffer.ACT)
 
         m.submodules.rms = rms = RmsNormUnit(self.max_width)
         m.submodules.silu = silu = SiluMulUnit(self.max_width)
@@ -253,7 +259,7 @@ class SfuUnit(wiring.Component):
                      self.a_wr.addr.eq(act_addr >> 6), self.a_wr.space.eq(0),
                      self.a_wr.data.eq(act_byte.replicate(BEAT_BYTES)),
                      self.a_wr.mask.eq(Const(1, BEAT_BYTES) << act_addr[:6]),
-                     self.a_wr_valid.eq(exp_pending | (q_valid & ~to_global))]
+                     self.a_wr_valid.eq(exp_pending | (q_valid & to_act))]
 
         # GLOBAL: ADD's sum, RoPE's y1 then (next cycle) y2, or the attention's results
         y2_pending = Signal()
@@ -278,7 +284,7 @@ class SfuUnit(wiring.Component):
         m.d.sync += exp_pending.eq(0)
         row_out = Signal()  # a row's last result (ACT: its exponent) is written this cycle
         m.d.comb += row_out.eq(exp_pending | ((add.out_valid | y2_pending) & (oj + 1 == items)))
-        with m.If(q_valid & ~to_global):
+        with m.If(q_valid & to_act):
             m.d.sync += oj.eq(oj + 1)
             with m.If(q_last):
                 m.d.sync += [exp_pending.eq(1), exp_byte.eq(q_exp), exp_addr.eq(d_row + ins.width)]

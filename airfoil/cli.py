@@ -394,6 +394,11 @@ def cmd_run(args) -> int:
         if not Path(args.xclbin).is_file():
             raise AirfoilError(f"--backend xrt: --xclbin {args.xclbin}: no such file")
         import_pyxrt()
+    if args.waves is not None:
+        if args.backend != "rtl":
+            raise AirfoilError(f"--waves: only the rtl backend has waves to dump (--backend is {args.backend!r})")
+        if Path(args.waves).exists() and not Path(args.waves).is_dir():
+            raise AirfoilError(f"--waves {args.waves}: not a folder")
     if args.model != "smollm2" and not args.compressed:
         raise AirfoilError(f"--model {args.model!r}: give --compressed FILE (from `airfoil compress`)")
     if args.tokens < 1:
@@ -417,9 +422,12 @@ def cmd_run(args) -> int:
             say(f"loading {args.xclbin} on XRT device {args.device_index} and writing the images")
             backend = XrtBackend(program, cm, args.xclbin, args.device_index, check=args.check)
         else:
-            backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill, threads=interactive_threads())
-            say(f"building the Verilator top in {backend.top.build_dir} (once per configuration)")
-            backend.top.build()
+            waves = Path(args.waves) if args.waves is not None else None
+            backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill, threads=interactive_threads(),
+                                 waves=waves)
+            say(f"building the Verilator top{' with FST tracing' if waves else ''} in {backend.top.build_dir}"
+                f"{'-fst' if waves else ''} (once per configuration)")
+            backend.top.build(waves=waves is not None)
     else:
         backend = ReferenceBackend(cm, args.device)
     checker = ReferenceBackend(cm, args.device) if args.check else None
@@ -556,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--prefill", default="rtl", choices=["rtl", "fsim"],
                    help="rtl backend: where the prompt runs (default rtl; SmolLM2 takes ~4M RTL cycles per prompt token)")
     c.add_argument("--check", action="store_true", help="compare every layer of every step with the reference")
+    c.add_argument("--waves", metavar="DIR", help="rtl backend: each RTL step's every signal as FST, "
+                   "DIR/step<N>-<section>.fst (a build with tracing of its own; slower, and large for long runs)")
     c.add_argument("--xclbin", help="xrt backend: the xclbin built from `airfoil generate --block kernel`")
     c.add_argument("--device-index", type=int, default=0, help="xrt backend: the board's XRT device index")
     c.add_argument("--json", action="store_true")

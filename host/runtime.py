@@ -23,6 +23,7 @@ expected, got.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -154,9 +155,10 @@ class RtlBackend:
     name = "rtl"
 
     def __init__(self, program, compressed, check: bool = True, top=None, prefill: str = "rtl", trace: bool = False,
-                 threads: int = 1, fsim: FsimBackend | None = None):
+                 threads: int = 1, fsim: FsimBackend | None = None, waves: Path | None = None):
         """``fsim``: go on from that backend's state (its HBM, buffers and position), e.g. decode
-        in RTL after a prompt and some tokens ran in fsim; it is this backend's fsim from here."""
+        in RTL after a prompt and some tokens ran in fsim; it is this backend's fsim from here.
+        ``waves``: a folder; each RTL step dumps every signal to ``step<N>-<section>.fst`` in it."""
         from airfoil.sim.rtl_top import RtlTop
 
         if prefill not in ("rtl", "fsim"):
@@ -167,6 +169,7 @@ class RtlBackend:
         self.top = top or RtlTop(program, threads=threads)
         self.check, self.runs, self.run_sections, self.mismatch, self.steps = check, [], [], None, 0
         self.prefill, self.trace = prefill, trace  # trace: each run's per-instruction cycles (RtlRun.trace)
+        self.waves = waves
         self.device = "verilator"
 
     @property
@@ -185,7 +188,12 @@ class RtlBackend:
         sim, position = self.fsim.sim, self.position
         sim.write_inputs(self.fsim.host.embedding(torch.tensor(tokens)).numpy())
         start = RtlState([h.copy() for h in sim.hbm], {b: buffer_image(sim.buf[b], b) for b in DMA_BUFFERS})
-        run = self.top.run(section, len(tokens), position, start, max_cycles=(1 << 26) * len(tokens), trace=self.trace)
+        waves = None
+        if self.waves is not None:
+            self.waves.mkdir(parents=True, exist_ok=True)
+            waves = self.waves / f"step{self.steps}-{section}.fst"
+        run = self.top.run(section, len(tokens), position, start, max_cycles=(1 << 26) * len(tokens), trace=self.trace,
+                           waves=waves)
         self.runs.append(run)
         self.run_sections.append(section)
         if run.hung or run.status != ErrorCode.NONE:

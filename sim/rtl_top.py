@@ -24,7 +24,7 @@ from airfoil.hw.buffers import DMA_BUFFERS, buffer_bytes
 from airfoil.hw.control_registers import parse_results
 from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.isa import Buffer, ErrorCode, Opcode, Queue
-from airfoil.sim.verilator import (BUILD_ROOT, build_component, log_tail, read_memory_dump, write_memory_image,
+from airfoil.sim.verilator import (BUILD_ROOT, build_component, clocked_toplevel, log_tail, read_memory_dump, write_memory_image,
                                    run_bench)
 
 __all__ = ["kernel_registers", "RtlTop", "RtlState", "RtlRun", "TracedInstruction", "parse_trace", "buffer_image", "buffer_values", "positions_for", "hex_words",
@@ -153,27 +153,31 @@ class RtlTop:
         sfu = SfuSettings(max(widths), RopeTable(spec.head_dim, spec.rope_theta, positions), positions)
         self.top = AirfoilTop(cfg, self.channel_bytes, sfu, watchdog_cycles)
         key = json.dumps([cfg.to_dict(), self.channel_bytes, sfu.max_width, spec.head_dim, spec.rope_theta, positions,
-                          watchdog_cycles, TOP_CFLAGS], sort_keys=True, default=str)
+                          watchdog_cycles, TOP_CFLAGS, "hdl_clock"], sort_keys=True, default=str)
         self.threads = threads
         self.build_dir = build_root / (f"top-{cfg.board}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
                                        + (f"-t{threads}" if threads > 1 else ""))
         self.source_key = hashlib.sha256(key.encode() + _design_sources_digest() + str(threads).encode()).hexdigest()
-        self._runner = None
+        self._runners = {}
 
-    def build(self):
-        """Verilate the top (once per configuration; an up-to-date build is reused)."""
-        if self._runner is None:
+    def build(self, waves: bool = False):
+        """Verilate the top (once per configuration; an up-to-date build is reused).  ``waves``:
+        the build that can dump FST, a folder of its own (``<build_dir>-fst``): tracing code
+        slows every cycle, so the plain build has none."""
+        if waves not in self._runners:
             threads = ["--threads", str(self.threads)] if self.threads > 1 else []
-            self._runner = build_component(self.top, TOP, self.build_dir, [*threads, *TOP_CFLAGS],
-                                           source_key=self.source_key)
-        return self._runner
+            build_dir = self.build_dir.with_name(self.build_dir.name + "-fst") if waves else self.build_dir
+            self._runners[waves] = build_component(self.top, TOP, build_dir, [*threads, *TOP_CFLAGS],
+                                                   source_key=self.source_key, hdl_clock=True, waves=waves)
+        return self._runners[waves]
 
     def run(self, section: str, tokens: int, position: int, state: RtlState, max_cycles: int = 1 << 26,
-            work_dir: Path | None = None, trace: bool = False) -> RtlRun:
+            work_dir: Path | None = None, trace: bool = False, waves: Path | None = None) -> RtlRun:
         """Run ``section`` with R0 = ``tokens``, R1 = ``position`` from ``state``; ``trace``: also
-        each instruction's start and end cycle (``RtlRun.trace``)."""
+        each instruction's start and end cycle (``RtlRun.trace``); ``waves``: every signal of the
+        run to that FST file (GTKWave, Surfer; about as large as the run is long)."""
         t0 = time.time()
-        runner = self.build()
+        runner = self.build(waves=waves is not None)
         prog, cfg = self.prog, self.prog.cfg
         sizes = buffer_bytes(cfg)
         bases = self.top.hbm_bases()
@@ -192,9 +196,10 @@ class RtlTop:
                               "buffer_words": {str(b.value): sizes[b] // BEAT_BYTES for b in DMA_BUFFERS}}]}
             (tmp / "case.json").write_text(json.dumps(case))
             try:
-                run_bench(runner, TOP, self.build_dir, "airfoil.sim.top_bench", tmp,
+                run_bench(runner, clocked_toplevel(TOP), Path(runner.build_dir), "airfoil.sim.top_bench", tmp,
                           {"AIRFOIL_CASE": str(tmp / "case.json"), "AIRFOIL_RESULTS": str(tmp / "out.json")},
-                          plusargs=plusargs, log_file=tmp / "sim.log")
+                          plusargs=plusargs, log_file=tmp / "sim.log",
+                          waves=Path(waves).resolve() if waves is not None else None)
             except (Exception, SystemExit) as e:  # the runner exits through SystemExit when the simulator fails
                 raise RuntimeError(f"the RTL simulation of {section!r} failed:\n{log_tail(tmp / 'sim.log')}") from e
             if not (tmp / "out.json").exists():

@@ -12,22 +12,23 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, First, RisingEdge, Timer
+from cocotb.triggers import ClockCycles, FallingEdge, First, ReadOnly, RisingEdge, Timer
 
 from airfoil.hw.control_registers import REGISTERS
+from airfoil.sim.verilator import CLOCK_NS, CLOCKED_SUFFIX
 
 __all__ = ["CLOCK_NS", "start", "stopped_or_timeout", "fill_words", "dump_words", "axi_write", "axi_read", "write_registers"]
 
 OFFSET = {r.name: r.offset for r in REGISTERS}
 
-
-CLOCK_NS = 10
 HOST_READ_LATENCY = 2  # edges from a host-port address to its data (registered host ports)
 
 
 async def start(dut) -> None:
-    """The clock running, two cycles of reset (tops register their reset: ``hw.clocking``)."""
-    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    """The clock running, two cycles of reset (tops register their reset: ``hw.clocking``).  A
+    design built with its clock in HDL (``sim.verilator.clocked_toplevel``) clocks itself."""
+    if not dut._name.endswith(CLOCKED_SUFFIX):
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     dut.rst.value = 1
     await FallingEdge(dut.clk)
     await FallingEdge(dut.clk)
@@ -90,7 +91,9 @@ async def axi_write(dut, name: str, value: int) -> int:
     dut.s_axi_bready.value = 1
     aw = w = False
     while not (aw and w):
-        await RisingEdge(dut.clk)
+        # the settled values before the rising edge: a ready seen here completes its handshake at
+        # that edge (sampled after it, a one-cycle ready would be missed when the clock is in HDL)
+        await ReadOnly()
         aw = aw or bool(int(dut.s_axi_awready.value))
         w = w or bool(int(dut.s_axi_wready.value))
         await FallingEdge(dut.clk)
@@ -104,10 +107,11 @@ async def axi_write(dut, name: str, value: int) -> int:
 async def axi_read(dut, name: str) -> int:
     dut.s_axi_araddr.value, dut.s_axi_arvalid.value, dut.s_axi_rready.value = OFFSET[name], 1, 1
     while True:
-        await RisingEdge(dut.clk)
-        if int(dut.s_axi_arready.value):
+        await ReadOnly()  # as in axi_write
+        ready = int(dut.s_axi_arready.value)
+        await FallingEdge(dut.clk)
+        if ready:
             break
-    await FallingEdge(dut.clk)
     dut.s_axi_arvalid.value = 0
     return await _response(dut, "r", "rdata")
 

@@ -48,9 +48,10 @@ class _ReplayTop:
     RTL-vs-fsim comparison without a Verilator build (tests/hw/test_smollm2_rtl.py runs the RTL)."""
 
     def __init__(self, prog, cm, corrupt=None):
-        self.prog, self.cm, self.corrupt, self.build_dir = prog, cm, corrupt, None
+        self.prog, self.cm, self.corrupt, self.build_dir, self.waves = prog, cm, corrupt, None, []
 
-    def run(self, section, tokens, position, state, max_cycles=1 << 26, trace=False):
+    def run(self, section, tokens, position, state, max_cycles=1 << 26, trace=False, waves=None):
+        self.waves.append(waves)
         from airfoil.host.integer_reference import IntegerReference
         from airfoil.hw.buffers import DMA_BUFFERS
         from airfoil.isa import ErrorCode
@@ -91,6 +92,30 @@ def test_the_rtl_backend_checks_each_rtl_step_against_fsim_and_names_the_region(
         m = got.mismatch
         assert got.check == "failed" and (m.step, m.layer, m.index) == (step, 1, (off,)), prefill
         assert m.op == "rtl vs fsim: kv_cache (KV head 1) (HBM channel 0)" and m.expected ^ m.got == 0x10
+
+
+def test_the_rtl_backend_names_each_steps_waves(tiny, tmp_path):
+    from airfoil.host.runtime import RtlBackend
+
+    cm, program = tiny
+    prog = program()
+    top = _ReplayTop(prog, cm)
+    generate(RtlBackend(prog, cm, top=top, check=False), PROMPT, 2)
+    assert top.waves == [None, None]  # none asked
+    top = _ReplayTop(prog, cm)
+    generate(RtlBackend(prog, cm, top=top, check=False, waves=tmp_path / "waves"), PROMPT, 3)
+    assert top.waves == [tmp_path / "waves" / f"step{n}-{s}.fst" for n, s in ((1, "prefill"), (2, "decode"), (3, "decode"))]
+    assert (tmp_path / "waves").is_dir()
+
+
+def test_waves_are_the_rtl_backends_alone(tmp_path, capsys):
+    from airfoil.cli import main
+
+    assert main(["run", "--backend", "fsim", "--prompt", "hi", "--waves", str(tmp_path)]) == 2
+    assert "--waves: only the rtl backend" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["run", "--backend", "rtl", "--prompt", "hi", "--waves", str(tmp_path / "file")]) == 2
+    assert "not a folder" in capsys.readouterr().err
 
 
 def test_the_rtl_backend_goes_on_from_an_fsim_run(tiny):

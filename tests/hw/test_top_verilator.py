@@ -68,3 +68,25 @@ def test_decode_section_through_axi_lite_matches_fsim(capsys):
     with capsys.disabled():
         print(f"\nAirfoilTop, decode token of {prog.spec.name}: {r.cycles} cycles (busy: {r.busy}), "
               f"{r.cycles_per_second:,.0f} cycles/s")
+
+
+def test_the_waves_build_runs_the_same_and_dumps_fst(tmp_path):
+    """``RtlTop.run(waves=PATH)`` (``airfoil run --waves``): the tracing build (a folder of its
+    own) leaves HBM as fsim does, and the FST covers the whole run: its end time is past the run's
+    cycles at the bench's 10 ns clock."""
+    import struct
+
+    case = tiny64_decode_case()
+    prog, fs = case.prog, case.fsim
+    state = RtlState([h.copy() for h in fs.hbm], {b: buffer_image(fs.buf[b], b) for b in DMA_BUFFERS})
+    fst = tmp_path / "decode.fst"
+    r = RtlTop(prog, watchdog_cycles=1 << 16).run("decode", 1, case.position, state, max_cycles=2_000_000, waves=fst)
+    assert not r.hung and r.status == ErrorCode.NONE
+    fs.run("decode", 1, case.position)
+    for c, want in enumerate(fs.hbm):
+        assert r.state.hbm[c][:len(want)].tobytes() == want.tobytes(), f"HBM channel {c} differs from fsim"
+    raw = fst.read_bytes()
+    assert raw[0] == 0  # FST's header block
+    end_ps = struct.unpack(">Q", raw[17:25])[0]
+    scopes, _, variables = struct.unpack(">QQQ", raw[41:65])
+    assert end_ps >= r.cycles * 10_000 and scopes > 10 and variables > 1000, (end_ps, scopes, variables)

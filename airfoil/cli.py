@@ -425,8 +425,8 @@ def cmd_run(args) -> int:
             waves = Path(args.waves) if args.waves is not None else None
             backend = RtlBackend(program, cm, check=args.check, prefill=args.prefill, threads=interactive_threads(),
                                  waves=waves)
-            say(f"building the Verilator top{' with FST tracing' if waves else ''} in {backend.top.build_dir}"
-                f"{'-fst' if waves else ''} (once per configuration)")
+            say(f"building the Verilator top{' with FST tracing' if waves else ''} in "
+                f"{backend.top.folder(waves is not None)} (once per configuration)")
             backend.top.build(waves=waves is not None)
     else:
         backend = ReferenceBackend(cm, args.device)

@@ -160,14 +160,17 @@ class RtlTop:
         self.source_key = hashlib.sha256(key.encode() + _design_sources_digest() + str(threads).encode()).hexdigest()
         self._runners = {}
 
+    def folder(self, waves: bool = False) -> Path:
+        """The build's folder; the build that can dump FST has its own (``<build_dir>-fst``):
+        tracing code slows every cycle, so the plain build has none."""
+        return self.build_dir.with_name(self.build_dir.name + "-fst") if waves else self.build_dir
+
     def build(self, waves: bool = False):
-        """Verilate the top (once per configuration; an up-to-date build is reused).  ``waves``:
-        the build that can dump FST, a folder of its own (``<build_dir>-fst``): tracing code
-        slows every cycle, so the plain build has none."""
+        """Verilate the top (once per configuration; an up-to-date build is reused) in
+        ``folder(waves)``."""
         if waves not in self._runners:
             threads = ["--threads", str(self.threads)] if self.threads > 1 else []
-            build_dir = self.build_dir.with_name(self.build_dir.name + "-fst") if waves else self.build_dir
-            self._runners[waves] = build_component(self.top, TOP, build_dir, [*threads, *TOP_CFLAGS],
+            self._runners[waves] = build_component(self.top, TOP, self.folder(waves), [*threads, *TOP_CFLAGS],
                                                    source_key=self.source_key, hdl_clock=True, waves=waves)
         return self._runners[waves]
 
@@ -196,7 +199,7 @@ class RtlTop:
                               "buffer_words": {str(b.value): sizes[b] // BEAT_BYTES for b in DMA_BUFFERS}}]}
             (tmp / "case.json").write_text(json.dumps(case))
             try:
-                run_bench(runner, clocked_toplevel(TOP), Path(runner.build_dir), "airfoil.sim.top_bench", tmp,
+                run_bench(runner, clocked_toplevel(TOP), self.folder(waves is not None), "airfoil.sim.top_bench", tmp,
                           {"AIRFOIL_CASE": str(tmp / "case.json"), "AIRFOIL_RESULTS": str(tmp / "out.json")},
                           plusargs=plusargs, log_file=tmp / "sim.log",
                           waves=Path(waves).resolve() if waves is not None else None)
@@ -224,7 +227,8 @@ def _design_sources_digest() -> bytes:
     import amaranth
 
     root = Path(__file__).resolve().parents[1]
-    files = sorted([*(root / "hw").glob("*.py"), *(root / "sim" / "hdl").glob("*.sv"), root / "sim" / "verilator.py",
+    files = sorted([*(root / "hw").glob("*.py"), *(root / "sim" / "hdl").glob("*.sv"), *(root / "sim" / "include").glob("*.h"),
+                    root / "sim" / "verilator.py",
                     *(root / "airfoil" / f for f in ("isa.py", "config.py", "numerics.py"))])
     h = hashlib.sha256(amaranth.__version__.encode())
     for f in files:

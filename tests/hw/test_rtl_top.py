@@ -34,3 +34,4 @@ def test_the_waves_build_is_a_folder_of_its_own(monkeypatch, tmp_path):
     fst = top.build(waves=True)
     assert top.build(waves=True) == fst and len(calls) == 2
     assert calls == [(top.build_dir, False), (top.build_dir.with_name(top.build_dir.name + "-fst"), True)]
+    assert top.folder(True) == calls[1][0] and top.folder() == top.build_dir

@@ -69,15 +69,27 @@ def clocked_toplevel(name: str) -> str:
     return name + CLOCKED_SUFFIX
 
 
+def _module_ports(text: str, name: str) -> list[tuple[str, str, str]]:
+    """Module ``name``'s ports in the generated Verilog: (direction, range with its space or "",
+    name) from their declarations, in the module header's order (checked against it)."""
+    module = re.search(rf"^module {re.escape(name)}\(([^)]*)\);(.*?)^endmodule", text, re.M | re.S)
+    if module is None:
+        raise ValueError(f"no module {name!r} in the generated Verilog")
+    header = [p.strip() for p in module.group(1).split(",") if p.strip()]
+    ports = re.findall(r"^\s*(input|output)\s+(?:wire\s+)?((?:signed\s+)?\[\d+:\d+\]\s+|signed\s+)?(\w+);",
+                       module.group(2), re.M)
+    if sorted(p for _, _, p in ports) != sorted(header):
+        raise ValueError(f"module {name!r}: ports declared {sorted(p for _, _, p in ports)}, "
+                         f"but its header lists {sorted(header)}")
+    return sorted(ports, key=lambda port: header.index(port[2]))
+
+
 def _clock_wrapper(text: str, name: str) -> str:
     """A module ``<name>_clocked`` with the design's ports except ``clk``, which it drives itself
     (``always #5``, Verilator's ``--timing``).  cocotb's ``Clock`` writes the clock through VPI and
     wakes cocotb at every edge; a clock in HDL leaves cocotb's loop only the time steps."""
-    body = re.search(rf"^module {re.escape(name)}\((.*?)^endmodule", text, re.M | re.S)
-    if body is None:
-        raise ValueError(f"no module {name!r} in the generated Verilog")
-    ports = re.findall(r"^\s*(input|output)\s+(?:wire\s+)?(\[\d+:\d+\]\s+)?(\w+);", body.group(1), re.M)
-    if "clk" not in {p for _, _, p in ports}:
+    ports = _module_ports(text, name)
+    if ("input", "", "clk") not in ports:
         raise ValueError(f"module {name!r} has no input clk")
     ports = [(d, w, p) for d, w, p in ports if p != "clk"]
     half = CLOCK_NS / 2
@@ -100,10 +112,7 @@ def _port_control_file(text: str, name: str, path: Path, clocked: bool = False) 
     that off (``--no-public-flat-rw``) and open the ports alone.  Without that replication the
     clocked logic lands in one huge C++ function, which gcc compiles for over ten minutes:
     ``--output-split-cfuncs`` cuts it up."""
-    header = re.search(rf"^module {re.escape(name)}\(([^)]*)\);", text, re.M)
-    if header is None:
-        raise ValueError(f"no module {name!r} in the generated Verilog")
-    ports = [p.strip() for p in header.group(1).split(",") if p.strip()]
+    ports = [p for _, _, p in _module_ports(text, name)]
     lines = ["`verilator_config"] + [f'public_flat_rw -module "{name}" -var "{p}"' for p in ports]
     if clocked:  # the wrapper's ports, and its clock for the benches' edge triggers (read only)
         wrapper = clocked_toplevel(name)
@@ -121,9 +130,9 @@ def _fst_args(build_dir: Path) -> list[str]:
     the build folder gets the link to the installed library."""
     import ctypes.util
 
-    found = ctypes.util.find_library("lz4")
-    lib = next((p for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu")
-                for p in [Path(d) / (found or "liblz4.so.1")] if p.exists()), None)
+    soname = ctypes.util.find_library("lz4") or "liblz4.so.1"
+    folders = ("/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")
+    lib = next((Path(d) / soname for d in folders if (Path(d) / soname).exists()), None)
     if lib is None:
         raise RuntimeError("waves: Verilator's FST writer needs the LZ4 library (liblz4.so.1), which is not installed")
     link = build_dir / "liblz4.so"

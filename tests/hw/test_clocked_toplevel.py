@@ -3,6 +3,7 @@
 port but ``clk``; the clock runs at ``CLOCK_NS`` with no cocotb ``Clock``.  With ``waves`` the
 run dumps every signal as FST."""
 import json
+import re
 import struct
 
 import pytest
@@ -37,7 +38,9 @@ def test_the_wrapper_keeps_every_port_but_the_clock():
     assert "always #5 clk = ~clk;" in wrapper
     assert "counter design_(.clk(clk), " in wrapper
     with pytest.raises(ValueError, match="no input clk"):
-        _clock_wrapper(text.replace("input clk;", "input clkx;"), "counter")
+        _clock_wrapper(re.sub(r"\bclk\b", "clock", text), "counter")
+    with pytest.raises(ValueError, match="but its header lists"):  # a declaration the parser missed
+        _clock_wrapper(text.replace("input [3:0] step;", "input [3:0] /* odd */ step;"), "counter")
     with pytest.raises(ValueError, match="no module 'other'"):
         _clock_wrapper(text, "other")
 

@@ -8,8 +8,8 @@ results, the SFU) in that order of priority: the controller's write-port interlo
 writing unit per buffer at a time, so the priority only matters to a harness that breaks it.
 Reads: one tagged read answered the next cycle (the ST unit), which the host also uses to read
 the buffers while the machine is idle; for the MV unit, ``weight_readers`` read ports on WEIGHT
-(one per weight decoder), ``act_readers`` on ACT (one per DSP group) and its results' writes
-into GLOBAL; for the SFU unit (``sfu``), two read ports on GLOBAL, ACT and KV each (the
+(one per weight decoder), ``act_readers`` on ACT (one per DSP group, twice that for MM's
+two-token passes) and its results' writes into GLOBAL; for the SFU unit (``sfu``), two read ports on GLOBAL, ACT and KV each (the
 attention's chunk windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
 the memory in block RAM."""
 from __future__ import annotations

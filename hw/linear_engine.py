@@ -18,6 +18,14 @@ decoders are built for dense tiles only (``WeightDecoder(dense_only=True)``).  A
 together: a beat goes into the MPE when every decoder has one (a decoder out of rows counts as
 ready with zero weights), with the activation blocks lane 0's DSP groups name.
 
+With ``two_tokens`` (MM's two-token pass, where rows cannot pair: the chain's MM mode) the low
+lanes' decoders carry the rows, one per chain, and each beat's weights meet two tokens'
+activations: token 0's blocks from the ``a_rd_*`` ports, token 1's from ``a1_rd_data`` (the
+host reads them at the same block offsets in token 1's row).  The chain puts token 0's sums in
+its high lane and token 1's in its low lane, so an output beat holds token 1's rows in lanes
+0 .. C-1 and token 0's in lanes C .. 2C-1, each requantised with its token's shift
+(``shift`` / ``shift_token1``) and the low lane's group scales.
+
 Quant groups: the chain's accumulator restarts at each quant group (``first``/``last`` mark group
 boundaries, not row boundaries), so each chain result is one group's sum; its scale S travels
 beside it through a small queue. This needs a quant group to span whole beats, ``kg = group *
@@ -72,12 +80,16 @@ class LinearEngine(wiring.Component):
                      "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), L)),
                      "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(16), groups)),
                      "a_rd_data": In(data.ArrayLayout(block, groups))}
+            if pairs:  # token 1's blocks in a two-token pass, read by the host at a_rd_addr's offsets
+                ports["a1_rd_data"] = In(data.ArrayLayout(block, groups))
         super().__init__({
             **ports,
             "geometry": In(data.ArrayLayout(geo, self.lanes)),
             "pair_rows": In(1),  # two rows per chain (MV); dense weights only
+            "two_tokens": In(1),  # two tokens per beat (MM), one row per chain; needs pairs and outside buffers
             "beats_per_group": In(unsigned(8)),
-            "shift": In(signed(8)),
+            "shift": In(signed(8)),  # every lane's, or token 0's in a two-token pass
+            "shift_token1": In(signed(8)),  # token 1's (lanes 0 .. C-1) in a two-token pass
             "start": In(1),
             "busy": Out(1),
             "out": Out(stream.Signature(data.ArrayLayout(signed(32), self.lanes))),
@@ -143,13 +155,18 @@ class LinearEngine(wiring.Component):
         op = mpe.operands.payload
         # MV and MV_SPARSE run alike in the chain; the high lanes' decoders have no rows (zero
         # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
-        m.d.comb += [mpe.operands.valid.eq(held_valid),
-                     op.mode.eq(Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE),
+        # MM (two tokens) takes the weight from weight_hi: the low lanes' decoders carry the rows.
+        two = self.two_tokens if L > C and not self.own_buffers else 0
+        single_mode = Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE
+        m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(Mux(two, ChainMode.MM, single_mode)),
                      op.first.eq(group_first), op.last.eq(group_last)]
         for g in range(G):
             m.d.comb += op.act_hi[g].eq(act_ports[g].data)
+            if L > C and not self.own_buffers:
+                m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
         for c in range(C):
-            m.d.comb += [op.weight_lo[c].eq(held[c].weight), op.weight_hi[c].eq(held[C + c].weight if L > C else 0),
+            m.d.comb += [op.weight_lo[c].eq(held[c].weight),
+                         op.weight_hi[c].eq(Mux(two, held[c].weight, held[C + c].weight) if L > C else 0),
                          op.index[c].eq(held[c].index)]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE
@@ -161,7 +178,9 @@ class LinearEngine(wiring.Component):
             e = queue[tail]
             m.d.sync += [e.row_first.eq(~row_open), e.row_last.eq(held[0].last), row_open.eq(~held[0].last),
                          tail.eq(tail + 1)]
-            m.d.sync += [e.scale[j].eq(held[j].scale[0]) for j in range(L)]
+            # a two-token pass's high lanes (token 0) have the low lanes' rows, and their scales
+            m.d.sync += [e.scale[j].eq(Mux(two, held[j - C].scale[0], held[j].scale[0]) if j >= C
+                                       else held[j].scale[0]) for j in range(L)]
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
         res = mpe.results
@@ -176,8 +195,9 @@ class LinearEngine(wiring.Component):
             m.submodules[f"requantise{j}"] = rq
             s = rq.sums.payload
             acc = res.payload.lo[j] if j < C else res.payload.hi[j - C]
+            shift = Mux(two, self.shift_token1, self.shift) if j < C and L > C else self.shift
             m.d.comb += [rq.sums.valid.eq(res.valid), s.acc.eq(acc), s.scale.eq(front.scale[j]),
-                         s.shift.eq(self.shift), s.first.eq(front.row_first), s.last.eq(front.row_last),
+                         s.shift.eq(shift), s.first.eq(front.row_first), s.last.eq(front.row_last),
                          self.out.payload[j].eq(rq.out.payload)]
             if j == 0:
                 m.d.comb += rq_valid.eq(rq.out.valid)
@@ -185,7 +205,10 @@ class LinearEngine(wiring.Component):
         # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it
         rows_done = [Signal(16, name=f"rows_done{j}") for j in range(L)]
         for j in range(L):
-            m.d.comb += self.out_mask[j].eq(rows_done[j] < self.geometry[j].rows)
+            mask = rows_done[j] < self.geometry[j].rows
+            if j >= C:  # a two-token pass: token 0's results are the low lanes' rows
+                mask = Mux(two, rows_done[j - C] < self.geometry[j - C].rows, mask)
+            m.d.comb += self.out_mask[j].eq(mask)
             with m.If(rq_valid):
                 m.d.sync += rows_done[j].eq(rows_done[j] + 1)
             with m.If(self.start):

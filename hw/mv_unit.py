@@ -13,16 +13,25 @@ and the output beat stays within one GLOBAL word: dense weights (16:16), ``out``
 2C (and ``out_stride`` too when there are several tokens), 2C results no wider than a word.
 Otherwise L = C, one row per chain (MV_SPARSE).
 
-MM runs its tokens one after another, each a full pass over the tile (the decoders decode the
-tile again for every token), so MM of T tokens costs T MVs.  The two-token pass of
-``hw/mpe_schedule.py`` (the DSP's two lanes on two tokens) is still to come.
+MM runs its tokens in passes over the tile (the decoders decode the tile again for every pass).
+Where the rows pair, a pass is one token with two rows per chain.  Where they cannot (N:16
+sparse weights, or results off a multiple of 2C) a pass takes *two tokens* (``token_pairs``):
+the DSPs' two lanes carry tokens t and t + 1 on one row per chain (the chain's MM mode, the
+packing of ``hw/mpe_schedule.py``), so such an MM of T tokens costs ceil(T / 2) passes, not T.
+An output beat then holds C rows of each token, written into GLOBAL one after the other (token
+t's, then t + 1's the next cycle, before the next output beat: a row takes at least two beats,
+``kept >= 2D``).  Token t + 1's results must not be overwritten by token t's later rows, as
+they would be where they start inside token t's (``0 < out_stride < rows``): there the tokens
+run one a pass, in fsim's order (so where ``out_stride`` is 0 token t + 1's results, written
+last, are the ones left).
 
 What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
 ``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold
 fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), ``out`` not
 a multiple of the chain count, MM strides that would break those alignments (``act_stride`` not
 a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts outside the
-requantiser's [-16, 127] (checked per token: the tokens before it have been written).  A tile,
+requantiser's [-16, 127] (checked per pass, both tokens' in a two-token pass: the passes before
+it have been written).  A tile,
 an activation row or a result row outside its buffer stops it with ADDRESS before anything is
 written; MM of no tokens checks only the tile, as fsim does.
 """
@@ -41,7 +50,7 @@ from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "lane_count", "row_lanes"]
+__all__ = ["MvUnit", "act_readers", "lane_count", "row_lanes", "token_pairs"]
 
 
 def lane_count(chains: int) -> int:
@@ -58,6 +67,22 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
     aligned = out % lanes == 0 and (tokens <= 1 or out_stride % lanes == 0)
     return lanes if lanes > chains and n == SPARSE_M and aligned else chains
 
+
+def act_readers(chains: int, groups: int) -> int:
+    """ACT read ports the MV unit takes: one per DSP group for token t, and as many for token
+    t + 1 where it runs two-token passes (it has 2C lanes)."""
+    return 2 * groups if lane_count(chains) > chains else groups
+
+
+def token_pairs(chains: int, groups: int, n: int, k: int, rows: int, out: int, tokens: int, out_stride: int) -> bool:
+    """Whether an MV/MM runs its tokens two a pass, as ``MvUnit`` decides it (its ``two_ok``):
+    where the unit has 2C lanes, the rows do not pair (``row_lanes``), there are two tokens or
+    more, a row takes at least two beats (k N / 16 >= 4 groups), and token t + 1's results do
+    not start inside token t's (``out_stride`` 0 or at least ``rows``)."""
+    return (lane_count(chains) > chains and row_lanes(chains, n, out, tokens, out_stride) == chains
+            and tokens >= 2 and k * n // SPARSE_M >= 4 * groups and (out_stride == 0 or out_stride >= rows))
+
+
 _W = EVAL_BITS + 8  # geometry arithmetic
 
 
@@ -67,6 +92,7 @@ class MvUnit(wiring.Component):
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
                  max_k: int = 4096):
         self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
+        self.act_readers = act_readers(chains, groups)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
                                    pairs=self.lanes > chains)
@@ -76,8 +102,8 @@ class MvUnit(wiring.Component):
             "done": Out(1), "fault": Out(ErrorCode),
             "w_rd_en": Out(self.lanes), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), self.lanes)),
             "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), self.lanes)),
-            "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(32), groups)),
-            "a_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), groups)),
+            "a_rd_en": Out(self.act_readers), "a_rd_addr": Out(data.ArrayLayout(unsigned(32), self.act_readers)),
+            "a_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), self.act_readers)),
             "g_wr_valid": Out(1), "g_wr": Out(write_request_layout()),
         })
 
@@ -124,9 +150,11 @@ class MvUnit(wiring.Component):
         total = section["code"] + section["pos"] + section["scale"] + section["zero"]
         m.d.comb += tile_bytes.eq((total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT))
 
-        # ---- the token in flight: its activation row and its results' first element
+        # ---- the token in flight (and token + 1 in a two-token pass): its activation row and its
+        # results' first element
         token = Signal(signed(EVAL_BITS))
         act_t, out_t = Signal(signed(EVAL_BITS)), Signal(signed(EVAL_BITS))
+        act_t1 = act_t + ins.act_stride
         last_act, last_out = Signal(signed(EVAL_BITS + 26)), Signal(signed(EVAL_BITS + 26))  # the last token's
 
         # ---- two rows per chain (L lanes) or one (C lanes)
@@ -138,11 +166,19 @@ class MvUnit(wiring.Component):
         else:
             pair_ok = 0
         lanes_log2 = Mux(pair, exact_log2(L), exact_log2(C))
+        # ---- or two tokens a pass, one row per chain (the rule of token_pairs)
+        two = Signal()  # registered in SECTIONS, for the whole instruction
+        two_pass = Signal()  # this pass takes tokens token and token + 1
+        if L > C:
+            two_ok = (~pair_ok & several & (kept >= 2 * D)
+                      & ((ins.out_stride == 0) | (ins.out_stride >= rows)))
+        else:
+            two_ok = 0
 
         # ---- the engine's settings
-        e = Signal(signed(8))
-        shift = Signal(signed(10))
-        m.d.comb += shift.eq(ins.scale_exp - e - ins.out_frac)
+        e, e1 = Signal(signed(8)), Signal(signed(8))  # the exponents of token and token + 1
+        shift, shift1 = Signal(signed(10)), Signal(signed(10))
+        m.d.comb += [shift.eq(ins.scale_exp - e - ins.out_frac), shift1.eq(ins.scale_exp - e1 - ins.out_frac)]
         for j in range(L):
             geo = eng.geometry[j]
             for s in per_row:
@@ -152,33 +188,61 @@ class MvUnit(wiring.Component):
             lane_rows = Mux(pair, (rows + (L - 1 - j)) >> exact_log2(L), (rows + (C - 1 - j)) >> exact_log2(C))
             m.d.comb += [geo.rows.eq(Mux(used, lane_rows, 0)), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
-        m.d.comb += eng.pair_rows.eq(pair)
+        m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass)] if L > C else eng.pair_rows.eq(pair)
         m.d.comb += [eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D))), eng.shift.eq(shift)]
+        if L > C:
+            m.d.comb += eng.shift_token1.eq(shift1)
 
         # ---- buffer ports: the engine's, with activation blocks offset by the row's start
         m.d.comb += [self.w_rd_en.eq(eng.w_rd_en), self.w_rd_addr.eq(eng.w_rd_addr), eng.w_rd_data.eq(self.w_rd_data)]
         lane = [Signal(2, name=f"lane{g}") for g in range(G)]
         exp_read = Signal()
+        exp_addr = Signal(signed(EVAL_BITS + 4))
         exp_lane = Signal(6)
         for g in range(G):
             block = (act_t >> 4) + eng.a_rd_addr[g]  # act_t is a multiple of 16 (checked)
             m.d.comb += [self.a_rd_en[g].eq(eng.a_rd_en[g]), self.a_rd_addr[g].eq(block >> 2)]
             m.d.sync += lane[g].eq(block[:2])
             m.d.comb += eng.a_rd_data[g].eq(self.a_rd_data[g].word_select(lane[g], 8 * SPARSE_M))
-        exp_addr = act_t + k
+            if L > C:  # token + 1's block at the same offset in its row (act_stride: a multiple of 16)
+                lane1 = Signal(2, name=f"lane{g}_token1")
+                block1 = (act_t1 >> 4) + eng.a_rd_addr[g]
+                m.d.comb += [self.a_rd_en[G + g].eq(eng.a_rd_en[g] & two_pass), self.a_rd_addr[G + g].eq(block1 >> 2)]
+                m.d.sync += lane1.eq(block1[:2])
+                m.d.comb += eng.a1_rd_data[g].eq(self.a_rd_data[G + g].word_select(lane1, 8 * SPARSE_M))
         with m.If(exp_read):
             m.d.comb += [self.a_rd_en[0].eq(1), self.a_rd_addr[0].eq(exp_addr >> 6)]
 
-        # ---- results into GLOBAL: output beat r holds rows r*L .. r*L + L - 1 (L lanes in use)
+        # ---- results into GLOBAL: output beat r holds rows r*L .. r*L + L - 1 (L lanes in use); in
+        # a two-token pass token's rows r*C .. r*C + C - 1 (lanes C ..) now, token + 1's (lanes 0 ..
+        # C - 1, held in `second`) the next cycle
         out_beats = Signal(_W)
         written = Signal(_W)
-        elem = out_t + (written << lanes_log2)
+        src_data = Signal(32 * L)
+        src_mask = Signal(L)
+        elem = Signal(signed(EVAL_BITS + 2 + _W))
+        m.d.comb += [src_data.eq(eng.out.payload.as_value()), src_mask.eq(eng.out_mask),
+                     elem.eq(out_t + (written << lanes_log2))]
+        if L > C:
+            second = Signal(32 * C)
+            second_mask = Signal(C)
+            second_elem = Signal(signed(EVAL_BITS + 2 + _W))
+            second_valid = Signal()
+            m.d.sync += second_valid.eq(0)
+            with m.If(eng.out.valid & two_pass):
+                m.d.comb += [src_data.eq(eng.out.payload.as_value()[32 * C:]), src_mask.eq(eng.out_mask[C:])]
+                m.d.sync += [second.eq(eng.out.payload.as_value()[:32 * C]), second_mask.eq(eng.out_mask[:C]),
+                             second_elem.eq(elem + ins.out_stride), second_valid.eq(1)]
+            with m.If(second_valid):  # never with an output beat: a row takes two beats or more
+                m.d.comb += [src_data.eq(second), src_mask.eq(second_mask), elem.eq(second_elem)]
+        else:
+            second_valid = 0
         byte = Signal(_W + 2)
         m.d.comb += byte.eq(elem << 2)
         lane_off = byte[:6]
-        mask = Cat(*[eng.out_mask[j].replicate(4) for j in range(L)])
+        mask = Cat(*[src_mask[j].replicate(4) for j in range(L)])
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0),
-                     self.g_wr.data.eq(eng.out.payload.as_value() << (lane_off * 8)),
+                     self.g_wr.data.eq(src_data << (lane_off * 8)),
                      self.g_wr.mask.eq(mask << lane_off)]
 
         out_limit = self.global_bytes // 4
@@ -196,12 +260,12 @@ class MvUnit(wiring.Component):
                 m.d.comb += self.issue.ready.eq(1)
                 with m.If(self.issue.valid):
                     m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), opcode.eq(self.issue.payload.opcode),
-                                 self.fault.eq(ErrorCode.NONE), written.eq(0)]
+                                 self.fault.eq(ErrorCode.NONE), written.eq(0), two_pass.eq(0)]
                     m.next = "SECTIONS"
             with m.State("SECTIONS"):
                 for s in per_row:
                     m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
-                m.d.sync += [pair.eq(pair_ok), token.eq(0), act_t.eq(ins.act),
+                m.d.sync += [pair.eq(pair_ok), two.eq(two_ok), token.eq(0), act_t.eq(ins.act),
                              out_t.eq(ins.out), last_act.eq(ins.act + (ins.tokens - 1) * ins.act_stride),
                              last_out.eq(ins.out + (ins.tokens - 1) * ins.out_stride)]
                 m.next = "CHECK"
@@ -219,29 +283,49 @@ class MvUnit(wiring.Component):
                 with m.Else():
                     m.next = "TOKEN"
             with m.State("TOKEN"):  # the token's exponent, at the end of its activation row
-                m.d.comb += exp_read.eq(1)
-                m.d.sync += exp_lane.eq(exp_addr[:6])
+                m.d.comb += [exp_read.eq(1), exp_addr.eq(act_t + k)]
+                m.d.sync += [exp_lane.eq(exp_addr[:6]), two_pass.eq(two & (token + 1 < ins.tokens))]
                 m.next = "EXPONENT"
             with m.State("EXPONENT"):
                 m.d.sync += e.eq(self.a_rd_data[0].word_select(exp_lane, 8))
+                m.d.comb += exp_addr.eq(act_t1 + k)
+                with m.If(two_pass):  # and token + 1's
+                    m.d.comb += exp_read.eq(1)
+                    m.d.sync += exp_lane.eq(exp_addr[:6])
+                    m.next = "EXPONENT1"
+                with m.Else():
+                    m.next = "SHIFT"
+            with m.State("EXPONENT1"):
+                m.d.sync += e1.eq(self.a_rd_data[0].word_select(exp_lane, 8))
                 m.next = "SHIFT"
-            with m.State("SHIFT"):
-                with m.If((shift < MIN_SHIFT) | (shift > 127)):
+            with m.State("SHIFT"):  # a two-token pass checks both shifts before it writes either
+                with m.If((shift < MIN_SHIFT) | (shift > 127) | (two_pass & ((shift1 < MIN_SHIFT) | (shift1 > 127)))):
                     m.d.sync += self.fault.eq(ErrorCode.UNSUPPORTED)
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += eng.start.eq(1)
                     m.next = "RUN"
+            step = Mux(two_pass, 2, 1)  # the tokens this pass took
+
+            def next_pass():
+                with m.If(token + step == ins.tokens):
+                    m.d.sync += self.done.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += [token.eq(token + step), act_t.eq(act_t + (ins.act_stride << two_pass)),
+                                 out_t.eq(out_t + (ins.out_stride << two_pass)), written.eq(0)]
+                    m.next = "TOKEN"
+
             with m.State("RUN"):
+                m.d.comb += self.g_wr_valid.eq(eng.out.valid | second_valid)
                 with m.If(eng.out.valid):
-                    m.d.comb += self.g_wr_valid.eq(1)
                     m.d.sync += written.eq(written + 1)
                     with m.If(written + 1 == out_beats):
-                        with m.If(token + 1 == ins.tokens):
-                            m.d.sync += self.done.eq(1)
-                            m.next = "IDLE"
+                        with m.If(two_pass):
+                            m.next = "SECOND"
                         with m.Else():
-                            m.d.sync += [token.eq(token + 1), act_t.eq(act_t + ins.act_stride),
-                                         out_t.eq(out_t + ins.out_stride), written.eq(0)]
-                            m.next = "TOKEN"
+                            next_pass()
+            with m.State("SECOND"):  # token + 1's last output beat
+                m.d.comb += self.g_wr_valid.eq(1)
+                next_pass()
         return m

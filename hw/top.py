@@ -88,7 +88,7 @@ class AirfoilKernel(wiring.Component):
             "regs": ControlRegisters(cfg.hbm_channels),
             "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),
             "fetch": InstructionFetch(),
-            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.lanes, groups, sfu=True),
+            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.lanes, mv.act_readers, sfu=True),
             "ld": TransferEngine(False, self.channel_bytes, sizes),
             "st": TransferEngine(True, self.channel_bytes, sizes),
             "mv": mv,

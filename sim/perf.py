@@ -130,7 +130,8 @@ RTL_ROW = 2  # ROW (check) and NEXT_ROW (the spill's free cycle) around each row
 RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until the last answer lands
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
 RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
-RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each token's exponent and shift
+RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
+RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), SECOND (its last output beat)
 # LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
 # the weight decoders' stalls (hw/weight_decoder.py): at the start and at each row change a
 # decoder's bit windows ask for the words they do not hold (each window holds the two words it
@@ -196,8 +197,9 @@ class RtlTiming:
     config): each queue has its own unit (the LD and ST transfer engines, one beat a cycle each;
     the MV unit, two rows per chain a beat for dense weights whose results are aligned; the SFU
     with its attention unit), which holds one instruction from start to done.  What the RTL does
-    not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, MM's two-token pass,
-    attention's products on the MPE."""
+    not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, attention's products on
+    the MPE, and (with C chains whose 2C results do not fit a GLOBAL word: the boards' 100) MV's
+    two rows and MM's two tokens a beat."""
 
     cfg: AirfoilConfig
 
@@ -231,11 +233,16 @@ class RtlTiming:
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls
 
     def gemm(self, f: dict) -> int:
-        from airfoil.hw.mv_unit import row_lanes
+        from airfoil.hw.mv_unit import row_lanes, token_pairs
 
-        lanes = row_lanes(self.cfg.chains_per_core, f["pattern"].n, f["out"], f["tokens"], f["out_stride"])
-        engine = self.engine(f["rows"], f["k"], f["width"].bits, f["pattern"].n, f["group_size"], lanes)
-        return RTL_MV_SETUP + round(max(f["tokens"], 0) * (RTL_MV_TOKEN + engine))
+        c, n, tokens = self.cfg, f["pattern"].n, max(f["tokens"], 0)
+        lanes = row_lanes(c.chains_per_core, n, f["out"], f["tokens"], f["out_stride"])
+        engine = self.engine(f["rows"], f["k"], f["width"].bits, n, f["group_size"], lanes)
+        if token_pairs(c.chains_per_core, c.dsp_groups_per_chain, n, f["k"], f["rows"], f["out"], tokens,
+                       f["out_stride"]):  # tokens two a pass, an odd last one alone
+            pairs = tokens // 2
+            return RTL_MV_SETUP + pairs * (RTL_MV_TOKEN + RTL_MV_SECOND_TOKEN + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)
+        return RTL_MV_SETUP + round(tokens * (RTL_MV_TOKEN + engine))
 
     def sfu(self, f: dict) -> int:
         fn, rows, width = f["func"], f["rows"], f["width"]
@@ -479,7 +486,9 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
                                "hbm_utilisation": round(d["hbm_utilisation"], 4)} for d in by_context],
         "calibrated": False,
         "calibration": "the target machine: one DMA per pseudo-channel, MV's two rows and MM's two tokens per "
-                       "chain beat, attention's products on the MPE, none of them in the RTL yet; the RTL as "
-                       "built is calibrated (rtl_as_built, reports/calibration.json)",
+                       "chain beat, attention's products on the MPE; the RTL has MV's two rows and MM's two "
+                       "tokens only where a beat's 2C results fit one 64-byte word (the sim preset's 4 chains, "
+                       "not the boards' 100), the rest not yet; the RTL as built is calibrated (rtl_as_built, "
+                       "reports/calibration.json)",
         "rtl_as_built": built,
     }

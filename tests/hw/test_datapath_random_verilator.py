@@ -19,6 +19,7 @@ import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
 from airfoil.hw.buffers import buffer_bytes
+from airfoil.hw.mv_unit import token_pairs
 from airfoil.isa import (BUFFER_ELEMENT_BYTES, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue,
                          SfuFunc, SparsePattern, WeightWidth)
 from airfoil.sim.fsim import dispatch
@@ -189,6 +190,11 @@ def test_random_programs_leave_fsims_memory_and_counters(tmp_path):
     ops = Counter(ins.opcode for p in programs for ins in p)
     funcs = {ins.fields["func"] for p in programs for ins in p if ins.opcode == Opcode.SFU}
     assert ops[Opcode.MM] >= 20 and ops[Opcode.MV] >= 20 and funcs == set(SFU_FUNCS)
+    # MMs whose tokens run two a pass (hw/mv_unit.py: token_pairs), some with an odd last token
+    two = [f["tokens"].base for p in programs for f in (i.fields for i in p if i.opcode == Opcode.MM)
+           if token_pairs(CFG.chains_per_core, CFG.dsp_groups_per_chain, f["pattern"].n, f["k"], f["rows"],
+                          f["out"].base, f["tokens"].base, f["out_stride"])]
+    assert len(two) >= 10 and 3 in two, two
     out = run_datapath_programs(tmp_path, mem.hbm, programs, rng)  # memory, status, bytes: == fsim
     for i, (prog, r) in enumerate(zip(programs, out)):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"

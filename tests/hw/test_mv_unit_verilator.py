@@ -9,7 +9,7 @@ import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
 from airfoil.hw.buffers import buffer_bytes
-from airfoil.hw.mv_unit import row_lanes
+from airfoil.hw.mv_unit import row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
 from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, MV_FORMATS, row_transfer, run_datapath_programs
@@ -36,8 +36,11 @@ def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0,
 
 # MM: (format index, tokens, activation row stride in ACT, result row stride in GLOBAL); programs
 # of even index put their results on a multiple of 2C = 8 elements, odd ones 4 past: the dense
-# ones run two rows per chain (0, 2 and MM 10) or one (3, and MM 8 for its stride of 12)
-MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (2, 2, 272, 16), (7, 2, 1552, 4)]
+# ones run two rows per chain (0, 2 and MM 10) or one (3, and MM 8 for its stride of 12).  MM 8,
+# 9, 11 and 12 run two tokens a pass (8 and 12 an odd last token alone; 12's tokens all write the
+# same results, the last token's left); 13's second token's results start inside the first's, so
+# it runs one token a pass
+MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (2, 2, 272, 16), (7, 2, 1552, 4), (5, 3, 528, 0), (1, 2, 592, 4)]
 
 
 def _case(rng):
@@ -87,6 +90,9 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     lanes = [row_lanes(CFG.chains_per_core, p[2].fields["pattern"].n, p[2].fields["out"].base,
                        p[2].fields["tokens"].base, p[2].fields["out_stride"]) for p in programs]
     assert [i for i, n in enumerate(lanes) if n == 2 * CFG.chains_per_core] == [0, 2, 10]
+    pairs = [token_pairs(CFG.chains_per_core, CFG.dsp_groups_per_chain, f["pattern"].n, f["k"], f["rows"], f["out"].base,
+                         f["tokens"].base, f["out_stride"]) for f in (p[2].fields for p in programs)]
+    assert [i for i, two in enumerate(pairs) if two] == [8, 9, 11, 12]
     # the first program again with its results 4 elements on: one row per chain
     first = programs[0][2]
     programs.append(programs[0][:2] + [Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)},
@@ -113,6 +119,11 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
     # 10 x 576 dense: 2 beats of 8 rows instead of 3 of 4, 144 beats each
     assert out[n_ok - 1]["cycles"] - out[0]["cycles"] >= 140, (out[0]["cycles"], out[n_ok - 1]["cycles"])
+    # two tokens a pass: format 7's MM of 2 tokens costs its MV plus the second activation row's
+    # load (25 beats) and exponent, not a second pass over the tile (192 beats); MM 13, whose tokens
+    # cannot share a pass, costs a second pass
+    assert out[11]["cycles"] - out[7]["cycles"] < 60, (out[7]["cycles"], out[11]["cycles"])
+    assert out[13]["cycles"] - out[1]["cycles"] > 200, (out[1]["cycles"], out[13]["cycles"])
     assert ErrorCode(out[n_ok]["error"]) == ErrorCode.ADDRESS and out[n_ok]["error_pc"] == 2
     assert ErrorCode(out[n_ok + 1]["error"]) == ErrorCode.NONE and out[n_ok + 1]["done"]
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2

@@ -19,7 +19,7 @@ from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, HbmAxiModel
-from airfoil.hw.mv_unit import MvUnit, lane_count
+from airfoil.hw.mv_unit import MvUnit, act_readers, lane_count
 from airfoil.hw.sfu_unit import SfuUnit
 from airfoil.hw.top import connect_host_ports, connect_transfers
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
@@ -82,8 +82,8 @@ class TransferHarness(wiring.Component):
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
         chains, groups = self.mv or (0, 0)  # MvUnit's row lanes read WEIGHT, one port each
-        lanes = lane_count(chains) if chains else 0
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, lanes, groups, sfu=bool(self.sfu))
+        lanes, act_ports = (lane_count(chains), act_readers(chains, groups)) if chains else (0, 0)
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, lanes, act_ports, sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
         connect_transfers(m, ld, st, bufs, hbm_rd, hbm_wr)

@@ -2,10 +2,13 @@
 read/write request layouts) and one AXI4 master per HBM pseudo-channel, as a Vitis RTL kernel
 has them (``m_axi_<name>_*``).
 
-Every transfer is one 64-byte beat (``AxLEN`` 0, ``AxSIZE`` 6, INCR) with ID 0, so each port
-answers in order; a request's ``space`` picks the port and its byte address is the port's
-``base`` (the buffer XRT allocated in that pseudo-channel, from the control registers) plus
-``64 * addr``.
+Transfers are INCR bursts of 64-byte beats (``AxSIZE`` 6) with ID 0, so each port answers in
+order; a request's ``space`` picks the port and its byte address is the port's ``base`` (the
+buffer XRT allocated in that pseudo-channel, from the control registers) plus ``64 * addr``.
+The HBM masters' read bridge gathers the LD unit's consecutive beats on one port into bursts of
+up to ``MAX_BURST_BEATS`` (4 KB, never across a 4 KB boundary): an HBM pseudo-channel loses
+bandwidth on single-beat reads.  Writes (the ST unit's, a small share of the traffic) and the
+instruction fetch's reads stay single beats (``AxLEN`` 0).
 
     units --rd (space, addr, tag)--> AxiReadBridge --AR--> port[space]
           <--rd_resp (data, tag)---   order FIFO   <--R--- port[head]
@@ -14,8 +17,8 @@ answers in order; a request's ``space`` picks the port and its byte address is t
 Answers from different ports may come in any order on a board; the read bridge keeps the ports
 of the requests in flight in issue order and takes R only from the oldest one's port (RREADY low
 on the others), so the units see their answers in order without a reorder buffer.  A full FIFO
-holds the units (``rd_ready`` low); a request whose port is not ready waits in a one-entry hold
-register (AXI: a valid request stays until taken), and the units wait behind it.  The write
+holds the units (``rd_ready`` low); a request (or burst) whose port is not ready waits in a
+one-entry register (AXI: a valid request stays until taken), and the units wait behind it.  The write
 bridge queues the ST unit's writes (whose data cannot wait: ``room`` tells the unit to stop
 asking for more while it can still absorb the answers in flight), sends AW and W of the oldest,
 and counts the B answers still owed; ``idle`` says every write has been answered, which is when
@@ -33,9 +36,10 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
+from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, read_request_layout, read_response_layout, write_request_layout
 
 __all__ = ["ResultsWriter", "connect_bridges", "AXI_ADDR_BITS", "AXI_SIZE", "AXI_BURST_INCR", "axi4_master_ports", "AxiReadBridge", "AxiWriteBridge",
+           "read_bridge_depth",
            "WRITE_ROOM_MARGIN"]
 
 AXI_ADDR_BITS = 64
@@ -67,6 +71,13 @@ def axi4_master_ports(prefix: str, write: bool = True, master: bool = True) -> d
     return ports
 
 
+def read_bridge_depth(latency: int) -> int:
+    """Beats in flight the HBM masters' read bridge remembers, for one beat a cycle: a beat waits
+    up to a burst while its burst gathers, up to another while the slave reads the burst before
+    it, then the latency (and 2 for the registers on the way)."""
+    return latency + 2 + 2 * MAX_BURST_BEATS
+
+
 def _channel_array(width: int, n: int) -> data.ArrayLayout:
     return data.ArrayLayout(unsigned(width), n)
 
@@ -74,16 +85,21 @@ def _channel_array(width: int, n: int) -> data.ArrayLayout:
 class AxiReadBridge(wiring.Component):
     """``rd_valid``/``rd_ready``/``rd`` in, ``rd_resp_valid``/``rd_resp_ready``/``rd_resp`` out,
     ``channels`` AXI4 read ports (``ar_*``, ``r_*``, one element per port), ``base`` per port.
-    ``depth``: reads in flight at most (the HBM latency or more, for one read a cycle)."""
+    ``depth``: beats in flight at most (the HBM latency plus a burst or more, for one beat a
+    cycle).  Consecutive beats of one port go out as one INCR burst of up to ``max_burst`` beats
+    (``ar_len`` = beats - 1) that never crosses a 4 KB boundary (AXI's rule; the ports' bases
+    are 4 KB aligned, as XRT allocates them)."""
 
-    def __init__(self, channels: int, tag_bits: int, depth: int):
-        self.channels, self.tag_bits, self.depth = channels, tag_bits, depth
+    def __init__(self, channels: int, tag_bits: int, depth: int, max_burst: int = 1):
+        assert 1 <= max_burst <= MAX_BURST_BEATS
+        self.channels, self.tag_bits, self.depth, self.max_burst = channels, tag_bits, depth, max_burst
         c = channels
         super().__init__({
             "rd_valid": In(1), "rd_ready": Out(1), "rd": In(read_request_layout(tag_bits)),
             "rd_resp_valid": Out(1), "rd_resp_ready": In(1, init=1), "rd_resp": Out(read_response_layout(tag_bits)),
             "base": In(_channel_array(AXI_ADDR_BITS, c)),
             "ar_valid": Out(c), "ar_ready": In(c), "ar_addr": Out(_channel_array(AXI_ADDR_BITS, c)),
+            "ar_len": Out(_channel_array(8, c)),
             "r_valid": In(c), "r_ready": Out(c), "r_data": In(_channel_array(8 * BEAT_BYTES, c)),
             "r_resp": In(_channel_array(2, c)),
             "resp_error": Out(1),
@@ -95,24 +111,12 @@ class AxiReadBridge(wiring.Component):
         entry = data.StructLayout({"port": unsigned(cb), "tag": unsigned(self.tag_bits)})
         m.submodules.order = order = SyncFIFO(width=entry.size, depth=self.depth)
 
-        # requests: taken while the FIFO can remember them; straight to the port of their space,
-        # or, if that port is not ready, held (AXI: a valid request stays until it is taken)
+        # requests: taken while the FIFO can remember them (one entry per beat)
         port = self.rd.space[:cb]
-        ar_ready = Array(self.ar_ready[i] for i in range(self.channels))
-        held, held_port, held_addr = Signal(), Signal(cb), Signal(AXI_ADDR_BITS)
-        m.d.comb += self.rd_ready.eq(order.w_rdy & ~held)
-        taken = self.rd_valid & self.rd_ready
         bases = Array(self.base[i] for i in range(self.channels))
         addr = Signal(AXI_ADDR_BITS)
         m.d.comb += addr.eq(bases[port] + (self.rd.addr << AXI_SIZE))
-        for i in range(self.channels):
-            m.d.comb += [self.ar_valid[i].eq(Mux(held, held_port == i, taken & (port == i))),
-                         self.ar_addr[i].eq(Mux(held, held_addr, addr))]
-        with m.If(held):
-            with m.If(ar_ready[held_port]):
-                m.d.sync += held.eq(0)
-        with m.Elif(taken & ~ar_ready[port]):
-            m.d.sync += [held.eq(1), held_port.eq(port), held_addr.eq(addr)]
+        taken = (self._single_beats if self.max_burst == 1 else self._bursts)(m, order, port, addr)
         pushed = Signal(entry)
         m.d.comb += [pushed.port.eq(port), pushed.tag.eq(self.rd.tag),
                      order.w_data.eq(pushed), order.w_en.eq(taken)]
@@ -130,6 +134,53 @@ class AxiReadBridge(wiring.Component):
         with m.If(order.r_en & (r_resp[head.port] != 0)):
             m.d.sync += self.resp_error.eq(1)
         return m
+
+    def _single_beats(self, m: Module, order, port, addr):
+        """Each request straight to its port as a one-beat AR or, if that port is not ready, held
+        (AXI: a valid request stays, unchanged, until it is taken)."""
+        ar_ready = Array(self.ar_ready[i] for i in range(self.channels))
+        held, held_port, held_addr = Signal(), Signal(port.shape()), Signal(AXI_ADDR_BITS)
+        m.d.comb += self.rd_ready.eq(order.w_rdy & ~held)
+        taken = self.rd_valid & self.rd_ready
+        for i in range(self.channels):
+            m.d.comb += [self.ar_valid[i].eq(Mux(held, held_port == i, taken & (port == i))),
+                         self.ar_addr[i].eq(Mux(held, held_addr, addr)), self.ar_len[i].eq(0)]
+        with m.If(held):
+            with m.If(ar_ready[held_port]):
+                m.d.sync += held.eq(0)
+        with m.Elif(taken & ~ar_ready[port]):
+            m.d.sync += [held.eq(1), held_port.eq(port), held_addr.eq(addr)]
+        return taken
+
+    def _bursts(self, m: Module, order, port, addr):
+        """Each request into the open burst when it is the burst's next beat (same port, next
+        address, room, no 4 KB boundary), else after the open burst's AR has gone out (AXI: a
+        valid AR stays, unchanged, until it is taken).  The open burst goes out when a request
+        cannot join it, when no request comes (an LD row's end: the unit leaves a free cycle)
+        or when it is full."""
+        ar_ready = Array(self.ar_ready[i] for i in range(self.channels))
+        open_, sending = Signal(), Signal()  # a burst being gathered; its AR offered, not yet taken
+        open_port, open_addr = Signal(port.shape()), Signal(AXI_ADDR_BITS)
+        open_len = Signal(range(self.max_burst))  # beats - 1
+        next_addr = open_addr + ((open_len + 1) << AXI_SIZE)
+        extends = (open_ & ~sending & (port == open_port) & (addr == next_addr) & (open_len < self.max_burst - 1)
+                   & (addr[AXI_SIZE:12] != 0))
+        send = open_ & (sending | ~self.rd_valid | ~extends)
+        sent = send & ar_ready[open_port]
+        m.d.comb += self.rd_ready.eq(order.w_rdy & (extends | ~open_ | sent))
+        taken = self.rd_valid & self.rd_ready
+        for i in range(self.channels):
+            m.d.comb += [self.ar_valid[i].eq(send & (open_port == i)), self.ar_addr[i].eq(open_addr),
+                         self.ar_len[i].eq(open_len)]
+        with m.If(taken & extends):
+            m.d.sync += open_len.eq(open_len + 1)
+        with m.Elif(taken):
+            m.d.sync += [open_.eq(1), sending.eq(0), open_port.eq(port), open_addr.eq(addr), open_len.eq(0)]
+        with m.Elif(sent):
+            m.d.sync += [open_.eq(0), sending.eq(0)]
+        with m.Elif(send):
+            m.d.sync += sending.eq(1)
+        return taken
 
 
 class AxiWriteBridge(wiring.Component):
@@ -197,6 +248,7 @@ def connect_bridges(m: Module, rd: AxiReadBridge, wr: AxiWriteBridge, slave) -> 
     """The bridges' ports straight onto a slave with the same per-port arrays (``HbmAxiModel``),
     for harnesses without the kernel's flat ports."""
     m.d.comb += [slave.ar_valid.eq(rd.ar_valid), rd.ar_ready.eq(slave.ar_ready), slave.ar_addr.eq(rd.ar_addr),
+                 slave.ar_len.eq(rd.ar_len),
                  rd.r_valid.eq(slave.r_valid), slave.r_ready.eq(rd.r_ready), rd.r_data.eq(slave.r_data),
                  rd.r_resp.eq(0),
                  slave.aw_valid.eq(wr.aw_valid), wr.aw_ready.eq(slave.aw_ready), slave.aw_addr.eq(wr.aw_addr),

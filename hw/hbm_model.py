@@ -20,9 +20,12 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["HbmModel", "HbmAxiModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES"]
+__all__ = ["HbmModel", "HbmAxiModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES",
+           "MAX_BURST_BEATS", "AR_QUEUE"]
 
 BEAT_BYTES = 64
+MAX_BURST_BEATS = 64  # 4 KB of 64-byte beats: the longest read burst the kernel's masters send (AXI4: within 4 KB)
+AR_QUEUE = 4  # read bursts the HBM AXI model holds while it reads an earlier one
 
 
 def read_request_layout(tag_bits: int) -> data.StructLayout:
@@ -114,9 +117,11 @@ class HbmAxiModel(wiring.Component):
     port ``f_*`` (the instruction fetch's reads, the results word's write).  The address map is a board's: pseudo-channel c
     holds the bytes [c * channel_bytes, (c + 1) * channel_bytes), so any port reaches any channel.
 
-    One read and one write a cycle in all, to the lowest-numbered port asking (the others wait,
-    which the masters must allow); AW and W are taken together; B comes the cycle after.  R comes
-    ``latency`` cycles after AR; a data port's answers wait in a queue while its master holds
+    One read beat and one write a cycle in all: an AR of the lowest-numbered port asking (the
+    others wait, which the masters must allow), its beats (``ar_len`` + 1, INCR) read one a
+    cycle, the ARs taken meanwhile (up to ``AR_QUEUE``) read after it in order; AW and W are taken together
+    (single beats); B comes the cycle after.  Each beat's R comes ``latency`` cycles after it is
+    read, RLAST on a burst's last; a data port's answers wait in a queue while its master holds
     RREADY low (a port takes no more reads than its queue can hold).  The fetch port's answers
     cannot wait: its master keeps RREADY up (``r_lost`` rises if one was not taken).
 
@@ -132,8 +137,8 @@ class HbmAxiModel(wiring.Component):
         wide = data.ArrayLayout(unsigned(8 * BEAT_BYTES), p)
         addr = data.ArrayLayout(unsigned(64), p)
         super().__init__({
-            "ar_valid": In(p), "ar_ready": Out(p), "ar_addr": In(addr),
-            "r_valid": Out(p), "r_ready": In(p), "r_data": Out(wide),
+            "ar_valid": In(p), "ar_ready": Out(p), "ar_addr": In(addr), "ar_len": In(data.ArrayLayout(unsigned(8), p)),
+            "r_valid": Out(p), "r_ready": In(p), "r_data": Out(wide), "r_last": Out(p),
             "aw_valid": In(p), "aw_ready": Out(p), "aw_addr": In(addr),
             "w_valid": In(p), "w_ready": Out(p), "w_data": In(wide), "w_strb": In(data.ArrayLayout(unsigned(BEAT_BYTES), p)),
             "b_valid": Out(p), "b_ready": In(p),
@@ -150,7 +155,7 @@ class HbmAxiModel(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pb = max(1, ceil_log2(self.ports))
-        m.submodules.hbm = hbm = HbmModel(self.channels, self.words, self.latency, pb, 1)
+        m.submodules.hbm = hbm = HbmModel(self.channels, self.words, self.latency, pb + 1, 1)
         word_bits = ceil_log2(self.words)
 
         def decode(req, address):
@@ -162,30 +167,65 @@ class HbmAxiModel(wiring.Component):
             m.d.sync += lfsr.eq(Cat(lfsr[1:], lfsr[0] ^ lfsr[2] ^ lfsr[3] ^ lfsr[5]))
             m.d.comb += [read_go.eq(lfsr[0] | lfsr[7]), write_go.eq(lfsr[4] | lfsr[11])]
 
-        # reads: the lowest port asking (with room for its answer); the answer comes back tagged
-        # with the port and waits in the port's queue while the master holds RREADY low
+        # reads: the AR of the lowest port asking (with room for all its beats' answers); its beats
+        # go to the HBM one a cycle, the ARs taken meanwhile waiting in order in a small queue (as
+        # a controller keeps several outstanding); each answer comes back tagged with its port
+        # (and whether it ends its burst: RLAST) and waits in the port's queue while the master
+        # holds RREADY low
+        depth = self.latency + 1 + 2 * MAX_BURST_BEATS  # a burst being read, the next ones' first beats queued
         room = Signal(self.ports)
         chosen = Signal(pb)
         for i in reversed(range(self.ports)):
             with m.If(self.ar_valid[i] & room[i]):
                 m.d.comb += chosen.eq(i)
-        asking = (self.ar_valid & room).any() & read_go
+        burst = data.StructLayout({"port": unsigned(pb), "addr": unsigned(64), "len": unsigned(8)})
+        m.submodules.ar_queue = ar_queue = SyncFIFO(width=burst.size, depth=AR_QUEUE)
+        asking = (self.ar_valid & room).any() & read_go & ar_queue.w_rdy
         ar_addr = Array(self.ar_addr[i] for i in range(self.ports))
-        m.d.comb += [hbm.rd_valid.eq(asking), hbm.rd.tag.eq(chosen)]
-        decode(hbm.rd, ar_addr[chosen])
+        ar_len = Array(self.ar_len[i] for i in range(self.ports))
+        offered = Signal(burst)
+        m.d.comb += [offered.port.eq(chosen), offered.addr.eq(ar_addr[chosen]), offered.len.eq(ar_len[chosen])]
+        burst_left, burst_port, burst_addr = Signal(8), Signal(pb), Signal(64)  # the burst's beats still to read
+        idle = burst_left == 0
+        queued = burst(ar_queue.r_data)
+        first = Signal(burst)  # a burst's first beat this cycle: the queue's head, or the AR taken now
+        starting = Signal()
+        with m.If(idle & ar_queue.r_rdy):
+            m.d.comb += [first.eq(queued), starting.eq(1), ar_queue.r_en.eq(1)]
+        with m.Elif(idle & asking):
+            m.d.comb += [first.eq(offered), starting.eq(1)]
+        m.d.comb += [ar_queue.w_data.eq(offered), ar_queue.w_en.eq(asking & ~(idle & ~ar_queue.r_rdy))]
+        rd_addr = Signal(64)
+        rd_tag = Signal(data.StructLayout({"port": unsigned(pb), "last": 1}))
+        with m.If(starting):
+            m.d.comb += [hbm.rd_valid.eq(1), rd_addr.eq(first.addr), rd_tag.port.eq(first.port),
+                         rd_tag.last.eq(first.len == 0)]
+            m.d.sync += [burst_left.eq(first.len), burst_port.eq(first.port), burst_addr.eq(first.addr + BEAT_BYTES)]
+        with m.Elif(~idle):
+            m.d.comb += [hbm.rd_valid.eq(1), rd_addr.eq(burst_addr), rd_tag.port.eq(burst_port),
+                         rd_tag.last.eq(burst_left == 1)]
+            m.d.sync += [burst_left.eq(burst_left - 1), burst_addr.eq(burst_addr + BEAT_BYTES)]
+        m.d.comb += hbm.rd.tag.eq(rd_tag)
+        decode(hbm.rd, rd_addr)
+        answer = data.StructLayout({"data": unsigned(8 * BEAT_BYTES), "last": 1})
+        back = rd_tag.shape()(hbm.rd_resp.tag)
         for i in range(self.ports):
-            queue = SyncFIFO(width=8 * BEAT_BYTES, depth=self.latency + 1)
+            queue = SyncFIFO(width=answer.size, depth=depth)
             m.submodules[f"answers{i}"] = queue
-            arriving = hbm.rd_resp_valid & (hbm.rd_resp.tag == i)
-            in_flight = Signal(range(self.latency + 2), name=f"in_flight{i}")  # AR taken, R not yet
+            arriving = hbm.rd_resp_valid & (back.port == i)
+            in_flight = Signal(range(depth + MAX_BURST_BEATS + 1), name=f"in_flight{i}")  # beats of ARs taken, R not yet
             taken, answered = asking & (chosen == i), self.r_valid[i] & self.r_ready[i]
-            m.d.sync += in_flight.eq(in_flight + taken - answered)
-            m.d.comb += [room[i].eq(in_flight < self.latency + 1), self.ar_ready[i].eq(read_go & room[i] & (chosen == i)),
+            m.d.sync += in_flight.eq(in_flight + Mux(taken, ar_len[i] + 1, 0) - answered)
+            head = answer(queue.r_data)
+            m.d.comb += [room[i].eq(in_flight + ar_len[i] + 1 <= depth),
+                         self.ar_ready[i].eq(asking & (chosen == i)),
                          # the queue's head first; an answer arriving to an empty queue goes straight out
                          self.r_valid[i].eq(queue.r_rdy | arriving),
-                         self.r_data[i].eq(Mux(queue.r_rdy, queue.r_data, hbm.rd_resp.data)),
+                         self.r_data[i].eq(Mux(queue.r_rdy, head.data, hbm.rd_resp.data)),
+                         self.r_last[i].eq(Mux(queue.r_rdy, head.last, back.last)),
                          queue.r_en.eq(self.r_ready[i]),
-                         queue.w_en.eq(arriving & (queue.r_rdy | ~self.r_ready[i])), queue.w_data.eq(hbm.rd_resp.data)]
+                         queue.w_en.eq(arriving & (queue.r_rdy | ~self.r_ready[i])),
+                         queue.w_data.eq(Cat(hbm.rd_resp.data, back.last))]
         m.d.comb += [hbm.f_rd_valid.eq(self.f_ar_valid), self.f_ar_ready.eq(1),
                      self.f_r_valid.eq(hbm.f_rd_resp_valid), self.f_r_data.eq(hbm.f_rd_resp.data)]
         decode(hbm.f_rd, self.f_ar_addr)

@@ -33,8 +33,9 @@ from airfoil.hw.clocking import CLOCK_PORTS, registered_inputs, registered_reset
 from airfoil.hw.control_registers import AXI_LITE_PORTS, RESULTS_LAYOUT, ControlRegisters
 from airfoil.hw.controller import Controller
 from airfoil.hw.dispatcher import PC_BITS
-from airfoil.hw.axi import AXI_BURST_INCR, AXI_SIZE, AxiReadBridge, AxiWriteBridge, ResultsWriter, axi4_master_ports
-from airfoil.hw.hbm_model import BEAT_BYTES, HbmAxiModel, HbmModel
+from airfoil.hw.axi import (AXI_BURST_INCR, AXI_SIZE, AxiReadBridge, AxiWriteBridge, ResultsWriter, axi4_master_ports,
+                            read_bridge_depth)
+from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, HbmAxiModel, HbmModel
 from airfoil.hw.instruction_fetch import DEPTH as FETCH_DEPTH
 from airfoil.hw.instruction_fetch import FETCH_TAG_BITS, InstructionFetch
 from airfoil.hw.mv_unit import MvUnit
@@ -96,7 +97,8 @@ class AirfoilKernel(wiring.Component):
                            max_positions=self.sfu.max_positions),
             # reads in flight: one a cycle for the HBM latency, and the fetch's window twice over
             # (a restart leaves the old run's reads in flight)
-            "hbm_rd": AxiReadBridge(cfg.hbm_channels, TAG_LAYOUT.size, cfg.hbm_latency_cycles + 2),
+            "hbm_rd": AxiReadBridge(cfg.hbm_channels, TAG_LAYOUT.size, read_bridge_depth(cfg.hbm_latency_cycles),
+                                    max_burst=MAX_BURST_BEATS),
             "hbm_wr": AxiWriteBridge(cfg.hbm_channels),
             "fetch_rd": AxiReadBridge(1, FETCH_TAG_BITS, 2 * FETCH_DEPTH),
             "results": ResultsWriter(),
@@ -257,13 +259,13 @@ def connect_transfers(m: Module, ld: TransferEngine, st: TransferEngine, bufs: B
 
 
 def connect_axi_master(m: Module, top, prefix: str, rd: AxiReadBridge, wr: AxiWriteBridge | None, i: int) -> None:
-    """Port ``i`` of the bridges onto the flat AXI4 master ``<prefix>_*`` of ``top``: single
-    64-byte INCR beats."""
+    """Port ``i`` of the bridges onto the flat AXI4 master ``<prefix>_*`` of ``top``: INCR bursts
+    of 64-byte beats (reads: the bridge's ``ar_len``; writes: single beats)."""
     def port(name):
         return getattr(top, f"{prefix}_{name}")
 
     m.d.comb += [port("arvalid").eq(rd.ar_valid[i]), rd.ar_ready[i].eq(port("arready")),
-                 port("araddr").eq(rd.ar_addr[i]), port("arlen").eq(0), port("arsize").eq(AXI_SIZE),
+                 port("araddr").eq(rd.ar_addr[i]), port("arlen").eq(rd.ar_len[i]), port("arsize").eq(AXI_SIZE),
                  port("arburst").eq(AXI_BURST_INCR),
                  rd.r_valid[i].eq(port("rvalid")), port("rready").eq(rd.r_ready[i]),
                  rd.r_data[i].eq(port("rdata")), rd.r_resp[i].eq(port("rresp"))]
@@ -282,8 +284,8 @@ def connect_axi_slave(m: Module, top, prefix: str, hbm: HbmAxiModel, i: int) -> 
         return getattr(top, f"{prefix}_{name}")
 
     m.d.comb += [hbm.ar_valid[i].eq(port("arvalid")), port("arready").eq(hbm.ar_ready[i]),
-                 hbm.ar_addr[i].eq(port("araddr")), port("rvalid").eq(hbm.r_valid[i]),
-                 hbm.r_ready[i].eq(port("rready")), port("rdata").eq(hbm.r_data[i]), port("rlast").eq(1),
+                 hbm.ar_addr[i].eq(port("araddr")), hbm.ar_len[i].eq(port("arlen")), port("rvalid").eq(hbm.r_valid[i]),
+                 hbm.r_ready[i].eq(port("rready")), port("rdata").eq(hbm.r_data[i]), port("rlast").eq(hbm.r_last[i]),
                  hbm.aw_valid[i].eq(port("awvalid")), port("awready").eq(hbm.aw_ready[i]),
                  hbm.aw_addr[i].eq(port("awaddr")), hbm.w_valid[i].eq(port("wvalid")),
                  port("wready").eq(hbm.w_ready[i]), hbm.w_data[i].eq(port("wdata")), hbm.w_strb[i].eq(port("wstrb")),

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from airfoil.config import SPARSE_M, AirfoilConfig
+from airfoil.hw.hbm_model import MAX_BURST_BEATS
 from airfoil.errors import AirfoilError
 from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc, written_buffer
 from airfoil.sim.fsim import QUEUE_ORDER, dispatch
@@ -52,7 +53,6 @@ HBM_EFFICIENCY = 425 / 460
 # One idle beat per AXI burst (address phase and turnaround not hidden): ours, an assumption that
 # makes short rows (a KV-cache head row) cost more than long sequential tiles.
 BURST_GAP_BEATS = 1
-AXI_MAX_BURST_BEATS = 64  # a 4 KiB AXI burst of 64-byte beats
 REQUANT_LATENCY = 4  # group scale multiply, sum, shift, saturate (cycles)
 SFU_LATENCY = 16
 SFU_PASSES = {SfuFunc.RMSNORM: 2, SfuFunc.LAYERNORM: 2, SfuFunc.SOFTMAX: 3, SfuFunc.SILU_MUL: 1, SfuFunc.RELU: 2,
@@ -78,7 +78,7 @@ class OpTiming:
         """(cycles each channel is busy, latency) of an LD/ST."""
         beat = self.cfg.axi_bytes_per_cycle
         beats = math.ceil(f["row_bytes"] / beat)
-        bursts = math.ceil(beats / AXI_MAX_BURST_BEATS)
+        bursts = math.ceil(beats / MAX_BURST_BEATS)
         per_row = (beats + bursts * BURST_GAP_BEATS) * beat / self.channel_bytes_per_cycle
         full, extra = divmod(f["rows"], f["channels"])
         first = f["phase"] % f["channels"]  # the channel offset of row 0
@@ -128,6 +128,10 @@ RTL_TRANSFER_SETUP = 2  # TransferEngine: IDLE (take) and SETUP
 RTL_DIVIDE = 49  # its SequentialDivider (48 quotient bits) when phase >= channels
 RTL_ROW = 2  # ROW (check) and NEXT_ROW (the spill's free cycle) around each row's beats
 RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until the last answer lands
+# The read bridge gathers a row's consecutive beats into bursts (hw/axi.py: up to MAX_BURST_BEATS,
+# never across 4 KB) and sends each when it closes; the HBM model reads a burst's beats one a
+# cycle.  So the last beat is read later than it was asked for, by the most any burst k still has
+# to read after the requests end: max_k (n_k - idle request cycles after k), RTL_ROW a row.
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
 RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
@@ -191,6 +195,24 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, lanes
     return start + int(per_step.sum()), int(rows > 0) + int((per_step > 0).sum())
 
 
+def _burst_backlog(first: np.ndarray, beats: np.ndarray) -> int:
+    """Cycles the HBM model reads after an LD's last request (rows of ``beats`` beats from beat
+    address ``first``): a row's bursts split at 4 KB boundaries and every MAX_BURST_BEATS; only
+    the last rows can matter, the earlier ones being that many idle cycles ahead."""
+    page = 4096 // 64
+    backlog = 0
+    rows = len(beats)
+    for r in range(max(0, rows - MAX_BURST_BEATS // RTL_ROW - 1), rows):
+        a, end = int(first[r]), int(first[r] + beats[r])
+        longest = 0
+        while a < end:  # the row's page segments, each in bursts of up to MAX_BURST_BEATS
+            seg = min(end, (a // page + 1) * page) - a
+            longest = max(longest, min(seg, MAX_BURST_BEATS))
+            a += seg
+        backlog = max(backlog, longest - RTL_ROW * (rows - 1 - r))
+    return backlog
+
+
 @dataclass
 class RtlTiming:
     """Cycle costs of single instructions on the RTL as built (``AirfoilTop``: one core of the
@@ -219,6 +241,8 @@ class RtlTiming:
         else:
             src = (f["buf"] + i * f["buf_stride"]) * BUFFER_ELEMENT_BYTES[f["buffer"]]
         beats = (src + n - 1) // beat - src // beat + 1
+        if op == Opcode.LD:
+            cyc += _burst_backlog(src // beat, beats)
         return cyc + int(beats.sum()) + RTL_ROW * rows
 
     def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> int:

@@ -1,15 +1,19 @@
 """The AXI4 bridges (``hw.axi``) against a slave that stalls at random: each port takes requests
 when it likes and answers in its own order and time (ports independent, as HBM's pseudo-channels
-are), the AXI rules for a master are checked every cycle (a valid request stays, unchanged, until
+are); the read bridge's bursts gather runs of consecutive beats, at most 64 beats and never
+across 4 KB; the AXI rules for a master are checked every cycle (a valid request stays, unchanged, until
 taken), and the unit side sees its reads answered in issue order with the right data and tag and
 its writes land with their byte enables, ``idle`` rising only once every B has come back.  The
 results writer writes its word once per run and stays busy until the answer."""
 import random
 
+import pytest
+
 from amaranth import Module
 from amaranth.sim import Simulator
 
 from airfoil.hw.axi import WRITE_ROOM_MARGIN, AxiReadBridge, AxiWriteBridge
+from airfoil.hw.hbm_model import MAX_BURST_BEATS
 
 PORTS, TAG_BITS = 3, 8
 BASES = [0x1000_0000 * (p + 1) for p in range(PORTS)]
@@ -34,17 +38,34 @@ class _Slave:
         return q[0][1] if q and q[0][0] <= cycle else None
 
 
-def test_read_bridge_answers_in_issue_order_under_random_stalls():
+def _read_requests(rng, n: int, runs: bool):
+    """``n`` (space, beat address, tag) requests and where runs start: random single ones, or runs
+    of consecutive beats on one port (an LD row's), some of them across a 4 KB boundary."""
+    requests, starts = [], set()
+    while len(requests) < n:
+        space = rng.randrange(PORTS)
+        starts.add(len(requests))
+        if runs:
+            start = rng.choice([rng.randrange(1 << 14), 64 * rng.randrange(1, 256) - rng.randrange(1, 20),
+                                64 * rng.randrange(1, 256)])  # anywhere, before a 4 KB boundary, on one
+            requests += [(space, start + j, rng.getrandbits(TAG_BITS)) for j in range(rng.randint(1, 100))]
+        else:
+            requests.append((space, rng.randrange(1 << 20), rng.getrandbits(TAG_BITS)))
+    return requests[:n], starts
+
+
+@pytest.mark.parametrize("max_burst", [1, MAX_BURST_BEATS])
+def test_read_bridge_answers_in_issue_order_under_random_stalls(max_burst):
     rng = random.Random(5)
-    dut = AxiReadBridge(PORTS, TAG_BITS, depth=6)
+    dut = AxiReadBridge(PORTS, TAG_BITS, depth=6 + max_burst, max_burst=max_burst)
     mem = {}
 
     def word(addr):
         return mem.setdefault(addr, rng.getrandbits(512))
 
     slave = _Slave(rng, mem)
-    requests = [(rng.randrange(PORTS), rng.randrange(1 << 20), rng.getrandbits(TAG_BITS)) for _ in range(400)]
-    got = []
+    requests, starts = _read_requests(rng, 800 if max_burst > 1 else 400, runs=max_burst > 1)
+    got, bursts = [], []
 
     async def bench(ctx):
         for p in range(PORTS):
@@ -52,7 +73,10 @@ def test_read_bridge_answers_in_issue_order_under_random_stalls():
         i, cycle, last_ar = 0, 0, [None] * PORTS
         while len(got) < len(requests):
             cycle += 1
-            asking = i < len(requests) and rng.random() < 0.8
+            # the unit asks for a run's beats back to back (now and then a gap inside), with gaps
+            # between runs
+            gap = 0.5 if i in starts else 0.02 if max_burst > 1 else 0.2
+            asking = i < len(requests) and rng.random() >= gap
             if asking:
                 space, addr, tag = requests[i]
                 ctx.set(dut.rd.space, space)
@@ -70,12 +94,15 @@ def test_read_bridge_answers_in_issue_order_under_random_stalls():
             ctx.set(dut.rd_resp_ready, resp_ready)
             taken = asking and ctx.get(dut.rd_ready)
             for p in range(PORTS):  # AXI: a request offered and not taken is offered again, unchanged
-                valid, addr = ctx.get(dut.ar_valid[p]), ctx.get(dut.ar_addr[p])
+                valid, addr, length = ctx.get(dut.ar_valid[p]), ctx.get(dut.ar_addr[p]), ctx.get(dut.ar_len[p])
                 if last_ar[p] is not None:
-                    assert valid and addr == last_ar[p], f"port {p} withdrew or changed its request"
-                last_ar[p] = addr if valid and not ready[p] else None
+                    assert valid and (addr, length) == last_ar[p], f"port {p} withdrew or changed its request"
+                last_ar[p] = (addr, length) if valid and not ready[p] else None
                 if valid and ready[p]:
-                    slave.take(p, cycle, word(addr))
+                    assert length < max_burst and addr // 4096 == (addr + 64 * length) // 4096, (addr, length)
+                    bursts.append(length + 1)
+                    for b in range(length + 1):  # a burst's beats, in order, at consecutive addresses
+                        slave.take(p, cycle, word(addr + 64 * b))
                 if ctx.get(dut.r_ready[p]) and slave.offer(p, cycle) is not None:
                     slave.pending[p].pop(0)
             if ctx.get(dut.rd_resp_valid) and resp_ready:
@@ -91,6 +118,11 @@ def test_read_bridge_answers_in_issue_order_under_random_stalls():
     sim.run()
     want = [(mem[BASES[s] + 64 * a], t) for s, a, t in requests]
     assert got == want
+    assert sum(bursts) == len(requests)
+    if max_burst > 1:  # runs went out as bursts, the longest as long as allowed
+        assert max(bursts) == max_burst and len(bursts) < len(requests) / 3, (len(bursts), max(bursts))
+    else:
+        assert bursts == [1] * len(requests)
 
 
 def test_write_bridge_lands_every_write_and_waits_for_every_answer():

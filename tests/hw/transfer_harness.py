@@ -13,12 +13,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from airfoil.hw.axi import AxiReadBridge, AxiWriteBridge, connect_bridges
+from airfoil.hw.axi import AxiReadBridge, AxiWriteBridge, connect_bridges, read_bridge_depth
 from airfoil.hw.buffers import BufferBank
 from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
-from airfoil.hw.hbm_model import BEAT_BYTES, HbmAxiModel
+from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, HbmAxiModel
 from airfoil.hw.mv_unit import MvUnit, act_readers, lane_count
 from airfoil.hw.sfu_unit import SfuUnit
 from airfoil.hw.top import connect_host_ports, connect_transfers
@@ -76,7 +76,8 @@ class TransferHarness(wiring.Component):
         # HBM behind the AXI4 bridges, as in the kernel (``stall``: the model refuses requests at random)
         words = self.channel_bytes // BEAT_BYTES
         m.submodules.hbm = hbm = HbmAxiModel(self.hbm_channels, words, self.latency, self.hbm_channels, self.stall)
-        m.submodules.hbm_rd = hbm_rd = AxiReadBridge(self.hbm_channels, TAG_LAYOUT.size, self.latency + 2)
+        m.submodules.hbm_rd = hbm_rd = AxiReadBridge(self.hbm_channels, TAG_LAYOUT.size, read_bridge_depth(self.latency),
+                                                     max_burst=MAX_BURST_BEATS)
         m.submodules.hbm_wr = hbm_wr = AxiWriteBridge(self.hbm_channels)
         m.d.comb += [hbm_rd.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]

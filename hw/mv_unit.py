@@ -188,10 +188,8 @@ class MvUnit(wiring.Component):
             lane_rows = Mux(pair, (rows + (L - 1 - j)) >> exact_log2(L), (rows + (C - 1 - j)) >> exact_log2(C))
             m.d.comb += [geo.rows.eq(Mux(used, lane_rows, 0)), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
-        m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass)] if L > C else eng.pair_rows.eq(pair)
-        m.d.comb += [eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D))), eng.shift.eq(shift)]
-        if L > C:
-            m.d.comb += eng.shift_token1.eq(shift1)
+        m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass), eng.shift.eq(shift), eng.shift_token1.eq(shift1),
+                     eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D)))]
 
         # ---- buffer ports: the engine's, with activation blocks offset by the row's start
         m.d.comb += [self.w_rd_en.eq(eng.w_rd_en), self.w_rd_addr.eq(eng.w_rd_addr), eng.w_rd_data.eq(self.w_rd_data)]

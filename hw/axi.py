@@ -36,7 +36,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, read_request_layout, read_response_layout, write_request_layout
+from airfoil.hw.hbm_model import AXI_BOUNDARY_BYTES, BEAT_BYTES, MAX_BURST_BEATS, read_request_layout, read_response_layout, write_request_layout
 
 __all__ = ["ResultsWriter", "connect_bridges", "AXI_ADDR_BITS", "AXI_SIZE", "AXI_BURST_INCR", "axi4_master_ports", "AxiReadBridge", "AxiWriteBridge",
            "read_bridge_depth",
@@ -164,7 +164,7 @@ class AxiReadBridge(wiring.Component):
         open_len = Signal(range(self.max_burst))  # beats - 1
         next_addr = open_addr + ((open_len + 1) << AXI_SIZE)
         extends = (open_ & ~sending & (port == open_port) & (addr == next_addr) & (open_len < self.max_burst - 1)
-                   & (addr[AXI_SIZE:12] != 0))
+                   & (addr[AXI_SIZE:exact_log2(AXI_BOUNDARY_BYTES)] != 0))
         send = open_ & (sending | ~self.rd_valid | ~extends)
         sent = send & ar_ready[open_port]
         m.d.comb += self.rd_ready.eq(order.w_rdy & (extends | ~open_ | sent))

@@ -21,10 +21,11 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 __all__ = ["HbmModel", "HbmAxiModel", "read_request_layout", "write_request_layout", "read_response_layout", "BEAT_BYTES",
-           "MAX_BURST_BEATS", "AR_QUEUE"]
+           "MAX_BURST_BEATS", "AR_QUEUE", "AXI_BOUNDARY_BYTES"]
 
 BEAT_BYTES = 64
-MAX_BURST_BEATS = 64  # 4 KB of 64-byte beats: the longest read burst the kernel's masters send (AXI4: within 4 KB)
+AXI_BOUNDARY_BYTES = 4096  # AXI: no burst crosses a 4 KB boundary
+MAX_BURST_BEATS = AXI_BOUNDARY_BYTES // BEAT_BYTES  # 64: the longest read burst the kernel's masters send
 AR_QUEUE = 4  # read bursts the HBM AXI model holds while it reads an earlier one
 
 

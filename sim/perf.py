@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from airfoil.config import SPARSE_M, AirfoilConfig
-from airfoil.hw.hbm_model import MAX_BURST_BEATS
+from airfoil.hw.hbm_model import AXI_BOUNDARY_BYTES, BEAT_BYTES, MAX_BURST_BEATS
 from airfoil.errors import AirfoilError
 from airfoil.isa import OPCODE_QUEUE, Buffer, Opcode, Queue, SfuFunc, written_buffer
 from airfoil.sim.fsim import QUEUE_ORDER, dispatch
@@ -199,7 +199,7 @@ def _burst_backlog(first: np.ndarray, beats: np.ndarray) -> int:
     """Cycles the HBM model reads after an LD's last request (rows of ``beats`` beats from beat
     address ``first``): a row's bursts split at 4 KB boundaries and every MAX_BURST_BEATS; only
     the last rows can matter, the earlier ones being that many idle cycles ahead."""
-    page = 4096 // 64
+    page = AXI_BOUNDARY_BYTES // BEAT_BYTES
     backlog = 0
     rows = len(beats)
     for r in range(max(0, rows - MAX_BURST_BEATS // RTL_ROW - 1), rows):

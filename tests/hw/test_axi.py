@@ -13,7 +13,7 @@ from amaranth import Module
 from amaranth.sim import Simulator
 
 from airfoil.hw.axi import WRITE_ROOM_MARGIN, AxiReadBridge, AxiWriteBridge
-from airfoil.hw.hbm_model import MAX_BURST_BEATS
+from airfoil.hw.hbm_model import AXI_BOUNDARY_BYTES, MAX_BURST_BEATS
 
 PORTS, TAG_BITS = 3, 8
 BASES = [0x1000_0000 * (p + 1) for p in range(PORTS)]
@@ -99,7 +99,7 @@ def test_read_bridge_answers_in_issue_order_under_random_stalls(max_burst):
                     assert valid and (addr, length) == last_ar[p], f"port {p} withdrew or changed its request"
                 last_ar[p] = (addr, length) if valid and not ready[p] else None
                 if valid and ready[p]:
-                    assert length < max_burst and addr // 4096 == (addr + 64 * length) // 4096, (addr, length)
+                    assert length < max_burst and addr // AXI_BOUNDARY_BYTES == (addr + 64 * length) // AXI_BOUNDARY_BYTES, (addr, length)
                     bursts.append(length + 1)
                     for b in range(length + 1):  # a burst's beats, in order, at consecutive addresses
                         slave.take(p, cycle, word(addr + 64 * b))

@@ -139,19 +139,13 @@ def cmd_generate(args) -> int:
         result["synth"] = {"dsp48e2": res.dsp * scale, "lut": res.lut * scale, "ff": res.ff * scale,
                            "carry": res.carry * scale, "bram36": res.bram36 * scale, "uram": res.uram * scale}
         if args.block == "mpe":
-            # the device fit: one MPE per core (synthesised), plus the config's estimates for the
-            # buffers and the per-core control/SFU budget (those blocks are not built yet)
-            from airfoil.config import LUT_PER_CORE
+            # the device fit of all cores: as built (every MV row lane's decoder, buffer copies)
+            # and as the projections assume (no weight path counted), hw/synth.py: device_fit
+            from airfoil.hw.synth import device_fit
 
-            spec, n = cfg.board_spec, cfg.cores
-            need = {"dsp": result["synth"]["dsp48e2"] * n, "lut": result["synth"]["lut"] * n + LUT_PER_CORE * n,
-                    "ff": result["synth"]["ff"] * n, "bram36": cfg.bram36_estimate, "uram": cfg.uram_estimate}
-            have = {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff, "bram36": spec.bram36, "uram": spec.uram}
-            result["device"] = {"part": spec.part, "cores": n, "need": need, "capacity": have,
-                                "utilisation": {k: round(need[k] / have[k], 3) for k in need},
-                                "fits": all(need[k] <= have[k] for k in need),
-                                "scope": "MPEs synthesised; buffers and the per-core control/SFU LUT budget "
-                                         "from the config (not built yet)"}
+            mpe = {"dsp48e2": res.dsp * scale, "lut": res.lut * scale, "lutram": res.lutram * scale,
+                   "ff": res.ff * scale}
+            result["device"] = device_fit(cfg, mpe, _progress(args.quiet))
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, suffix=".partial")
     with os.fdopen(fd, "w") as f:

@@ -146,7 +146,9 @@ def write_report(out: Path, rows: list[dict]) -> list[Path]:
             lines.append(f"| Airfoil, {board} (projected, ctx {r['context']}) | {r['decode_tok_s']} | plan flightllm: "
                          f"{r['weight_bits_average']:.2f} bits/weight, INT8 KV |")
     lines += [f"| {name} | {tok} | {recipe} |" for name, _, tok, recipe in ANCHORS]
-    lines += ["", "## Resources (config estimates; the MPE's LUT cost per DSP is measured)", "",
+    lines += ["", "## Resources (config estimates: the MPE at its measured LUTs per DSP, each core's other units as "
+              "the sim kernel measured them, each buffer once; no weight path counted: the built one does not "
+              "scale to 100 chains, see docs/accelerator.md, the device fit)", "",
               "| board | DSP | BRAM36 | URAM | LUT |", "|---|---|---|---|---|"]
     seen = set()
     for r in rows:

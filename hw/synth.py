@@ -18,7 +18,8 @@ from pathlib import Path
 from amaranth.back import verilog
 
 __all__ = ["Resources", "sim_top_for_synthesis", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
-           "measure_training_datapaths", "measure_top_units", "buffer_memories", "lut_equivalents"]
+           "measure_training_datapaths", "measure_top_units", "buffer_memories", "lut_equivalents", "device_fit",
+           "ON_CHIP_BYTES"]
 
 
 @dataclass(frozen=True)
@@ -174,17 +175,20 @@ def sim_top_for_synthesis():
 def buffer_memories(bank) -> dict:
     """Each memory of a ``BufferBank`` as elaborated: words, bits per word, read and write ports,
     and whether block RAM can hold it (one write port; the read ports are served by copies)."""
+    from amaranth.hdl import Fragment
     from amaranth.lib.memory import Memory
 
     out = {}
     # the ports exist once the bank's elaborate has asked for them; Amaranth 0.5's Module keeps
     # its named submodules in _named_submodules (no public accessor)
-    for name, (mem, _) in bank.elaborate(None)._named_submodules.items():
+    module = bank.elaborate(None)
+    for name, (mem, _) in module._named_submodules.items():
         if not isinstance(mem, Memory):
             continue
         out[name] = {"words": mem.depth, "bits": mem.shape.width, "kib": mem.depth * mem.shape.width // 8192,
                      "read_ports": len(mem.read_ports), "write_ports": len(mem.write_ports),
                      "block_ram": len(mem.write_ports) <= BRAM_WRITE_PORTS}
+    Fragment.get(module, None)  # used: no UnusedElaboratable warnings for what was only inspected
     return out
 
 
@@ -217,6 +221,95 @@ def measure_top_units(progress=print, only: set[str] | None = None, known: dict 
         bank_counts = _counts(synthesize(bank, "airfoil_buffers", mapper="abc"))
     return {"units": units, "total_without_buffers": total, "buffer_bank": bank_counts,
             "total": {k: total[k] + bank_counts[k] for k in total}, "buffers": buffer_memories(bank)}
+
+
+# Data bytes of one block RAM / UltraRAM at a 512-bit word (64 data bits of each 72): the
+# sim preset's bank measured 1,400 RAMB36E2 for 5.5 MiB of copies, 4 KiB each.
+ON_CHIP_BYTES = {"bram36": 4096, "uram": 32768}
+REPORTS = Path(__file__).resolve().parents[1] / "reports"
+
+
+def _fit(need: dict, have: dict) -> dict:
+    return {"need": need, "capacity": have, "utilisation": {k: round(need[k] / have[k], 3) for k in need},
+            "fits": all(need[k] <= have[k] for k in need)}
+
+
+def device_fit(cfg, mpe: dict, progress=print) -> dict:
+    """Whether ``cfg.cores`` cores fit the board's device, two ways, from one core's synthesised
+    MPE (``mpe``: DSP48E2, LUT, LUTRAM and FF counts):
+
+    * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config.  Each MV row lane
+      (``lane_count``) has its own weight decoder and requantiser (one of each synthesised here at
+      the config's D and weight-buffer depth, counted per lane) and every buffer one copy per
+      read port (the ``BufferBank`` this config gets, in bytes against the device's block RAM
+      and UltraRAM).  The core's other units count as the ``sim`` preset's kernel measured them
+      (reports/synth_top.json, its MV unit left out); the MV unit's own control is not counted:
+      a lower bound.
+    * ``target``: the design the projections assume: the MPEs, the same other units, each
+      buffer once (the config's estimates) and *no* weight path, which for the boards is not
+      built (docs/accelerator.md); what is left of the device per row lane is what such a path
+      may cost."""
+    import json
+
+    from amaranth.hdl import Fragment
+
+    from airfoil.hw.buffers import BufferBank, buffer_bytes
+    from airfoil.hw.hbm_model import BEAT_BYTES
+    from airfoil.hw.mv_unit import act_readers, lane_count
+    from airfoil.hw.requantise import RequantisePath
+    from airfoil.hw.transfer_engine import TAG_LAYOUT
+    from airfoil.hw.weight_decoder import WeightDecoder
+    from airfoil.isa import Buffer
+
+    spec, n = cfg.board_spec, cfg.cores
+    C, G = cfg.chains_per_core, cfg.dsp_groups_per_chain
+    lanes = lane_count(C)
+    # one core's buffers: buffer_bytes is the whole machine's, whose weight buffer is every core's
+    sizes = {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
+    wdepth = sizes[Buffer.WEIGHT] // BEAT_BYTES
+    # the lanes' parts, as LinearEngine builds them: C full decoders, and C dense-only ones where
+    # rows pair (2C lanes)
+    parts = {"decoder": (WeightDecoder(2 * G, 8 * BEAT_BYTES, wdepth), C)}
+    if lanes > C:
+        parts["decoder_dense_only"] = (WeightDecoder(2 * G, 8 * BEAT_BYTES, wdepth, dense_only=True), lanes - C)
+    parts["requantise"] = (RequantisePath(), lanes)
+    lane_counts = {}
+    for name, (unit, count) in parts.items():
+        progress(f"synthesising one {name} (x {count} a core)")
+        lane_counts[name] = {**_counts(synthesize(unit, f"airfoil_{name}", mapper="abc")), "per_core": count}
+    measured = json.loads((REPORTS / "synth_top.json").read_text())
+    others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
+              for k in ("dsp48e2", "lut", "lutram", "ff")}
+    bank = BufferBank(sizes, TAG_LAYOUT.size, lanes, act_readers(C, G), sfu=True)
+    copies = {name: m["words"] * m["bits"] // 8 * m["read_ports"] for name, m in buffer_memories(bank).items()}
+    Fragment.get(bank, None)  # only inspected, never built: used, so no UnusedElaboratable warning
+
+    def core(k: str, with_lanes: bool) -> int:
+        total = mpe[k] + others[k]
+        if with_lanes:
+            total += sum(p[k] * p["per_core"] for p in lane_counts.values())
+        return total
+
+    have = {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff,
+            "on_chip_bytes": spec.bram36 * ON_CHIP_BYTES["bram36"] + spec.uram * ON_CHIP_BYTES["uram"]}
+    as_built = _fit({"dsp": core("dsp48e2", True) * n, "lut": (core("lut", True) + core("lutram", True)) * n,
+                     "ff": core("ff", True) * n, "on_chip_bytes": sum(copies.values()) * n}, have)
+    as_built.update(
+        row_lanes_per_core=lanes, lane_parts=lane_counts, buffer_copy_bytes_per_core=copies,
+        scope=f"the kernel as built, scaled to {C} chains a core: one chain, one weight decoder and one requantiser "
+              f"synthesised and counted per chain / row lane; every buffer one copy per read port; the other units "
+              f"as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's own control not "
+              f"counted (a lower bound)")
+    target_need = {"dsp": core("dsp48e2", False) * n, "lut": (core("lut", False) + core("lutram", False)) * n,
+                   "ff": core("ff", False) * n, "bram36": cfg.bram36_estimate, "uram": cfg.uram_estimate}
+    target = _fit(target_need, {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff, "bram36": spec.bram36,
+                                "uram": spec.uram})
+    target.update(
+        lut_left_per_row_lane=(spec.lut - target_need["lut"]) // (n * C),
+        scope="the MPEs (synthesised) and the other units as measured (sim preset), each buffer once (the config's "
+              "estimates); the weight path (decoders, requantisers) not counted: for 100-chain cores it is not "
+              "built, and lut_left_per_row_lane is what it may cost")
+    return {"part": spec.part, "cores": n, "fits": as_built["fits"], "as_built": as_built, "target": target}
 
 
 if __name__ == "__main__":

@@ -84,3 +84,14 @@ def test_lut_estimate_is_not_below_the_synthesis_baseline():
 
     base = json.loads((Path(__file__).parents[1] / "reports" / "synth_baseline.json").read_text())["blocks"]
     assert LUT_PER_DSP >= max(b["lut_per_dsp"] for k, b in base.items() if not k.startswith("dsp_slice"))
+
+
+def test_core_lut_estimate_is_not_below_the_measured_units():
+    """``LUT_PER_CORE`` against the sim kernel's units other than the MV unit, LUTRAM included."""
+    import json
+    from pathlib import Path
+
+    from airfoil.config import LUT_PER_CORE
+
+    units = json.loads((Path(__file__).parents[1] / "reports" / "synth_top.json").read_text())["units"]
+    assert LUT_PER_CORE >= sum(u["lut"] + u["lutram"] for name, u in units.items() if name != "mv")

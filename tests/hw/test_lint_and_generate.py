@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from airfoil.cli import main
 from airfoil.hw.lint import lint_verilog
+from airfoil.hw.synth import ON_CHIP_BYTES
 from airfoil.sim.verilator import verilator_available
 
 
@@ -23,14 +25,48 @@ def test_generate_unknown_block_exits_2(tmp_path, capsys):
 
 
 def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
-    """A U280 MPE of 12 small chains: synthesised as one chain, scaled and labelled; the three
-    cores' MPEs plus the config's buffer and control estimates checked against the XCU280."""
+    """A U280 MPE of 12 small chains: synthesised as one chain, scaled and labelled. The device
+    fit of the three cores two ways: as the projections assume (MPEs, the other units, each
+    buffer once) and as built (one weight decoder and requantiser per row lane, every buffer one
+    copy per read port: 13 copies of a core's 2 MiB weight buffer do not fit the XCU280)."""
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=12",
-            "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json"]
+            "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert "scaled" in out["synth_scope"]
     assert out["synth"]["dsp48e2"] == out["dsp_slices"] == 12 * 4
+    others = _measured_units_without_mv()
     dev = out["device"]
-    assert dev["need"]["dsp"] == 3 * 48 and dev["capacity"]["dsp"] == 9024
-    assert dev["fits"] is True and all(0 < u <= 1 for u in dev["utilisation"].values())
+    target, built = dev["target"], dev["as_built"]
+    assert target["need"]["dsp"] == 3 * (48 + others["dsp48e2"]) and target["capacity"]["dsp"] == 9024
+    assert target["fits"] is True and all(0 < u <= 1 for u in target["utilisation"].values())
+    lanes = built["lane_parts"]
+    assert built["row_lanes_per_core"] == 12 and set(lanes) == {"decoder", "requantise"}  # 24 results > 64 bytes
+    assert built["need"]["dsp"] == 3 * (48 + others["dsp48e2"] + 12 * (lanes["decoder"]["dsp48e2"]
+                                                                      + lanes["requantise"]["dsp48e2"]))
+    copies = built["buffer_copy_bytes_per_core"]
+    assert copies["weight"] == 13 * 2 * 1024 * 1024 and built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
+    assert built["fits"] is False and dev["fits"] is False and built["utilisation"]["on_chip_bytes"] > 1
+
+
+def _measured_units_without_mv() -> dict:
+    top = json.loads((Path(__file__).resolve().parents[2] / "reports" / "synth_top.json").read_text())
+    return {k: sum(u[k] for name, u in top["units"].items() if name != "mv") for k in ("dsp48e2", "lut", "lutram", "ff")}
+
+
+def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
+    """The sim preset's kernel as built, composed from its parts (MPE, one decoder of each kind
+    and one requantiser counted per lane, the other units, the buffer copies), against the
+    whole kernel measured unit by unit (reports/synth_top.json): a lower bound (the MV unit's
+    own control is not counted) within 10% of its LUTs, and the buffer copies exactly the
+    measured bank's block RAMs."""
+    assert main(["generate", "--block", "mpe", "--board", "sim", "-o", str(tmp_path), "--synth", "--json",
+                 "--quiet"]) == 0
+    built = json.loads(capsys.readouterr().out)["device"]["as_built"]
+    top = json.loads((Path(__file__).resolve().parents[2] / "reports" / "synth_top.json").read_text())
+    units = top["total_without_buffers"]
+    assert set(built["lane_parts"]) == {"decoder", "decoder_dense_only", "requantise"}
+    assert 0.9 * (units["lut"] + units["lutram"]) <= built["need"]["lut"] <= units["lut"] + units["lutram"]
+    assert built["need"]["ff"] <= units["ff"] and built["need"]["dsp"] <= units["dsp48e2"]
+    assert built["need"]["on_chip_bytes"] == top["buffer_bank"]["bram36"] * ON_CHIP_BYTES["bram36"]
+    assert built["fits"] is True

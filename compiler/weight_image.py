@@ -11,6 +11,15 @@ a whole byte; the tile padded to a 64-byte AXI beat):
 3. scales: per row and group, the 16-bit mantissa S;
 4. zeros: per row and group, the b-bit zero point.
 
+**Lane interleave** (``lanes``, ``d``; the default ``lanes = 1`` is the order above). A decoder
+that feeds ``lanes`` row lanes at once (``hw/weight_decoder.py: LaneGroupDecoder``) reads a tile
+whose rows come in groups of ``lanes`` (the last group may be short), each section of a group
+ordered *unit by unit, lane by lane*: codes in units of ``d`` kept weights (one DSP chain beat),
+positions in units of the blocks such a beat covers (at least one), scales and zeros in units of
+one quant group.  So one beat's data for every lane of a group lies side by side, and each lane's
+field sits at an offset that depends only on its lane number and the format.  The bits, and so
+every section's size, are those of the plain order, permuted.
+
 A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
 of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
 whole tile at the aggregate bandwidth of C channels.
@@ -22,7 +31,8 @@ import numpy as np
 from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
-__all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits"]
+__all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
+           "position_unit_blocks"]
 
 AXI_BEAT = 64
 
@@ -74,44 +84,90 @@ def _positions(mask: np.ndarray, n: int) -> np.ndarray:
     return np.nonzero(blocks)[2].reshape(rows, k // SPARSE_M, n)
 
 
-def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, n: int,
-              group_size: int) -> bytes:
-    """One tile (rows x k) of a compressed layer in the decoder's byte order."""
-    rows, k = codes.shape
-    sections = [pack_bits(codes[mask].reshape(rows, k * n // SPARSE_M), bits)]
+def position_unit_blocks(n: int, d: int) -> int:
+    """16-blocks in one unit of the position section's lane interleave: those a beat of ``d``
+    kept weights covers, at least one (at N = 8 and d < 8 a block's mask serves two beats)."""
+    return max(1, d // n)
+
+
+def _lane_order(rows: int, units: int, per_unit: int, lanes: int) -> np.ndarray:
+    """Where each element of a lane-interleaved section comes from in the plain row-major
+    [rows, units * per_unit] order: rows in groups of ``lanes``, each group unit by unit, each
+    unit lane by lane."""
+    idx = np.arange(rows * units * per_unit).reshape(rows, units, per_unit)
+    return np.concatenate([idx[g:g + lanes].transpose(1, 0, 2).ravel() for g in range(0, rows, lanes)])
+
+
+def _section_units(rows: int, k: int, n: int, group_size: int, d: int) -> list[tuple[int, int]]:
+    """(units per row, elements per unit) of each section present, in order, for the interleave."""
+    kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
+    if kept % d:
+        raise ValueError(f"lane interleave: {kept} kept weights a row is not a multiple of d = {d}")
+    out = [(kept // d, d)]
     if n < SPARSE_M:
-        sections.append(pack_bits(_positions(mask, n), 16 if n == 8 else 4))
-    sections += [pack_bits(scale, SCALE_BITS), pack_bits(zero, bits)]
+        ub = position_unit_blocks(n, d)
+        if nb % ub:
+            raise ValueError(f"lane interleave: {nb} blocks a row is not a multiple of the {ub}-block unit")
+        out.append((nb // ub, ub * (1 if n == 8 else n)))
+    return out + [(groups, 1), (groups, 1)]
+
+
+def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, n: int,
+              group_size: int, lanes: int = 1, d: int = 1) -> bytes:
+    """One tile (rows x k) of a compressed layer in the decoder's byte order (``lanes`` > 1: the
+    lane interleave of groups of ``lanes`` rows, beats of ``d`` kept weights)."""
+    rows, k = codes.shape
+    values = [(codes[mask].reshape(rows, k * n // SPARSE_M), bits)]
+    if n < SPARSE_M:
+        values.append((_positions(mask, n), 16 if n == 8 else 4))
+    values += [(scale, SCALE_BITS), (zero, bits)]
+    if lanes > 1:
+        units = _section_units(rows, k, n, group_size, d)
+        values = [(np.asarray(v).ravel()[_lane_order(rows, u, per, lanes)], w)
+                  for (v, w), (u, per) in zip(values, units)]
+    sections = [pack_bits(v, w) for v, w in values]
     blob = b"".join(sections)
     return blob + bytes(tile_bytes(rows, k, bits, n, group_size) - len(blob))
 
 
 def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
-                group_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups])."""
+                group_size: int, lanes: int = 1, d: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups]);
+    ``lanes``, ``d``: the tile's lane interleave, as ``pack_tile`` took them."""
     raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
     s_codes, s_pos, s_scale, s_zero = tile_sections(rows, k, bits, n, group_size)
     kept = k * n // SPARSE_M
     groups = k // group_size
+    units = iter(_section_units(rows, k, n, group_size, d) if lanes > 1 else [])
+
+    def section(data, width: int, count: int) -> np.ndarray:  # the plain row-major order
+        v = unpack_bits(data, width, count)
+        if lanes > 1:
+            u, per = next(units)
+            plain = np.empty_like(v)
+            plain[_lane_order(rows, u, per, lanes)] = v
+            v = plain
+        return v
+
     off = 0
-    codes = unpack_bits(raw[off:off + s_codes], bits, rows * kept).reshape(rows, kept)
+    codes = section(raw[off:off + s_codes], bits, rows * kept).reshape(rows, kept)
     off += s_codes
     if n < SPARSE_M:
         nb = k // SPARSE_M
         if n == 8:
-            m = unpack_bits(raw[off:off + s_pos], 16, rows * nb).reshape(rows, nb)
+            m = section(raw[off:off + s_pos], 16, rows * nb).reshape(rows, nb)
             mask = ((m[..., None] >> np.arange(SPARSE_M)) & 1).astype(bool).reshape(rows, k)
         else:
-            idx = unpack_bits(raw[off:off + s_pos], 4, rows * nb * n).reshape(rows, nb, n)
+            idx = section(raw[off:off + s_pos], 4, rows * nb * n).reshape(rows, nb, n)
             mask = np.zeros((rows, nb, SPARSE_M), bool)
             np.put_along_axis(mask, idx, True, axis=2)
             mask = mask.reshape(rows, k)
         off += s_pos
     else:
         mask = np.ones((rows, k), bool)
-    scale = unpack_bits(raw[off:off + s_scale], SCALE_BITS, rows * groups).reshape(rows, groups)
+    scale = section(raw[off:off + s_scale], SCALE_BITS, rows * groups).reshape(rows, groups)
     off += s_scale
-    zero = unpack_bits(raw[off:off + s_zero], bits, rows * groups).reshape(rows, groups)
+    zero = section(raw[off:off + s_zero], bits, rows * groups).reshape(rows, groups)
     full = np.zeros((rows, k), np.int64)
     full[mask] = codes.ravel()
     w8 = np.where(mask, full - np.repeat(zero, group_size, axis=1), 0)

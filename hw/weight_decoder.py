@@ -173,6 +173,30 @@ def _times_bits(m: Module, value, bits_code, width: int, name: str) -> Signal:
     return out
 
 
+def _serve_windows(m: Module, win: dict, n_code, dec) -> None:
+    """The decoder's one read port among its bit windows: blocking requests first, then fetches
+    ahead, in window order.  Dense tiles (N = 16) have no positions: their position window asks
+    for nothing, or its wandering through the next section's words would take the port at every
+    row step.  ``dec``: the decoder's ``mem_*`` ports and ``start`` (which flushes the windows)."""
+    readers = list(win.values())
+    asks = [r.req & (n_code != N_CODE[16]) if name == "pos" else r.req for name, r in win.items()]
+    grant = [Signal(name=f"grant{i}") for i in range(len(readers))]
+    grants, taken = [Const(0, 1)] * len(readers), Const(0, 1)
+    for blocking in (True, False):
+        for i, r in enumerate(readers):
+            want = asks[i] & r.blocking if blocking else asks[i]
+            grants[i] = grants[i] | (want & ~taken)
+            taken = taken | want
+    m.d.comb += [g.eq(e) for g, e in zip(grant, grants)]
+    filled = Signal(len(readers))
+    m.d.sync += filled.eq(Cat(*grant))
+    for i, r in enumerate(readers):
+        m.d.comb += [r.grant.eq(grant[i]), r.fill.eq(filled[i]), r.fill_data.eq(dec.mem_data),
+                     r.flush.eq(dec.start)]
+        with m.If(grant[i]):
+            m.d.comb += [dec.mem_addr.eq(r.req_word), dec.mem_en.eq(1)]
+
+
 class WeightDecoder(wiring.Component):
     """One chain's weight decoder: ``d`` kept weights per beat (D, a power of two), reading a
     weight buffer of ``depth`` words of ``word_bits`` through one read port (``mem_*``: address
@@ -231,26 +255,7 @@ class WeightDecoder(wiring.Component):
         if not self.dense_only:
             m.d.comb += win["pos"].addr.eq(base["pos"] + Mux(geo.n == N_CODE[8], block0 << 4, kbase << 2))
 
-        # ---- the read port: blocking requests first, then fetches ahead, in window order.  Dense
-        # tiles (N = 16) have no positions: their position window asks for nothing, or its
-        # wandering through the next section's words would take the port at every row step
-        readers = list(win.values())
-        asks = [r.req & (geo.n != N_CODE[16]) if name == "pos" else r.req for name, r in win.items()]
-        grant = [Signal(name=f"grant{i}") for i in range(len(readers))]
-        grants, taken = [Const(0, 1)] * len(readers), Const(0, 1)
-        for blocking in (True, False):
-            for i, r in enumerate(readers):
-                want = asks[i] & r.blocking if blocking else asks[i]
-                grants[i] = grants[i] | (want & ~taken)
-                taken = taken | want
-        m.d.comb += [g.eq(e) for g, e in zip(grant, grants)]
-        filled = Signal(len(readers))
-        m.d.sync += filled.eq(Cat(*grant))
-        for i, r in enumerate(readers):
-            m.d.comb += [r.grant.eq(grant[i]), r.fill.eq(filled[i]), r.fill_data.eq(self.mem_data),
-                         r.flush.eq(self.start)]
-            with m.If(grant[i]):
-                m.d.comb += [self.mem_addr.eq(r.req_word), self.mem_en.eq(1)]
+        _serve_windows(m, win, geo.n, self)
 
         # ---- the beat, from the windows
         beat = Signal(self.beat_layout)
@@ -336,3 +341,237 @@ def _set_bit_positions(mask) -> list:
             acc = acc | t
         out.append(acc)
     return out
+
+
+# ------------------------------------------------------------------------------ lane groups
+def GroupGeometry(addr_bits: int, lanes: int) -> data.StructLayout:  # noqa: N802 (a layout, named like a type)
+    """Where the sections of a ``LaneGroupDecoder``'s first row group start and how far apart its
+    groups are, in bits of the weight buffer, how many groups it takes and the rows of its last
+    one, and the tile's format."""
+    a = unsigned(addr_bits)
+    return data.StructLayout({
+        "code_base": a, "code_stride": a,
+        "pos_base": a, "pos_stride": a,
+        "scale_base": a, "scale_stride": a,
+        "zero_base": a, "zero_stride": a,
+        "groups": unsigned(16),  # row groups this decoder emits
+        "last_lanes": range(lanes + 1),  # rows of its last group (the others: lanes)
+        "kept": unsigned(16),  # kept weights per row (a multiple of D)
+        "bits": unsigned(2),  # BITS_CODE
+        "n": unsigned(2),  # N_CODE
+        "group_log2": unsigned(4),  # log2(group_size / 16)
+    })
+
+
+def group_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, group_size: int, lanes: int,
+                   first_group: int = 0, group_step: int = 1) -> dict:
+    """The ``GroupGeometry`` of row groups ``first_group, first_group + group_step, ...`` of a
+    lane-interleaved tile (``pack_tile(lanes=...)``) stored at ``base_byte``."""
+    from airfoil.compiler.weight_image import tile_sections
+
+    if bits not in BITS_CODE or n not in N_CODE:
+        raise ValueError(f"weight format {bits}-bit {n}:16 has no decoder mode")
+    if group_size < SPARSE_M or group_size & (group_size - 1):
+        raise ValueError(f"group_size {group_size}: the decoder takes powers of two from 16")
+    n_groups = -(-tile_rows // lanes)
+    mine = list(range(first_group, n_groups, group_step))
+    s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size)
+    kept, groups = k * n // SPARSE_M, k // group_size
+    per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
+               "scale": groups * SCALE_BITS, "zero": groups * bits}
+    start = {"code": 0, "pos": s_codes, "scale": s_codes + s_pos, "zero": s_codes + s_pos + s_scale}
+    g = {f"{s}_base": 8 * (base_byte + start[s]) + first_group * lanes * per_row[s] for s in per_row}
+    g.update({f"{s}_stride": group_step * lanes * per_row[s] for s in per_row})
+    g.update(groups=len(mine), last_lanes=min(lanes, tile_rows - mine[-1] * lanes) if mine else 1,
+             kept=kept, bits=BITS_CODE[bits], n=N_CODE[n], group_log2=exact_log2(group_size // SPARSE_M))
+    return g
+
+
+def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
+    return data.StructLayout({
+        "weight": data.ArrayLayout(data.ArrayLayout(signed(8), d), lanes),  # per lane: w8 = code - zero
+        "index": data.ArrayLayout(data.ArrayLayout(unsigned(4), d), lanes),  # per lane: positions in the 16-block
+        "block": data.ArrayLayout(unsigned(BLOCK_BITS), d // 2),  # per DSP group: its 16-block (every lane's)
+        "scale": data.ArrayLayout(unsigned(SCALE_BITS), lanes),  # per lane: the beat's quant group's S
+        "lanes": unsigned(lanes),  # the lanes with a row in this group
+        "row": unsigned(16),  # which of the decoder's row groups (0, 1, ...)
+        "first": unsigned(1),
+        "last": unsigned(1),
+    })
+
+
+def _pos_lane_bits(n: int, d: int) -> int:
+    """Bits of one lane's unit in a lane-interleaved position section (weight_image's
+    ``position_unit_blocks`` blocks of ``position_bits_per_block`` bits)."""
+    from airfoil.compiler.weight_image import position_unit_blocks
+
+    return position_unit_blocks(n, d) * position_bits_per_block(n)
+
+
+class LaneGroupDecoder(wiring.Component):
+    """One weight decoder for ``lanes`` row lanes: a lane-interleaved tile (``pack_tile(lanes,
+    d)``) in, per beat ``d`` kept weights for each lane of a row group out, through one read port
+    of a weight buffer of ``depth`` words of ``word_bits``.
+
+    One bit window per section, as wide as a unit of every lane (``lanes`` x ``d`` 8-bit codes at
+    most), moves forward through a row group unit by unit; lane j's field sits at j times the
+    unit's bits, which depend only on the format.  So the per-lane logic is a choice among the
+    four code widths (and the index and zero extraction), not a bit window of its own: that is
+    what lets the decoder scale with the lane count (``docs/accelerator.md``, the device fit).
+
+    The geometry names the decoder's row groups (``group_geometry``): every group, or every
+    other one (two decoders taking two rows a chain: the low and the high lanes).  Each quant
+    group must span whole beats (``group * N / 16 >= d``), as the MV unit requires.
+    ``dense_only``: no position window (the high lanes' decoder)."""
+
+    def __init__(self, d: int, lanes: int, word_bits: int = 512, depth: int = 1024, dense_only: bool = False):
+        exact_log2(d)
+        assert d >= 2 and lanes >= 1
+        self.d, self.lanes, self.word_bits, self.depth, self.dense_only = d, lanes, word_bits, depth, dense_only
+        self.widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
+                       "scale": lanes * SCALE_BITS, "zero": lanes * 8}
+        if dense_only:
+            del self.widths["pos"]
+        too_wide = {s: w for s, w in self.widths.items() if w > word_bits}
+        if too_wide:
+            raise ValueError(f"LaneGroupDecoder: {lanes} lanes of d = {d} need windows {too_wide} wider than the "
+                             f"{word_bits}-bit buffer word")
+        self.addr_bits = exact_log2(depth * word_bits)
+        self.geometry_layout = GroupGeometry(self.addr_bits, lanes)
+        self.beat_layout = group_beat_layout(d, lanes)
+        super().__init__({
+            "start": In(1),
+            "geometry": In(self.geometry_layout),
+            "busy": Out(1),
+            "beats": Out(stream.Signature(self.beat_layout)),
+            "mem_addr": Out(unsigned(exact_log2(depth))),
+            "mem_en": Out(1),
+            "mem_data": In(word_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        d, L, ab = self.d, self.lanes, self.addr_bits
+        geo = Signal(self.geometry_layout)
+        win = {}
+        for name, width in self.widths.items():
+            win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth)
+        _serve_windows(m, win, geo.n, self)
+
+        # ---- where the beat is: the row group, the kept index of its first weight, each section's
+        # group base and the running address of its current unit
+        group = Signal(16)
+        kbase = Signal(16)
+        gbase = {s: Signal(ab, name=f"{s}_group_base") for s in win}
+        addr = {s: Signal(ab, name=f"{s}_addr") for s in win}
+        for s in win:
+            m.d.comb += win[s].addr.eq(addr[s])
+        in_group = Signal(range(L + 1))  # rows of this group
+        last_group = Signal()
+        m.d.comb += [last_group.eq(group + 1 == geo.groups), in_group.eq(Mux(last_group, geo.last_lanes, L))]
+        # one unit of every lane of the group: the windows' steps
+        code_unit = _times_bits(m, in_group * d, geo.bits, ab, "code_unit")
+        zero_unit = _times_bits(m, in_group, geo.bits, ab, "zero_unit")
+        scale_unit = in_group * SCALE_BITS
+        pos_unit = Signal(ab)
+        with m.Switch(geo.n):
+            for n, c in N_CODE.items():
+                if n < SPARSE_M:
+                    with m.Case(c):
+                        m.d.comb += pos_unit.eq(in_group * _pos_lane_bits(n, d))
+        # a unit of positions covers max(d, n) kept weights; a quant group 2^(group_log2) N
+        pos_span_mask = Signal(16)
+        with m.Switch(geo.n):
+            for n, c in N_CODE.items():
+                with m.Case(c):
+                    m.d.comb += pos_span_mask.eq(max(d, n) - 1)
+        quant_mask = Signal(16)
+        n_log2 = Signal(3)
+        m.d.comb += [n_log2.eq(geo.n + 1), quant_mask.eq((1 << (geo.group_log2 + n_log2)) - 1)]
+
+        # ---- the beat, from the windows
+        beat = Signal(self.beat_layout)
+        cw, zw, sw = (win[s].window for s in ("code", "zero", "scale"))
+        pw = win["pos"].window if "pos" in win else None
+        for g in range(d // 2):
+            block = Signal(16, name=f"block{g}")
+            self._block_of(m, geo, block, kbase + 2 * g)
+            m.d.comb += beat.block[g].eq(block)
+        for j in range(L):
+            m.d.comb += [beat.scale[j].eq(sw[j * SCALE_BITS:(j + 1) * SCALE_BITS]), beat.lanes[j].eq(j < in_group)]
+            zero = Signal(8, name=f"zero_lane{j}")
+            codes = [Signal(8, name=f"code_lane{j}_{s}") for s in range(d)]
+            with m.Switch(geo.bits):
+                for b, c in BITS_CODE.items():
+                    with m.Case(c):
+                        m.d.comb += zero.eq(zw[j * b:(j + 1) * b])
+                        m.d.comb += [codes[s].eq(cw[(j * d + s) * b:(j * d + s + 1) * b]) for s in range(d)]
+            for s in range(d):
+                m.d.comb += beat.weight[j][s].eq(codes[s] - zero)
+                self._index(m, geo, pw, beat.index[j][s], kbase, j, s)
+        last_in_row = Signal()
+        m.d.comb += [last_in_row.eq(kbase + d == geo.kept), beat.row.eq(group), beat.first.eq(kbase == 0),
+                     beat.last.eq(last_in_row)]
+
+        # ---- issue: every window hit and the output register free
+        running = Signal()
+        hit = win["code"].hit & win["zero"].hit & win["scale"].hit
+        if pw is not None:
+            hit &= win["pos"].hit | (geo.n == N_CODE[16])
+        free = ~self.beats.valid | self.beats.ready
+        nxt = kbase + d
+        with m.If(self.beats.valid & self.beats.ready):
+            m.d.sync += self.beats.valid.eq(0)
+        with m.If(running & hit & free):
+            m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), kbase.eq(nxt),
+                         addr["code"].eq(addr["code"] + code_unit)]
+            if pw is not None:
+                with m.If((nxt & pos_span_mask) == 0):
+                    m.d.sync += addr["pos"].eq(addr["pos"] + pos_unit)
+            with m.If((nxt & quant_mask) == 0):
+                m.d.sync += [addr["scale"].eq(addr["scale"] + scale_unit), addr["zero"].eq(addr["zero"] + zero_unit)]
+            with m.If(last_in_row):  # the next row group: every section from its next base
+                m.d.sync += [kbase.eq(0), group.eq(group + 1)]
+                m.d.sync += [gbase[s].eq(gbase[s] + geo[f"{s}_stride"]) for s in win]
+                m.d.sync += [addr[s].eq(gbase[s] + geo[f"{s}_stride"]) for s in win]
+                with m.If(last_group):
+                    m.d.sync += running.eq(0)
+        with m.If(self.start):
+            m.d.sync += [geo.eq(self.geometry), group.eq(0), kbase.eq(0), running.eq(self.geometry.groups != 0)]
+            m.d.sync += [gbase[s].eq(self.geometry[f"{s}_base"]) for s in win]
+            m.d.sync += [addr[s].eq(self.geometry[f"{s}_base"]) for s in win]
+        m.d.comb += self.busy.eq(running | self.beats.valid)
+        return m
+
+    def _block_of(self, m: Module, geo, block: Signal, kept_index) -> None:
+        if self.dense_only:
+            m.d.comb += block.eq(kept_index >> exact_log2(SPARSE_M))
+            return
+        with m.Switch(geo.n):
+            for n, c in N_CODE.items():
+                with m.Case(c):
+                    m.d.comb += block.eq(kept_index >> exact_log2(n))
+
+    def _index(self, m: Module, geo, pw, index, kbase, j: int, s: int) -> None:
+        """Lane j's weight s: its position in its 16-block.  Dense: the kept index itself.  N <= 4:
+        the 4-bit index at its place in the lane's unit (a unit covers max(d, N) kept weights).
+        N = 8: the rank-th set bit of its block's mask, rank = kept index mod 8."""
+        d = self.d
+        kidx = kbase + s
+        if pw is None:
+            m.d.comb += index.eq(kidx[:4])
+            return
+        with m.Switch(geo.n):
+            with m.Case(N_CODE[16]):
+                m.d.comb += index.eq(kidx[:4])
+            for n in (2, 4):
+                with m.Case(N_CODE[n]):
+                    lane = j * _pos_lane_bits(n, d)
+                    if d >= n:  # the unit is this beat: weight s's index at 4 s
+                        m.d.comb += index.eq(pw[lane + 4 * s:lane + 4 * s + 4])
+                    else:  # a unit spans n / d beats: kbase's place in it
+                        m.d.comb += index.eq(pw.bit_select(lane + 4 * (kidx[:exact_log2(n)]), 4))
+            with m.Case(N_CODE[8]):
+                lane = j * _pos_lane_bits(8, d)
+                mask = pw[lane + 16 * (s // 8):lane + 16 * (s // 8) + 16]  # d >= 8: s // 8's block; else the one
+                m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])

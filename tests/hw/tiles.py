@@ -19,8 +19,9 @@ def random_tile(rng, T, K, R, n, extreme=False):
     return x, np.where(mask, w, 0), mask
 
 
-def random_packed_tile(rng, rows, k, bits, n, gs) -> bytes:
-    """A random tile in the weight image's format (exactly n kept per 16-block; zero 128 at 8 bits)."""
+def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1) -> bytes:
+    """A random tile in the weight image's format (exactly n kept per 16-block; zero 128 at 8
+    bits), lane-interleaved for ``lanes`` > 1."""
     groups = k // gs
     mask = np.zeros((rows, k // SPARSE_M, SPARSE_M), bool)
     for r in range(rows):
@@ -30,4 +31,4 @@ def random_packed_tile(rng, rows, k, bits, n, gs) -> bytes:
     codes = rng.integers(0, 1 << bits, (rows, k))
     zero = np.full((rows, groups), 128) if bits == 8 else rng.integers(0, 1 << bits, (rows, groups))
     scale = rng.integers(0, 1 << 16, (rows, groups))
-    return pack_tile(codes, mask, scale, zero, bits, n, gs)
+    return pack_tile(codes, mask, scale, zero, bits, n, gs, lanes=lanes, d=d)

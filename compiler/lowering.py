@@ -36,7 +36,7 @@ from airfoil.isa import (INSTR_BYTES, Affine, Buffer, Instruction, Opcode, Queue
                          WeightWidth, encode_program)
 from airfoil.compiler.compress import LayerRecipe
 from airfoil.compiler.model import ModelSpec
-from airfoil.compiler.weight_image import AXI_BEAT, pack_tile, tile_bytes
+from airfoil.compiler.weight_image import AXI_BEAT, lane_interleave, pack_tile, tile_bytes
 
 __all__ = ["LoweringError", "GraphOp", "Graph", "build_graph", "tile_linears", "place_hbm", "allocate_buffers",
            "LengthAdaptiveLowering", "Program", "compile_model", "PASSES", "program_stats", "exact_macs", "dispatched"]
@@ -605,9 +605,11 @@ def build_images(prog: Program, compressed, encoded: dict[str, bytes]) -> list[b
         c = compressed.linears[name]
         o, k = c.shape
         rows = w["rows"]
+        interleave = lane_interleave(prog.cfg.chains_per_core, prog.cfg.dsp_per_chain, c.n, c.group_size)
         for t in range(w["tiles"]):
             r0, r1 = t * rows, min(o, (t + 1) * rows)
-            blob = pack_tile(c.codes[r0:r1], c.mask[r0:r1], c.scale[r0:r1], c.zero[r0:r1], c.bits, c.n, c.group_size)
+            blob = pack_tile(c.codes[r0:r1], c.mask[r0:r1], c.scale[r0:r1], c.zero[r0:r1], c.bits, c.n, c.group_size,
+                             *interleave)
             blob = blob + bytes(C * w["chunk"] - len(blob))
             for ch in range(C):
                 off = w["offset"] + t * w["chunk"]

@@ -32,7 +32,7 @@ from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
-           "position_unit_blocks"]
+           "position_unit_blocks", "lane_interleave"]
 
 AXI_BEAT = 64
 
@@ -82,6 +82,14 @@ def _positions(mask: np.ndarray, n: int) -> np.ndarray:
     if n == 8:
         return (blocks.astype(np.int64) << np.arange(SPARSE_M)).sum(-1)
     return np.nonzero(blocks)[2].reshape(rows, k // SPARSE_M, n)
+
+
+def lane_interleave(chains: int, d: int, n: int, group_size: int) -> tuple[int, int]:
+    """``(lanes, d)`` of a tile's lane interleave on a core of ``chains`` chains taking ``d`` kept
+    weights a beat, as the compiler packs it and fsim and the MV unit read it: row groups of the
+    chain count, for the formats the MV unit decodes (quant groups spanning whole beats, ``group
+    N / 16 >= d``); other formats (which the RTL refuses as UNSUPPORTED) keep the plain order."""
+    return (chains, d) if group_size * n // SPARSE_M >= d else (1, 1)
 
 
 def position_unit_blocks(n: int, d: int) -> int:

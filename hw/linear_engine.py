@@ -4,22 +4,25 @@ activations in, the layer's INT32 outputs out, bit-exact with ``IntegerKernels.l
     acc[o, g] = sum_{k in g} q[k] * w8[o, k];   Y[o] = sum_g S[o, g] acc[o, g]
     out[o]    = sat(rshift_round(Y[o], shift), 32),   shift = E - e - F
 
-    weight buffer --> WeightDecoder x 2C -+--> MatrixProcessingEngine --> RequantisePath x 2C
-    activation buffer (16-byte blocks) ---+        (C chains)                  (one per row lane)
+    weight buffer --> LaneGroupDecoder x 1 or 2 -+--> MatrixProcessingEngine --> RequantisePath x 2C
+    activation buffer (16-byte blocks) ----------+        (C chains)                  (one per row lane)
 
-There are 2C *row lanes*, each with its own decoder (on its own weight buffer read port) and
-requantiser: lane j < C is chain j's low lane, lane C + j its high lane.  With ``pair_rows``
-(dense weights: every row of a beat reads the same activations) a beat carries two rows per
-chain, the MV mapping: lane j takes rows j, j + 2C, ... (the decoders' ``row_first``/``row_step``)
-and each output beat holds rows r * 2C .. r * 2C + 2C - 1.  Without it (N:16 sparse: each row has
-its own indices) one row per chain rides the low lane, MV_SPARSE: lane j < C takes rows j, j + C,
-... and the high lanes' decoders have no rows (their operands are zero); so the high lanes'
-decoders are built for dense tiles only (``WeightDecoder(dense_only=True)``).  All decoders advance
-together: a beat goes into the MPE when every decoder has one (a decoder out of rows counts as
-ready with zero weights), with the activation blocks lane 0's DSP groups name.
+There are 2C *row lanes*, each with its own requantiser: lane j < C is chain j's low lane, lane
+C + j its high lane.  The weight image is lane-interleaved by row groups of C
+(``compiler/weight_image.py``, ``lane_interleave``), and one ``LaneGroupDecoder`` decodes a group's
+C rows at once, on one weight buffer read port.  With ``pair_rows`` (dense weights: every row of
+a beat reads the same activations) a beat carries two rows per chain, the MV mapping: the low
+lanes' decoder takes the even row groups, the high lanes' (dense-only) decoder the odd ones, so
+lane j takes rows j, j + 2C, ... and each output beat holds rows r * 2C .. r * 2C + 2C - 1.
+Without it (N:16 sparse: each row has its own indices) one row per chain rides the low lane,
+MV_SPARSE: the low lanes' decoder takes every group (lane j rows j, j + C, ...) and the high
+lanes' decoder none (zero operands).  Both decoders advance together: a beat goes into the MPE
+when both have one (a decoder out of groups counts as ready with zero weights, and so does a
+lane without a row in the tile's last group), with the activation blocks the low decoder's DSP
+groups name (all lanes share them).
 
 With ``two_tokens`` (MM's two-token pass, where rows cannot pair: the chain's MM mode) the low
-lanes' decoders carry the rows, one per chain, and each beat's weights meet two tokens'
+lanes' decoder carries the rows, one per chain, and each beat's weights meet two tokens'
 activations: token 0's blocks from the ``a_rd_*`` ports, token 1's from ``a1_rd_data`` (the
 host reads them at the same block offsets in token 1's row).  The chain puts token 0's sums in
 its high lane and token 1's in its low lane, so an output beat holds token 1's rows in lanes
@@ -43,7 +46,7 @@ from amaranth.utils import exact_log2
 from airfoil.config import SPARSE_M
 from airfoil.hw.requantise import LATENCY as REQUANT_LATENCY, RequantisePath
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
-from airfoil.hw.weight_decoder import WeightDecoder
+from airfoil.hw.weight_decoder import LaneGroupDecoder
 
 __all__ = ["LinearEngine"]
 
@@ -55,9 +58,10 @@ class LinearEngine(wiring.Component):
     words of ``word_bits`` and an activation buffer of ``max_k`` inputs.
 
     The host (the MV unit in the top) writes the buffers through ``w_*`` and ``a_*``, sets one
-    ``geometry`` per row lane, ``pair_rows``, ``beats_per_group`` (kg / D), ``shift``, and pulses
-    ``start``. Outputs: a stream of 2C INT32 results a beat (lane j's rows in order) and the lanes
-    that carry a row (``out_mask``)."""
+    ``geometry`` per decoder (``group_geometry``: the low lanes', then the high lanes'),
+    ``pair_rows``, ``beats_per_group`` (kg / D), ``shift``, and pulses ``start``. Outputs: a
+    stream of 2C INT32 results a beat (lane j's rows in order) and the lanes that carry a row
+    (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
                  own_buffers: bool = True, pairs: bool = True):
@@ -67,24 +71,26 @@ class LinearEngine(wiring.Component):
         self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
         self.own_buffers = own_buffers
-        # the high lanes only ever take paired rows, which are dense: no position windows there
-        self.decoders = [WeightDecoder(self.d, word_bits, wdepth, dense_only=j >= chains) for j in range(self.lanes)]
+        # the high lanes only ever take paired rows, which are dense: no position window there
+        self.decoders = [LaneGroupDecoder(self.d, chains, word_bits, wdepth)]
+        if pairs:
+            self.decoders.append(LaneGroupDecoder(self.d, chains, word_bits, wdepth, dense_only=True))
+        nd = len(self.decoders)
         geo = self.decoders[0].geometry_layout
         block = data.ArrayLayout(signed(8), SPARSE_M)
         if own_buffers:  # the buffers inside, written through w_* / a_*
             ports = {"w_en": In(1), "w_addr": In(unsigned(exact_log2(wdepth))), "w_data": In(word_bits),
                      "a_en": In(1), "a_addr": In(range(max_k // SPARSE_M)), "a_data": In(block)}
         else:  # read ports of buffers outside (one cycle of latency): one per decoder, one per DSP group
-            L = self.lanes
-            ports = {"w_rd_en": Out(L), "w_rd_addr": Out(data.ArrayLayout(unsigned(exact_log2(wdepth)), L)),
-                     "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), L)),
+            ports = {"w_rd_en": Out(nd), "w_rd_addr": Out(data.ArrayLayout(unsigned(exact_log2(wdepth)), nd)),
+                     "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), nd)),
                      "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(16), groups)),
                      "a_rd_data": In(data.ArrayLayout(block, groups))}
             if pairs:  # token 1's blocks in a two-token pass, read by the host at a_rd_addr's offsets
                 ports["a1_rd_data"] = In(data.ArrayLayout(block, groups))
         super().__init__({
             **ports,
-            "geometry": In(data.ArrayLayout(geo, self.lanes)),
+            "geometry": In(data.ArrayLayout(geo, nd)),
             "pair_rows": In(1),  # two rows per chain (MV); dense weights only
             "two_tokens": In(1),  # two tokens per beat (MM), one row per chain; needs pairs and outside buffers
             "beats_per_group": In(unsigned(8)),
@@ -108,24 +114,25 @@ class LinearEngine(wiring.Component):
             ap = abuf.write_port()
             m.d.comb += [ap.en.eq(self.a_en), ap.addr.eq(self.a_addr), ap.data.eq(self.a_data)]
             act_ports = [abuf.read_port() for _ in range(G)]
-            weight_ports = [wbuf.read_port() for _ in range(L)]
+            weight_ports = [wbuf.read_port() for _ in self.decoders]
         else:
             act_ports = [_ReadPort(self.a_rd_en[g], self.a_rd_addr[g], self.a_rd_data[g]) for g in range(G)]
-            weight_ports = [_ReadPort(self.w_rd_en[j], self.w_rd_addr[j], self.w_rd_data[j]) for j in range(L)]
+            weight_ports = [_ReadPort(self.w_rd_en[i], self.w_rd_addr[i], self.w_rd_data[i])
+                            for i in range(len(self.decoders))]
         m.submodules.mpe = mpe = MatrixProcessingEngine(C, G)
 
         # ---- decoders, each on its own read port of the weight buffer
         beats = []
-        for c, dec in enumerate(self.decoders):
-            m.submodules[f"decoder{c}"] = dec
-            rp = weight_ports[c]
+        for i, dec in enumerate(self.decoders):
+            m.submodules[f"decoder{i}"] = dec
+            rp = weight_ports[i]
             m.d.comb += [rp.en.eq(dec.mem_en), rp.addr.eq(dec.mem_addr), dec.mem_data.eq(rp.data),
-                         dec.start.eq(self.start), dec.geometry.eq(self.geometry[c])]
+                         dec.start.eq(self.start), dec.geometry.eq(self.geometry[i])]
             beats.append(dec.beats)
 
         # ---- feeder stage 1: take a beat from every decoder, read the activation blocks
-        # a decoder that has emitted all its rows (the tile's rows need not divide by the lanes)
-        # counts as ready with zero weights; lane 0 always has the most rows
+        # a decoder that has emitted all its groups counts as ready with zero weights; the low
+        # lanes' decoder always has the most
         all_valid = Signal()
         m.d.comb += all_valid.eq(beats[0].valid & Cat(*(b.valid | ~d.busy for b, d in zip(beats, self.decoders))).all())
         for b in beats:
@@ -133,11 +140,16 @@ class LinearEngine(wiring.Component):
         first_beat = beats[0].payload
         for g in range(G):
             m.d.comb += [act_ports[g].addr.eq(first_beat.block[g]), act_ports[g].en.eq(all_valid)]
-        held = [Signal(b.payload.shape(), name=f"held{c}") for c, b in enumerate(beats)]
+        held = [Signal(b.payload.shape(), name=f"held{i}") for i, b in enumerate(beats)]
         held_valid = Signal()
         m.d.sync += held_valid.eq(all_valid)
         with m.If(all_valid):
             m.d.sync += [h.eq(Mux(b.valid, b.payload.as_value(), 0)) for h, b in zip(held, beats)]
+
+        def lane_weight(j: int):  # row lane j's beat (zero where its lane has no row in the group)
+            h = held[j // C]
+            return Mux(h.lanes[j % C], h.weight[j % C].as_value(), 0)
+
         # the beat's place in its quant group (all chains' rows share the pattern)
         in_group = Signal(8)
         group_first = Signal()
@@ -153,9 +165,9 @@ class LinearEngine(wiring.Component):
 
         # ---- feeder stage 2: the MPE's operands
         op = mpe.operands.payload
-        # MV and MV_SPARSE run alike in the chain; the high lanes' decoders have no rows (zero
+        # MV and MV_SPARSE run alike in the chain; the high lanes' decoder has no rows (zero
         # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
-        # MM (two tokens) takes the weight from weight_hi: the low lanes' decoders carry the rows.
+        # MM (two tokens) takes the weight from weight_hi: the low lanes' decoder carries the rows.
         two = self.two_tokens if L > C and not self.own_buffers else 0
         single_mode = Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE
         m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(Mux(two, ChainMode.MM, single_mode)),
@@ -165,9 +177,9 @@ class LinearEngine(wiring.Component):
             if L > C and not self.own_buffers:
                 m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
         for c in range(C):
-            m.d.comb += [op.weight_lo[c].eq(held[c].weight),
-                         op.weight_hi[c].eq(Mux(two, held[c].weight, held[C + c].weight) if L > C else 0),
-                         op.index[c].eq(held[c].index)]
+            m.d.comb += [op.weight_lo[c].eq(lane_weight(c)),
+                         op.weight_hi[c].eq(Mux(two, lane_weight(c), lane_weight(C + c)) if L > C else 0),
+                         op.index[c].eq(held[0].index[c])]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE
         entry = data.StructLayout({"scale": data.ArrayLayout(unsigned(16), L), "row_first": 1, "row_last": 1})
@@ -179,8 +191,8 @@ class LinearEngine(wiring.Component):
             m.d.sync += [e.row_first.eq(~row_open), e.row_last.eq(held[0].last), row_open.eq(~held[0].last),
                          tail.eq(tail + 1)]
             # a two-token pass's high lanes (token 0) have the low lanes' rows, and their scales
-            m.d.sync += [e.scale[j].eq(Mux(two, held[j - C].scale[0], held[j].scale[0]) if j >= C
-                                       else held[j].scale[0]) for j in range(L)]
+            m.d.sync += [e.scale[j].eq(Mux(two, held[0].scale[j - C], held[1].scale[j - C]) if j >= C
+                                       else held[0].scale[j]) for j in range(L)]
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
         res = mpe.results
@@ -204,10 +216,15 @@ class LinearEngine(wiring.Component):
         m.d.comb += [self.out.valid.eq(rq_valid), res.ready.eq(1)]
         # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it
         rows_done = [Signal(16, name=f"rows_done{j}") for j in range(L)]
+
+        def lane_rows(j: int):  # rows of lane j: every group of its decoder but the last, then the last's
+            geo = self.geometry[j // C]
+            return Mux(geo.groups == 0, 0, geo.groups - 1 + (j % C < geo.last_lanes))
+
         for j in range(L):
-            mask = rows_done[j] < self.geometry[j].rows
+            mask = rows_done[j] < lane_rows(j)
             if j >= C:  # a two-token pass: token 0's results are the low lanes' rows
-                mask = Mux(two, rows_done[j - C] < self.geometry[j - C].rows, mask)
+                mask = Mux(two, rows_done[j - C] < lane_rows(j - C), mask)
             m.d.comb += self.out_mask[j].eq(mask)
             with m.If(rq_valid):
                 m.d.sync += rows_done[j].eq(rows_done[j] + 1)

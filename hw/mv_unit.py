@@ -50,7 +50,7 @@ from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "act_readers", "lane_count", "row_lanes", "token_pairs"]
+__all__ = ["MvUnit", "act_readers", "lane_count", "row_lanes", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
@@ -66,6 +66,12 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
     lanes = lane_count(chains)
     aligned = out % lanes == 0 and (tokens <= 1 or out_stride % lanes == 0)
     return lanes if lanes > chains and n == SPARSE_M and aligned else chains
+
+
+def weight_readers(chains: int) -> int:
+    """WEIGHT read ports the MV unit takes: one per lane group decoder, the high lanes' too where
+    it has 2C lanes (``LinearEngine``)."""
+    return 2 if lane_count(chains) > chains else 1
 
 
 def act_readers(chains: int, groups: int) -> int:
@@ -96,12 +102,14 @@ class MvUnit(wiring.Component):
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
                                    pairs=self.lanes > chains)
+        self.weight_readers = nw = weight_readers(chains)
+        assert nw == len(self.engine.decoders)
         wa = exact_log2(weight_bytes // BEAT_BYTES)
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
             "done": Out(1), "fault": Out(ErrorCode),
-            "w_rd_en": Out(self.lanes), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), self.lanes)),
-            "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), self.lanes)),
+            "w_rd_en": Out(nw), "w_rd_addr": Out(data.ArrayLayout(unsigned(wa), nw)),
+            "w_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), nw)),
             "a_rd_en": Out(self.act_readers), "a_rd_addr": Out(data.ArrayLayout(unsigned(32), self.act_readers)),
             "a_rd_data": In(data.ArrayLayout(unsigned(8 * BEAT_BYTES), self.act_readers)),
             "g_wr_valid": Out(1), "g_wr": Out(write_request_layout()),
@@ -179,14 +187,24 @@ class MvUnit(wiring.Component):
         e, e1 = Signal(signed(8)), Signal(signed(8))  # the exponents of token and token + 1
         shift, shift1 = Signal(signed(10)), Signal(signed(10))
         m.d.comb += [shift.eq(ins.scale_exp - e - ins.out_frac), shift1.eq(ins.scale_exp - e1 - ins.out_frac)]
-        for j in range(L):
-            geo = eng.geometry[j]
+        # the decoders' row groups of C rows (the image's lane interleave): the low lanes' decoder
+        # takes every group, or the even ones where rows pair; the high lanes' the odd ones
+        row_groups = Signal(17)
+        last_rows = Signal(range(C + 1))  # rows of the tile's last group
+        m.d.comb += [row_groups.eq((rows + C - 1) >> exact_log2(C)),
+                     last_rows.eq(rows - ((row_groups - 1) << exact_log2(C)))]
+        for i in range(len(eng.decoders)):
+            geo = eng.geometry[i]
             for s in per_row:
-                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + j * per_row[s]),
+                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + ((i * per_row[s]) << exact_log2(C))),
                              getattr(geo, f"{s}_stride").eq(per_row[s] << lanes_log2)]
-            used = (rows > j) if j < C else (pair & (rows > j))
-            lane_rows = Mux(pair, (rows + (L - 1 - j)) >> exact_log2(L), (rows + (C - 1 - j)) >> exact_log2(C))
-            m.d.comb += [geo.rows.eq(Mux(used, lane_rows, 0)), geo.kept.eq(kept),
+            if i == 0:
+                groups_i = Mux(pair, (row_groups + 1) >> 1, row_groups)
+                last_i = Mux(~pair | row_groups[0], last_rows, C)
+            else:  # the odd groups, where rows pair
+                groups_i = Mux(pair, row_groups >> 1, 0)
+                last_i = Mux(row_groups[0], C, last_rows)
+            m.d.comb += [geo.groups.eq(Mux(rows > 0, groups_i, 0)), geo.last_lanes.eq(last_i), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
         m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass), eng.shift.eq(shift), eng.shift_token1.eq(shift1),
                      eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D)))]

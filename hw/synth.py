@@ -238,27 +238,28 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     """Whether ``cfg.cores`` cores fit the board's device, two ways, from one core's synthesised
     MPE (``mpe``: DSP48E2, LUT, LUTRAM and FF counts):
 
-    * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config.  Each MV row lane
-      (``lane_count``) has its own weight decoder and requantiser (one of each synthesised here at
-      the config's D and weight-buffer depth, counted per lane) and every buffer one copy per
-      read port (the ``BufferBank`` this config gets, in bytes against the device's block RAM
-      and UltraRAM).  The core's other units count as the ``sim`` preset's kernel measured them
-      (reports/synth_top.json, its MV unit left out); the MV unit's own control is not counted:
-      a lower bound.
+    * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
+      decoders (one ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
+      where rows pair) and one requantiser per row lane, synthesised here at the config's D and
+      weight-buffer depth; every buffer one copy per read port (the ``BufferBank`` this config
+      gets, in bytes against the device's block RAM and UltraRAM).  The core's other units count
+      as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit left out);
+      the MV unit's own control is not counted: a lower bound.  Where the decoders cannot be
+      built (a row group's unit wider than the 512-bit buffer word: the boards' 100 chains),
+      ``buildable`` is false and the reason given.
     * ``target``: the design the projections assume: the MPEs, the same other units, each
-      buffer once (the config's estimates) and *no* weight path, which for the boards is not
-      built (docs/accelerator.md); what is left of the device per row lane is what such a path
-      may cost."""
+      buffer once (the config's estimates) and *no* weight path; what is left of the device per
+      row lane is what the weight path may cost."""
     import json
 
     from amaranth.hdl import Fragment
 
     from airfoil.hw.buffers import BufferBank, buffer_bytes
     from airfoil.hw.hbm_model import BEAT_BYTES
-    from airfoil.hw.mv_unit import act_readers, lane_count
+    from airfoil.hw.mv_unit import act_readers, lane_count, weight_readers
     from airfoil.hw.requantise import RequantisePath
     from airfoil.hw.transfer_engine import TAG_LAYOUT
-    from airfoil.hw.weight_decoder import WeightDecoder
+    from airfoil.hw.weight_decoder import LaneGroupDecoder
     from airfoil.isa import Buffer
 
     spec, n = cfg.board_spec, cfg.cores
@@ -267,12 +268,16 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     # one core's buffers: buffer_bytes is the whole machine's, whose weight buffer is every core's
     sizes = {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
     wdepth = sizes[Buffer.WEIGHT] // BEAT_BYTES
-    # the lanes' parts, as LinearEngine builds them: C full decoders, and C dense-only ones where
-    # rows pair (2C lanes)
-    parts = {"decoder": (WeightDecoder(2 * G, 8 * BEAT_BYTES, wdepth), C)}
-    if lanes > C:
-        parts["decoder_dense_only"] = (WeightDecoder(2 * G, 8 * BEAT_BYTES, wdepth, dense_only=True), lanes - C)
-    parts["requantise"] = (RequantisePath(), lanes)
+    # the lanes' parts, as LinearEngine builds them
+    try:
+        parts = {"decoder": (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth), 1)}
+        if lanes > C:
+            parts["decoder_dense_only"] = (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth, dense_only=True), 1)
+    except ValueError as e:
+        parts, unbuildable = {}, str(e)
+    else:
+        unbuildable = None
+        parts["requantise"] = (RequantisePath(), lanes)
     lane_counts = {}
     for name, (unit, count) in parts.items():
         progress(f"synthesising one {name} (x {count} a core)")
@@ -280,7 +285,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     measured = json.loads((REPORTS / "synth_top.json").read_text())
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
-    bank = BufferBank(sizes, TAG_LAYOUT.size, lanes, act_readers(C, G), sfu=True)
+    bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C), act_readers(C, G), sfu=True)
     copies = {name: m["words"] * m["bits"] // 8 * m["read_ports"] for name, m in buffer_memories(bank).items()}
     Fragment.get(bank, None)  # only inspected, never built: used, so no UnusedElaboratable warning
 
@@ -292,14 +297,17 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
 
     have = {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff,
             "on_chip_bytes": spec.bram36 * ON_CHIP_BYTES["bram36"] + spec.uram * ON_CHIP_BYTES["uram"]}
-    as_built = _fit({"dsp": core("dsp48e2", True) * n, "lut": (core("lut", True) + core("lutram", True)) * n,
-                     "ff": core("ff", True) * n, "on_chip_bytes": sum(copies.values()) * n}, have)
-    as_built.update(
-        row_lanes_per_core=lanes, lane_parts=lane_counts, buffer_copy_bytes_per_core=copies,
-        scope=f"the kernel as built, scaled to {C} chains a core: one chain, one weight decoder and one requantiser "
-              f"synthesised and counted per chain / row lane; every buffer one copy per read port; the other units "
-              f"as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's own control not "
-              f"counted (a lower bound)")
+    if unbuildable is None:
+        as_built = _fit({"dsp": core("dsp48e2", True) * n, "lut": (core("lut", True) + core("lutram", True)) * n,
+                         "ff": core("ff", True) * n, "on_chip_bytes": sum(copies.values()) * n}, have)
+        as_built.update(buildable=True, row_lanes_per_core=lanes, lane_parts=lane_counts,
+                        buffer_copy_bytes_per_core=copies)
+    else:
+        as_built = {"buildable": False, "fits": False, "reason": unbuildable, "row_lanes_per_core": lanes}
+    as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders and one "
+                         f"requantiser per row lane synthesised and counted; every buffer one copy per read port; the "
+                         f"other units as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's "
+                         f"own control not counted (a lower bound)")
     target_need = {"dsp": core("dsp48e2", False) * n, "lut": (core("lut", False) + core("lutram", False)) * n,
                    "ff": core("ff", False) * n, "bram36": cfg.bram36_estimate, "uram": cfg.uram_estimate}
     target = _fit(target_need, {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff, "bram36": spec.bram36,
@@ -307,8 +315,8 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     target.update(
         lut_left_per_row_lane=(spec.lut - target_need["lut"]) // (n * C),
         scope="the MPEs (synthesised) and the other units as measured (sim preset), each buffer once (the config's "
-              "estimates); the weight path (decoders, requantisers) not counted: for 100-chain cores it is not "
-              "built, and lut_left_per_row_lane is what it may cost")
+              "estimates); the weight path (decoders, requantisers) not counted: lut_left_per_row_lane is what it "
+              "may cost")
     return {"part": spec.part, "cores": n, "fits": as_built["fits"], "as_built": as_built, "target": target}
 
 

@@ -89,7 +89,7 @@ class AirfoilKernel(wiring.Component):
             "regs": ControlRegisters(cfg.hbm_channels),
             "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),
             "fetch": InstructionFetch(),
-            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.lanes, mv.act_readers, sfu=True),
+            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.weight_readers, mv.act_readers, sfu=True),
             "ld": TransferEngine(False, self.channel_bytes, sizes),
             "st": TransferEngine(True, self.channel_bytes, sizes),
             "mv": mv,
@@ -168,7 +168,7 @@ class AirfoilKernel(wiring.Component):
         connect_transfers(m, ld, st, bufs, hbm_rd, hbm_wr)
 
         # ---- MV on WEIGHT and ACT, results into GLOBAL
-        m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.lanes)]
+        m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.weight_readers)]
         m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data),
                      bufs.act_rd_en.eq(mv.a_rd_en), bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
                      bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]

@@ -1,21 +1,24 @@
-"""The weight decoder: a tile of the weight image (``compiler/weight_image.py``) in, the DSP
-chain's operands out, one beat per cycle.
+"""The weight decoder: a lane-interleaved tile of the weight image (``compiler/weight_image.py``)
+in, the DSP chains' operands out, one beat per cycle.
 
-A tile is four bit-packed sections: codes, positions, scales, zeros. The decoder reads the four
-with four *bit windows* (``BitWindowCache``) over the weight buffer, one per section, so it never
-needs the bytes in another order than the compiler wrote them. Per beat it emits, for one output
-row, the D kept weights ``w8 = code - zero`` with their 4-bit positions in their 16-block (what
-the chain's sparse MUXes take), and per DSP group the block number and the quant group's 16-bit
-scale (what the feeder and the requantisation path take).
+A tile is four bit-packed sections: codes, positions, scales, zeros.  Its rows come in groups of
+``lanes`` (the chain count), each section of a group ordered unit by unit, lane by lane
+(``pack_tile(lanes=, d=)``).  ``LaneGroupDecoder`` reads the four with four *bit windows*
+(``BitWindowCache``) over the weight buffer, one per section and as wide as one unit of every
+lane, and emits per beat, for each lane of a row group, the D kept weights ``w8 = code - zero``
+with their 4-bit positions in their 16-block (what the chain's sparse MUXes take) and the quant
+group's 16-bit scale, and per DSP group the block number (every lane's: the rows share the
+format).  Each lane's field sits at an offset that depends only on its lane number and the
+format, so the per-lane logic is a choice among the four code widths, not a window of its own.
 
-Each chain has its own decoder; the decoder walks rows ``row_first, row_first + row_step, ...``
-of the tile (chain c of C takes rows c, c + C, ...).  The per-tile numbers (where each section
-of the first row starts, strides between rows, the format) come in as a ``TileGeometry``;
-``tile_geometry`` computes them from the tile's shape, and the controller does the same from
-the instruction's fields.
+The per-tile numbers (where each section of the decoder's first row group starts, strides
+between its groups, how many it takes, the format) come in as a ``GroupGeometry``;
+``group_geometry`` computes them from the tile's shape, and the MV unit does the same from the
+instruction's fields.
 
 Formats: codes of 2, 3, 4 or 8 bits; N:16 with N in 2, 4, 8, 16; quant groups of a power of two
-inputs, at least 16 (``group_log2`` = log2(group / 16)).  Reference: ``unpack_tile``, bit for bit.
+inputs, at least 16 (``group_log2`` = log2(group / 16)), spanning whole beats.  Reference:
+``unpack_tile``, bit for bit.
 """
 from __future__ import annotations
 
@@ -27,66 +30,13 @@ from amaranth.utils import exact_log2
 from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
-__all__ = ["WeightDecoder", "BitWindowCache", "TileGeometry", "decoded_beat_layout", "tile_geometry",
-           "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
+__all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
+           "group_beat_layout", "lane_unit_bits", "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
 
 BITS_CODE = {2: 0, 3: 1, 4: 2, 8: 3}  # the 2-bit width field
 N_CODE = {2: 0, 4: 1, 8: 2, 16: 3}  # log2(N) - 1
 WINDOW_SLOTS = 4  # words a bit window caches: the two it reads and two fetched ahead
 BLOCK_BITS = 12  # block number within a row: K up to 65,536
-
-
-def TileGeometry(addr_bits: int) -> data.StructLayout:  # noqa: N802 (a layout, named like a type)
-    """Where the sections of the first decoded row start and how far apart rows are, in bits of
-    the weight buffer (``addr_bits`` wide), and the tile's format."""
-    a = unsigned(addr_bits)
-    return data.StructLayout({
-        "code_base": a, "code_stride": a,
-        "pos_base": a, "pos_stride": a,
-        "scale_base": a, "scale_stride": a,
-        "zero_base": a, "zero_stride": a,
-        "rows": unsigned(16),  # rows this decoder emits
-        "kept": unsigned(16),  # kept weights per row (a multiple of D)
-        "bits": unsigned(2),  # BITS_CODE
-        "n": unsigned(2),  # N_CODE
-        "group_log2": unsigned(4),  # log2(group_size / 16)
-    })
-
-
-def tile_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, group_size: int,
-                  row_first: int = 0, row_step: int = 1, rows: int | None = None) -> dict:
-    """The ``TileGeometry`` of rows ``row_first, row_first + row_step, ...`` of a tile stored at
-    ``base_byte``; the values the controller computes from an instruction."""
-    from airfoil.compiler.weight_image import tile_sections
-
-    if bits not in BITS_CODE or n not in N_CODE:
-        raise ValueError(f"weight format {bits}-bit {n}:16 has no decoder mode")
-    if group_size < SPARSE_M or group_size & (group_size - 1):
-        raise ValueError(f"group_size {group_size}: the decoder takes powers of two from 16")
-    rows = len(range(row_first, tile_rows, row_step)) if rows is None else rows
-    s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size)
-    kept, groups = k * n // SPARSE_M, k // group_size
-    per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
-               "scale": groups * SCALE_BITS, "zero": groups * bits}
-    start = {"code": 0, "pos": s_codes, "scale": s_codes + s_pos, "zero": s_codes + s_pos + s_scale}
-    g = {f"{s}_base": 8 * (base_byte + start[s]) + row_first * per_row[s] for s in per_row}
-    g.update({f"{s}_stride": row_step * per_row[s] for s in per_row})
-    g.update(rows=rows, kept=kept, bits=BITS_CODE[bits], n=N_CODE[n],
-             group_log2=exact_log2(group_size // SPARSE_M))
-    return g
-
-
-def decoded_beat_layout(d: int) -> data.StructLayout:
-    return data.StructLayout({
-        "weight": data.ArrayLayout(signed(8), d),  # w8 = code - zero (0..1 more bit never needed:
-        # b <= 4 gives |w8| < 16, b = 8 has zero 128)
-        "index": data.ArrayLayout(unsigned(4), d),  # position in the 16-block
-        "block": data.ArrayLayout(unsigned(BLOCK_BITS), d // 2),  # per DSP group: its 16-block of the row
-        "scale": data.ArrayLayout(unsigned(SCALE_BITS), d // 2),  # per DSP group: its quant group's S
-        "row": unsigned(16),  # which of the decoder's rows (0, 1, ...)
-        "first": unsigned(1),
-        "last": unsigned(1),
-    })
 
 
 class BitWindowCache(wiring.Component):
@@ -197,136 +147,6 @@ def _serve_windows(m: Module, win: dict, n_code, dec) -> None:
             m.d.comb += [dec.mem_addr.eq(r.req_word), dec.mem_en.eq(1)]
 
 
-class WeightDecoder(wiring.Component):
-    """One chain's weight decoder: ``d`` kept weights per beat (D, a power of two), reading a
-    weight buffer of ``depth`` words of ``word_bits`` through one read port (``mem_*``: address
-    and enable in one cycle, data the next).  ``start`` latches ``geometry``; ``busy`` stays high
-    until the last beat has been taken from ``beats``.
-
-    ``dense_only``: a decoder that is only ever given dense tiles (N = 16; the linear engine's high
-    row lanes) is built without the position window and the sparse index logic; given a sparse
-    geometry it would emit wrong indices, so its user must not."""
-
-    def __init__(self, d: int, word_bits: int = 512, depth: int = 1024, dense_only: bool = False):
-        exact_log2(d)
-        assert d >= 2
-        self.d, self.word_bits, self.depth, self.dense_only = d, word_bits, depth, dense_only
-        self.addr_bits = exact_log2(depth * word_bits)
-        self.geometry_layout = TileGeometry(self.addr_bits)
-        self.beat_layout = decoded_beat_layout(d)
-        super().__init__({
-            "start": In(1),
-            "geometry": In(self.geometry_layout),
-            "busy": Out(1),
-            "beats": Out(stream.Signature(self.beat_layout)),
-            "mem_addr": Out(unsigned(exact_log2(depth))),
-            "mem_en": Out(1),
-            "mem_data": In(word_bits),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        d, ab = self.d, self.addr_bits
-        geo = Signal(self.geometry_layout)
-        # the four bit windows: codes (D codes), positions (D 4-bit indices, or the 16-bit masks
-        # of the D/8 blocks a beat covers at N = 8), zeros and scales (D/2 groups at most)
-        widths = {"code": 8 * d, "pos": max(4 * d, 16), "zero": max(4 * d, 8), "scale": max(8 * d, 16)}
-        if self.dense_only:
-            del widths["pos"]
-        win = {}
-        for name, width in widths.items():
-            win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth)
-
-        # ---- where the beat is: row bases, kept-weight index kbase of the beat's first slice
-        row = Signal(16)
-        kbase = Signal(16)
-        base = {s: Signal(ab, name=f"{s}_row_base") for s in win}
-        block0 = Signal(16)
-        self._block_of(m, geo, block0, kbase)
-        group0 = Signal(16)
-        m.d.comb += group0.eq(block0 >> geo.group_log2)
-        code_off = _times_bits(m, kbase, geo.bits, ab, "code_off")
-        zero_off = _times_bits(m, group0, geo.bits, ab, "zero_off")
-        m.d.comb += [
-            win["code"].addr.eq(base["code"] + code_off),
-            win["zero"].addr.eq(base["zero"] + zero_off),
-            win["scale"].addr.eq(base["scale"] + (group0 << 4)),
-        ]
-        if not self.dense_only:
-            m.d.comb += win["pos"].addr.eq(base["pos"] + Mux(geo.n == N_CODE[8], block0 << 4, kbase << 2))
-
-        _serve_windows(m, win, geo.n, self)
-
-        # ---- the beat, from the windows
-        beat = Signal(self.beat_layout)
-        cw, zw, sw = (win[s].window for s in ("code", "zero", "scale"))
-        for s in range(d):
-            kidx = kbase + s
-            code, zero, index = Signal(8, name=f"code{s}"), Signal(8, name=f"zero{s}"), Signal(4, name=f"index{s}")
-            block, goff = Signal(16, name=f"block{s}"), Signal(16, name=f"goff{s}")
-            self._block_of(m, geo, block, kidx)
-            m.d.comb += goff.eq((block >> geo.group_log2) - group0)
-            with m.Switch(geo.bits):
-                for b, c in BITS_CODE.items():
-                    with m.Case(c):
-                        m.d.comb += [code.eq(cw[s * b:(s + 1) * b]), zero.eq(zw.bit_select(goff * b, b))]
-            if self.dense_only:
-                m.d.comb += index.eq(kidx[:4])
-            else:
-                pw = win["pos"].window
-                with m.Switch(geo.n):
-                    with m.Case(N_CODE[16]):
-                        m.d.comb += index.eq(kidx[:4])
-                    with m.Case(N_CODE[8]):
-                        # the rank-th set bit of the block's mask (blocks of a beat: D/8, or 1 for D < 8)
-                        mask = pw[16 * (s // 8):16 * (s // 8) + 16]
-                        m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])
-                    with m.Default():
-                        m.d.comb += index.eq(pw[4 * s:4 * s + 4])
-            m.d.comb += [beat.weight[s].eq(code - zero), beat.index[s].eq(index)]
-            if s % 2 == 0:
-                m.d.comb += [beat.block[s // 2].eq(block), beat.scale[s // 2].eq(sw.bit_select(goff * 16, 16))]
-        last_in_row = Signal()
-        last_row = Signal()
-        m.d.comb += [
-            last_in_row.eq(kbase + d == geo.kept),
-            last_row.eq(row + 1 == geo.rows),
-            beat.row.eq(row), beat.first.eq(kbase == 0), beat.last.eq(last_in_row),
-        ]
-
-        # ---- issue: every window hit and the output register free
-        running = Signal()
-        hit = win["code"].hit & win["zero"].hit & win["scale"].hit
-        if not self.dense_only:
-            hit &= win["pos"].hit | (geo.n == N_CODE[16])
-        free = ~self.beats.valid | self.beats.ready
-        with m.If(self.beats.valid & self.beats.ready):
-            m.d.sync += self.beats.valid.eq(0)
-        with m.If(running & hit & free):
-            m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), kbase.eq(kbase + d)]
-            with m.If(last_in_row):
-                m.d.sync += [kbase.eq(0), row.eq(row + 1)]
-                m.d.sync += [base[s].eq(base[s] + geo[f"{s}_stride"]) for s in base]
-                with m.If(last_row):
-                    m.d.sync += running.eq(0)
-        with m.If(self.start):
-            m.d.sync += [geo.eq(self.geometry), row.eq(0), kbase.eq(0),
-                         running.eq(self.geometry.rows != 0)]
-            m.d.sync += [base[s].eq(self.geometry[f"{s}_base"]) for s in base]
-        m.d.comb += self.busy.eq(running | self.beats.valid)
-        return m
-
-    def _block_of(self, m: Module, geo, block: Signal, kept_index) -> None:
-        """``block = kept_index / N``: the 16-block of a kept weight."""
-        if self.dense_only:
-            m.d.comb += block.eq(kept_index >> exact_log2(SPARSE_M))
-            return
-        with m.Switch(geo.n):
-            for n, c in N_CODE.items():
-                with m.Case(c):
-                    m.d.comb += block.eq(kept_index >> exact_log2(n))
-
-
 def _set_bit_positions(mask) -> list:
     """For a 16-bit mask with 8 set bits: the position of the r-th set bit, r = 0..7 (a prefix
     popcount per bit, then one-hot selection)."""
@@ -387,6 +207,17 @@ def group_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, gr
     return g
 
 
+def engine_geometries(base_byte: int, tile_rows: int, k: int, bits: int, n: int, group_size: int, chains: int,
+                      pair: bool) -> list[dict]:
+    """The ``LinearEngine``'s two decoders' geometries, as the MV unit sets them: the low lanes'
+    decoder takes every row group of ``chains`` rows, or the even ones where rows ``pair``; the
+    high lanes' the odd ones, or none."""
+    step = 2 if pair else 1
+    high = 1 if pair else -(-tile_rows // chains)  # past the last group: no groups
+    return [group_geometry(base_byte, tile_rows, k, bits, n, group_size, chains, 0, step),
+            group_geometry(base_byte, tile_rows, k, bits, n, group_size, chains, high, step)]
+
+
 def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
     return data.StructLayout({
         "weight": data.ArrayLayout(data.ArrayLayout(signed(8), d), lanes),  # per lane: w8 = code - zero
@@ -398,6 +229,12 @@ def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
         "first": unsigned(1),
         "last": unsigned(1),
     })
+
+
+def lane_unit_bits(section: str, bits: int, n: int, d: int) -> int:
+    """Bits of one lane's unit in a lane-interleaved section (``compiler/weight_image.py``)."""
+    return {"code": d * bits, "pos": _pos_lane_bits(n, d) if n < SPARSE_M else 0, "scale": SCALE_BITS,
+            "zero": bits}[section]
 
 
 def _pos_lane_bits(n: int, d: int) -> int:

@@ -137,12 +137,13 @@ RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
 RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), SECOND (its last output beat)
 # LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
-# the weight decoders' stalls (hw/weight_decoder.py): at the start and at each row change a
-# decoder's bit windows ask for the words they do not hold (each window holds the two words it
-# reads and two fetched ahead), one word a cycle on its read port, and the beat waits for the
-# last word's read (one cycle more). All decoders advance together, so a step costs the most
-# any lane fetches.  Exact on 314 dense tiles, within 3 cycles on 575 sparse ones (the grid of
-# tests/hw/test_linear_engine_verilator.py: the windows' fetches ahead have not always landed).
+# the weight decoders' stalls (hw/weight_decoder.py, decoder_fetches): at the start and at each
+# row group change a decoder's bit windows ask for the words they do not hold (each window holds
+# the two words it reads and two fetched ahead), one word a cycle on its read port, and the beat
+# waits for the last word's read (one cycle more). The two decoders advance together, so a
+# change costs the most either fetches.  Exact on 314 dense tiles, within 3 cycles on 575 sparse
+# ones (the grid of tests/hw/test_linear_engine_verilator.py: the windows' fetches ahead have
+# not always landed).
 RTL_ENGINE_PIPELINE = 13
 RTL_FETCH_LATENCY = 1
 # SfuUnit: START, CHECK (4 address slots), the FIFO and the last write (measured); no rows: 2.
@@ -162,37 +163,36 @@ RTL_ATTENTION_SETUP, RTL_ATTENTION_PER_ROW = 3, 56
 
 
 @functools.lru_cache(maxsize=1024)
-def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int, d: int,
+def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chains: int, pair: bool, d: int,
                     word_bits: int) -> tuple[int, int]:
-    """The weight decoders' fetches that stall a tile (``LinearEngine``: lane j decodes rows j,
-    j + lanes, ...): (words fetched, summed over the steps of the lane that fetches most;
-    steps that fetch).  At the start every window is empty (two words each); at a row change a
-    window at word w of the row's last beat holds words w .. w + WINDOW_SLOTS - 1, and the next
-    row's first beat wants the two words its address spans.  Dense tiles have no position
-    window."""
-    from airfoil.compiler.compress import SCALE_BITS
-    from airfoil.hw.weight_decoder import WINDOW_SLOTS, tile_geometry
+    """The weight decoders' fetches that stall a tile (``LinearEngine``: one ``LaneGroupDecoder``
+    takes every row group of ``chains`` rows of the lane-interleaved tile, or, where rows
+    ``pair``, two take the even and the odd groups): (words fetched, summed over the group
+    changes of the decoder that fetches most; steps that fetch).  At the start every window is
+    empty (two words each).  At a group change a window at word w of the group's last unit holds
+    words w .. w + WINDOW_SLOTS - 1, and the next group's first unit wants the two words its
+    address spans: a decoder taking every group finds them there (its next group starts where
+    the last ended), one taking every other group jumps.  Dense tiles have no position window."""
+    from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits
 
-    g = tile_geometry(0, rows, k, bits, n, group_size)
-    kept = k * n // SPARSE_M
-    last = kept - d  # the row's last beat: its first kept weight, block and quant group
-    block = last // n
-    group = block // (group_size // SPARSE_M)
-    last_offset = {"code": last * bits, "zero": group * bits, "scale": group * SCALE_BITS,
-                   "pos": block << 4 if n == 8 else last << 2}
+    kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
+    units = {"code": kept // d, "pos": nb // max(1, d // n), "scale": groups, "zero": groups}
     sections = ["code", "zero", "scale"] + ([] if n == SPARSE_M else ["pos"])
-    r = np.arange(max(rows - lanes, 0))  # the rows whose lane has a next row
-    fetch = np.zeros(len(r), np.int64)
-    for s in sections:
-        base, stride = g[f"{s}_base"], g[f"{s}_stride"]
-        held = (base + r * stride + last_offset[s]) // word_bits
-        want = (base + (r + lanes) * stride) // word_bits
-        for w in (want, want + 1):
-            fetch += (w < held) | (w >= held + WINDOW_SLOTS)
-    per_step = np.zeros(max(math.ceil(rows / lanes) - 1, 0), np.int64)
-    np.maximum.at(per_step, r // lanes, fetch)
+    n_groups = -(-rows // chains)
+    step = 2 if pair else 1
+    per_change = np.zeros(max(-(-n_groups // step) - 1, 0), np.int64)  # the decoders change groups together
+    for geo in engine_geometries(0, rows, k, bits, n, group_size, chains, pair):
+        g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
+        fetch = np.zeros(len(g), np.int64)
+        for s in sections:
+            base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
+            held = (base + g * stride + (units[s] - 1) * chains * lane_unit_bits(s, bits, n, d)) // word_bits
+            want = (base + (g + 1) * stride) // word_bits
+            for w in (want, want + 1):
+                fetch += (w < held) | (w >= held + WINDOW_SLOTS)
+        np.maximum.at(per_change, g, fetch)
     start = 2 * len(sections) if rows else 0
-    return start + int(per_step.sum()), int(rows > 0) + int((per_step > 0).sum())
+    return start + int(per_change.sum()), int(rows > 0) + int((per_change > 0).sum())
 
 
 def _burst_backlog(first: np.ndarray, beats: np.ndarray) -> int:
@@ -253,7 +253,8 @@ class RtlTiming:
         lanes = lanes or c.chains_per_core
         steps = math.ceil(rows / lanes)
         beats = steps * math.ceil(k * n // SPARSE_M / D)
-        words, stalls = decoder_fetches(rows, k, bits, n, group_size, lanes, D, c.axi_data_bits)
+        words, stalls = decoder_fetches(rows, k, bits, n, group_size, c.chains_per_core, lanes > c.chains_per_core, D,
+                                        c.axi_data_bits)
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls
 
     def gemm(self, f: dict) -> int:

@@ -64,7 +64,7 @@ class _Memory:
 
         for i, (rows, k, bits, n, gs) in enumerate(FORMATS):
             ch = i % CHANNELS
-            tile = random_packed_tile(rng, rows, k, bits, n, gs)
+            tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=CFG)
             assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
             acts = b"".join(rng.integers(-128, 128, k).astype(np.int8).tobytes()
                             + np.int8(int(rng.integers(-6, 7))).tobytes() for _ in range(MAX_TOKENS))

@@ -1,9 +1,9 @@
-"""One core's linear-layer datapath in Verilator (the sim preset's 4 chains of 4 DSPs): weight
-decoders, feeder, MPE and requantisation together give IntegerKernels.requantise of the exact
+"""One core's linear-layer datapath in Verilator (the sim preset's 4 chains of 4 DSPs): the lane
+group decoders on lane-interleaved tiles, feeder, MPE and requantisation together give IntegerKernels.requantise of the exact
 GEMM, bit for bit, for each weight format the sim preset's groups of 32 allow, dense tiles two
 rows per chain (8 row lanes) and sparse ones one (4); and its cycles are the cycle model's
 (``sim.perf.RtlTiming.engine``: a beat a cycle, the pipeline, and the words the decoders' bit
-windows fetch at each row change)."""
+windows fetch at each row group change)."""
 import json
 
 import numpy as np
@@ -14,7 +14,7 @@ from airfoil.compiler.weight_image import tile_bytes, unpack_tile
 from airfoil.config import SPARSE_M, preset
 from airfoil.host.integer_reference import IntegerKernels
 from airfoil.hw.linear_engine import LinearEngine
-from airfoil.hw.weight_decoder import tile_geometry
+from airfoil.hw.weight_decoder import engine_geometries
 from airfoil.sim.perf import RtlTiming
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.tiles import random_packed_tile
@@ -42,13 +42,12 @@ def _run_tiles(tmp_path, shapes, rng):
     runner = build_component(dut, "linear_engine", build_dir)
     cases, layers = [], []
     for rows, k, bits, n in shapes:
-        blob = random_packed_tile(rng, rows, k, bits, n, GS)
+        blob = random_packed_tile(rng, rows, k, bits, n, GS, lanes=CHAINS, d=2 * GROUPS)
         q = rng.integers(-128, 128, k)
         shift = int(rng.integers(8, 20))
         cases.append((blob, q, shift))
         lanes = 2 * CHAINS if n == SPARSE_M else CHAINS
-        geos = [tile_geometry(0, rows, k, bits, n, GS, row_first=j, row_step=lanes) if j < lanes
-                else tile_geometry(0, rows, k, bits, n, GS, rows=0) for j in range(2 * CHAINS)]
+        geos = engine_geometries(0, rows, k, bits, n, GS, CHAINS, lanes > CHAINS)
         words = [(a, f"{int.from_bytes(blob[a * 64:(a + 1) * 64], 'little'):x}") for a in range(-(-len(blob) // 64))]
         blocks = [(b, f"{int.from_bytes(bytes((q[b * 16:(b + 1) * 16] & 0xFF).astype(np.uint8)), 'little'):x}")
                   for b in range(k // SPARSE_M)]
@@ -64,7 +63,7 @@ def _run_tiles(tmp_path, shapes, rng):
 def test_layers_bit_exact(tmp_path):
     cases, out = _run_tiles(tmp_path, LAYERS, np.random.default_rng(2))
     for (rows, k, bits, n), (blob, q, shift), got in zip(LAYERS, cases, out):
-        w8, scale = unpack_tile(blob, rows, k, bits, n, GS)
+        w8, scale = unpack_tile(blob, rows, k, bits, n, GS, lanes=CHAINS, d=2 * GROUPS)
         acc = (w8 * q[None, :]).reshape(rows, k // GS, GS).sum(-1)  # per group
         y = torch.from_numpy((acc * scale).sum(-1)[None].astype(np.int64))
         want = IntegerKernels.requantise(y, shift, torch.tensor([0]), 0)[0].tolist()

@@ -27,8 +27,9 @@ def test_generate_unknown_block_exits_2(tmp_path, capsys):
 def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     """A U280 MPE of 12 small chains: synthesised as one chain, scaled and labelled. The device
     fit of the three cores two ways: as the projections assume (MPEs, the other units, each
-    buffer once) and as built (one weight decoder and requantiser per row lane, every buffer one
-    copy per read port: 13 copies of a core's 2 MiB weight buffer do not fit the XCU280)."""
+    buffer once) and as built (the lane group decoder, one requantiser per row lane, every
+    buffer one copy per read port: 5 of a core's 1 MiB ACT, 3 of its 4 MiB GLOBAL and 2 MiB KV
+    do not fit the XCU280)."""
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=12",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
@@ -41,11 +42,13 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     assert target["need"]["dsp"] == 3 * (48 + others["dsp48e2"]) and target["capacity"]["dsp"] == 9024
     assert target["fits"] is True and all(0 < u <= 1 for u in target["utilisation"].values())
     lanes = built["lane_parts"]
-    assert built["row_lanes_per_core"] == 12 and set(lanes) == {"decoder", "requantise"}  # 24 results > 64 bytes
-    assert built["need"]["dsp"] == 3 * (48 + others["dsp48e2"] + 12 * (lanes["decoder"]["dsp48e2"]
-                                                                      + lanes["requantise"]["dsp48e2"]))
+    assert built["buildable"] and built["row_lanes_per_core"] == 12  # 24 results > 64 bytes: no pairs
+    assert set(lanes) == {"decoder", "requantise"} and lanes["requantise"]["per_core"] == 12
+    assert built["need"]["dsp"] == 3 * (48 + others["dsp48e2"] + lanes["decoder"]["dsp48e2"]
+                                        + 12 * lanes["requantise"]["dsp48e2"])
     copies = built["buffer_copy_bytes_per_core"]
-    assert copies["weight"] == 13 * 2 * 1024 * 1024 and built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
+    assert copies["weight"] == 2 * 2 * 1024 * 1024 and copies["act"] == 5 * 1024 * 1024
+    assert built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
     assert built["fits"] is False and dev["fits"] is False and built["utilisation"]["on_chip_bytes"] > 1
 
 
@@ -55,8 +58,8 @@ def _measured_units_without_mv() -> dict:
 
 
 def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
-    """The sim preset's kernel as built, composed from its parts (MPE, one decoder of each kind
-    and one requantiser counted per lane, the other units, the buffer copies), against the
+    """The sim preset's kernel as built, composed from its parts (MPE, the low and high lanes'
+    decoders, one requantiser per lane, the other units, the buffer copies), against the
     whole kernel measured unit by unit (reports/synth_top.json): a lower bound (the MV unit's
     own control is not counted) within 10% of its LUTs, and the buffer copies exactly the
     measured bank's block RAMs."""
@@ -70,3 +73,17 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     assert built["need"]["ff"] <= units["ff"] and built["need"]["dsp"] <= units["dsp48e2"]
     assert built["need"]["on_chip_bytes"] == top["buffer_bank"]["bram36"] * ON_CHIP_BYTES["bram36"]
     assert built["fits"] is True
+
+
+def test_device_fit_names_what_cannot_be_built_for_100_chains():
+    """The U280 preset's 100 chains of 16 DSPs: a row group's unit of codes (100 x 16 x 8 bits) is
+    wider than the 512-bit weight buffer word, so the kernel's decoder cannot be built; the fit
+    says so instead of counting it, and the target is still checked."""
+    from airfoil.config import preset
+    from airfoil.hw.synth import device_fit
+
+    mpe = {"dsp48e2": 1600, "lut": 303_000, "lutram": 0, "ff": 218_000}  # one core's, as the scaled chain gives
+    fit = device_fit(preset("u280"), mpe, progress=lambda _: None)
+    assert fit["as_built"]["buildable"] is False and fit["fits"] is False
+    assert "512-bit buffer word" in fit["as_built"]["reason"] and "code" in fit["as_built"]["reason"]
+    assert fit["target"]["need"]["dsp"] == 3 * (1600 + _measured_units_without_mv()["dsp48e2"])

@@ -53,7 +53,7 @@ def _case(rng):
     for i, fmt in enumerate(FORMATS + [(FORMATS[f], t, sa, so) for f, t, sa, so in MM_CASES]):
         fmt, tokens, act_stride, out_stride = fmt if isinstance(fmt[0], tuple) else (fmt, 1, 0, 0)
         rows, k, bits, n, gs = fmt
-        tile = random_packed_tile(rng, rows, k, bits, n, gs)
+        tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=CFG)
         assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
         ch = i % CFG.hbm_channels
         t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))

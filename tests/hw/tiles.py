@@ -2,7 +2,7 @@
 weight-image tiles, shared by the weight decoder and linear engine tests."""
 import numpy as np
 
-from airfoil.compiler.weight_image import pack_tile
+from airfoil.compiler.weight_image import lane_interleave, pack_tile
 from airfoil.config import SPARSE_M
 
 
@@ -19,9 +19,11 @@ def random_tile(rng, T, K, R, n, extreme=False):
     return x, np.where(mask, w, 0), mask
 
 
-def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1) -> bytes:
+def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1, cfg=None) -> bytes:
     """A random tile in the weight image's format (exactly n kept per 16-block; zero 128 at 8
-    bits), lane-interleaved for ``lanes`` > 1."""
+    bits), lane-interleaved for ``lanes`` > 1, or as the compiler packs it for ``cfg``'s core."""
+    if cfg is not None:
+        lanes, d = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs)
     groups = k // gs
     mask = np.zeros((rows, k // SPARSE_M, SPARSE_M), bool)
     for r in range(rows):

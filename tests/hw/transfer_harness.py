@@ -19,7 +19,7 @@ from airfoil.hw.clocking import CLOCK_PORTS, registered_reset_domain
 from airfoil.hw.controller import COUNTER_BITS, Controller
 from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, HbmAxiModel
-from airfoil.hw.mv_unit import MvUnit, act_readers, lane_count
+from airfoil.hw.mv_unit import MvUnit, act_readers, weight_readers
 from airfoil.hw.sfu_unit import SfuUnit
 from airfoil.hw.top import connect_host_ports, connect_transfers
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
@@ -82,9 +82,10 @@ class TransferHarness(wiring.Component):
         m.d.comb += [hbm_rd.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
-        chains, groups = self.mv or (0, 0)  # MvUnit's row lanes read WEIGHT, one port each
-        lanes, act_ports = (lane_count(chains), act_readers(chains, groups)) if chains else (0, 0)
-        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, lanes, act_ports, sfu=bool(self.sfu))
+        chains, groups = self.mv or (0, 0)  # MvUnit's decoders read WEIGHT, one port each
+        w_ports, act_ports = (weight_readers(chains), act_readers(chains, groups)) if chains else (0, 0)
+        m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, w_ports, act_ports,
+                                                 sfu=bool(self.sfu))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
         m.submodules.st = st = TransferEngine(True, self.channel_bytes, self.buffer_sizes)
         connect_transfers(m, ld, st, bufs, hbm_rd, hbm_wr)
@@ -93,7 +94,7 @@ class TransferHarness(wiring.Component):
         if self.mv:
             sizes = self.buffer_sizes
             m.submodules.mv = mv = MvUnit(*self.mv, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
-            m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.lanes)]
+            m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.weight_readers)]
             m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data), bufs.act_rd_en.eq(mv.a_rd_en),
                          bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
                          bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]

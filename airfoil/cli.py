@@ -157,9 +157,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-KERNEL_MAX_CHAINS = 8  # MV units beyond this take too long to elaborate here (their decoders)
-
-
 def _generate_kernel(args, cfg, out: Path) -> int:
     """``generate --block kernel``: the whole kernel's Verilog and its Vitis package (hw/vitis.py)."""
     import os
@@ -170,13 +167,14 @@ def _generate_kernel(args, cfg, out: Path) -> int:
     from airfoil.hw import vitis
     from airfoil.hw.sfu_unit import RopeTable
     from airfoil.hw.synth import TOP_CHANNEL_BYTES, to_verilog
+    from airfoil.hw.mv_unit import mv_unit_problem
     from airfoil.hw.top import AirfoilKernel, SfuSettings
     from airfoil.sim.rtl_top import positions_for
 
-    if cfg.chains_per_core > KERNEL_MAX_CHAINS:
-        raise AirfoilError(f"--block kernel: the {cfg.board} config has {cfg.chains_per_core} chains a core; the "
-                           f"kernel is generated for at most {KERNEL_MAX_CHAINS} here (its weight decoders take too "
-                           f"long to elaborate); use --board sim or --set chains_per_core=N")
+    problem = mv_unit_problem(cfg.chains_per_core, cfg.dsp_groups_per_chain)
+    if problem:
+        raise AirfoilError(f"--block kernel: the {cfg.board} config's {cfg.chains_per_core} chains a core cannot be "
+                           f"built as a kernel yet: {problem}; use --board sim or --set chains_per_core=N")
     try:
         spec = model_spec(args.model)
     except (KeyError, ValueError, ModelError) as e:

@@ -47,10 +47,11 @@ from airfoil.compiler.weight_image import AXI_BEAT
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
+from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "act_readers", "lane_count", "row_lanes", "token_pairs", "weight_readers"]
+__all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "row_lanes", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
@@ -66,6 +67,21 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
     lanes = lane_count(chains)
     aligned = out % lanes == 0 and (tokens <= 1 or out_stride % lanes == 0)
     return lanes if lanes > chains and n == SPARSE_M and aligned else chains
+
+
+def mv_unit_problem(chains: int, groups: int) -> str | None:
+    """Why the MV unit cannot be built for a core of ``chains`` chains of ``groups`` DSP groups,
+    or None: its row groups and output beats are shifts by log2 C, and its lane group decoders'
+    windows must fit the 512-bit buffer word (``lane_group_windows``)."""
+    problems = []
+    if chains & (chains - 1):
+        problems.append(f"{chains} chains: the MV unit takes a power of two (its row groups and output beats are "
+                        f"shifts)")
+    try:
+        lane_group_windows(2 * groups, chains, 8 * BEAT_BYTES)
+    except ValueError as e:
+        problems.append(str(e))
+    return "; ".join(problems) or None
 
 
 def weight_readers(chains: int) -> int:
@@ -97,6 +113,9 @@ class MvUnit(wiring.Component):
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
                  max_k: int = 4096):
+        problem = mv_unit_problem(chains, groups)
+        if problem:
+            raise ValueError(f"MvUnit: {problem}")
         self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
         self.act_readers = act_readers(chains, groups)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k

@@ -244,9 +244,10 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
       weight-buffer depth; every buffer one copy per read port (the ``BufferBank`` this config
       gets, in bytes against the device's block RAM and UltraRAM).  The core's other units count
       as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit left out);
-      the MV unit's own control is not counted: a lower bound.  Where the decoders cannot be
-      built (a row group's unit wider than the 512-bit buffer word: the boards' 100 chains),
-      ``buildable`` is false and the reason given.
+      the MV unit's own control is not counted: a lower bound.  Where the MV unit cannot be built
+      (``mv_unit_problem``: a chain count that is no power of two, or a row group's unit wider
+      than the 512-bit buffer word, as the boards' 100 chains), ``buildable`` is false and the
+      reason given.
     * ``target``: the design the projections assume: the MPEs, the same other units, each
       buffer once (the config's estimates) and *no* weight path; what is left of the device per
       row lane is what the weight path may cost."""
@@ -256,7 +257,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
 
     from airfoil.hw.buffers import BufferBank, buffer_bytes
     from airfoil.hw.hbm_model import BEAT_BYTES
-    from airfoil.hw.mv_unit import act_readers, lane_count, weight_readers
+    from airfoil.hw.mv_unit import act_readers, lane_count, mv_unit_problem, weight_readers
     from airfoil.hw.requantise import RequantisePath
     from airfoil.hw.transfer_engine import TAG_LAYOUT
     from airfoil.hw.weight_decoder import LaneGroupDecoder
@@ -269,14 +270,12 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     sizes = {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
     wdepth = sizes[Buffer.WEIGHT] // BEAT_BYTES
     # the lanes' parts, as LinearEngine builds them
-    try:
-        parts = {"decoder": (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth), 1)}
+    unbuildable = mv_unit_problem(C, G)
+    parts = {}
+    if unbuildable is None:
+        parts["decoder"] = (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth), 1)
         if lanes > C:
             parts["decoder_dense_only"] = (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth, dense_only=True), 1)
-    except ValueError as e:
-        parts, unbuildable = {}, str(e)
-    else:
-        unbuildable = None
         parts["requantise"] = (RequantisePath(), lanes)
     lane_counts = {}
     for name, (unit, count) in parts.items():

@@ -31,7 +31,7 @@ from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
-           "group_beat_layout", "lane_unit_bits", "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
+           "group_beat_layout", "lane_group_windows", "lane_unit_bits", "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
 
 BITS_CODE = {2: 0, 3: 1, 4: 2, 8: 3}  # the 2-bit width field
 N_CODE = {2: 0, 4: 1, 8: 2, 16: 3}  # log2(N) - 1
@@ -245,6 +245,20 @@ def _pos_lane_bits(n: int, d: int) -> int:
     return position_unit_blocks(n, d) * position_bits_per_block(n)
 
 
+def lane_group_windows(d: int, lanes: int, word_bits: int, dense_only: bool = False) -> dict[str, int]:
+    """The bit windows' widths of a ``LaneGroupDecoder`` (one unit of every lane, at the widest
+    format); ValueError where one is wider than the buffer word it reads."""
+    widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
+              "scale": lanes * SCALE_BITS, "zero": lanes * 8}
+    if dense_only:
+        del widths["pos"]
+    too_wide = {s: w for s, w in widths.items() if w > word_bits}
+    if too_wide:
+        raise ValueError(f"a row group of {lanes} lanes of d = {d} needs bit windows {too_wide} wider than the "
+                         f"{word_bits}-bit buffer word")
+    return widths
+
+
 class LaneGroupDecoder(wiring.Component):
     """One weight decoder for ``lanes`` row lanes: a lane-interleaved tile (``pack_tile(lanes,
     d)``) in, per beat ``d`` kept weights for each lane of a row group out, through one read port
@@ -265,14 +279,7 @@ class LaneGroupDecoder(wiring.Component):
         exact_log2(d)
         assert d >= 2 and lanes >= 1
         self.d, self.lanes, self.word_bits, self.depth, self.dense_only = d, lanes, word_bits, depth, dense_only
-        self.widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
-                       "scale": lanes * SCALE_BITS, "zero": lanes * 8}
-        if dense_only:
-            del self.widths["pos"]
-        too_wide = {s: w for s, w in self.widths.items() if w > word_bits}
-        if too_wide:
-            raise ValueError(f"LaneGroupDecoder: {lanes} lanes of d = {d} need windows {too_wide} wider than the "
-                             f"{word_bits}-bit buffer word")
+        self.widths = lane_group_windows(d, lanes, word_bits, dense_only)
         self.addr_bits = exact_log2(depth * word_bits)
         self.geometry_layout = GroupGeometry(self.addr_bits, lanes)
         self.beat_layout = group_beat_layout(d, lanes)

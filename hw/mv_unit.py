@@ -2,7 +2,7 @@
 settings, runs the engine on the shared buffers and writes the INT32 results into the global
 buffer.  The golden model is fsim's ``_gemm``.
 
-    issued MV/MM --> tile geometry per row lane (the compiler's tile_sections, in RTL)
+    issued MV/MM --> tile geometry per lane group decoder (the compiler's tile_sections, in RTL)
     token t      --> its exponent e = ACT[act_t + k], shift = scale_exp - e - out_frac
                  --> LinearEngine (decoders on WEIGHT read ports, activation blocks from ACT)
                  --> rows r*L .. r*L + L-1 of each output beat into GLOBAL[out_t + row]
@@ -47,15 +47,15 @@ from airfoil.compiler.weight_image import AXI_BEAT
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
-from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.hw.requantise import MIN_SHIFT
+from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
 __all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "row_lanes", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
-    """Row lanes (weight decoders, WEIGHT read ports, requantisers) the MV unit builds: 2C where
+    """Row lanes (requantisers, result lanes) the MV unit builds: 2C where
     an output beat's 2C INT32 results fit one GLOBAL word, so that rows can pair; else C."""
     return 2 * chains if 4 * 2 * chains <= BEAT_BYTES else chains
 

@@ -163,7 +163,7 @@ def _set_bit_positions(mask) -> list:
     return out
 
 
-# ------------------------------------------------------------------------------ lane groups
+# ------------------------------------------------------------------------------ the decoder
 def GroupGeometry(addr_bits: int, lanes: int) -> data.StructLayout:  # noqa: N802 (a layout, named like a type)
     """Where the sections of a ``LaneGroupDecoder``'s first row group start and how far apart its
     groups are, in bits of the weight buffer, how many groups it takes and the rows of its last

@@ -173,10 +173,11 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     words w .. w + WINDOW_SLOTS - 1, and the next group's first unit wants the two words its
     address spans: a decoder taking every group finds them there (its next group starts where
     the last ended), one taking every other group jumps.  Dense tiles have no position window."""
+    from airfoil.compiler.weight_image import position_unit_blocks
     from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits
 
     kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
-    units = {"code": kept // d, "pos": nb // max(1, d // n), "scale": groups, "zero": groups}
+    units = {"code": kept // d, "pos": nb // position_unit_blocks(n, d), "scale": groups, "zero": groups}
     sections = ["code", "zero", "scale"] + ([] if n == SPARSE_M else ["pos"])
     n_groups = -(-rows // chains)
     step = 2 if pair else 1

@@ -33,9 +33,13 @@ class ShiftQuantized:
 
     q: torch.Tensor  # int64, |q| <= 2^(b-1) - 1
     scale: float  # tensor scale
-    group: torch.Tensor  # int64 [K], 0 .. groups-1
+    group: torch.Tensor  # int64 [K], or [M, K] where each tile of rows has its own (row_tile); 0 .. groups-1
     groups: int = MAX_GROUPS  # how many power-of-two factors the format has (1: per-tensor)
     row_scale: torch.Tensor | None = None  # [M] float64: each row's own factor (per_row), else None
+
+    def row_group(self, i: int) -> torch.Tensor:
+        """Row i's group tags [K]: the tags the GEMM tile takes with row i's operands."""
+        return self.group[i] if self.group.dim() == 2 else self.group
 
     def dequantise(self) -> torch.Tensor:
         v = self.q.to(torch.float64) * self.scale * torch.pow(2.0, -self.group.to(torch.float64))
@@ -50,7 +54,7 @@ def _round(x: torch.Tensor, stochastic: bool, gen: torch.Generator | None) -> to
 
 
 def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: torch.Generator | None = None,
-                   groups: int = MAX_GROUPS, per_row: bool = False) -> ShiftQuantized:
+                   groups: int = MAX_GROUPS, per_row: bool = False, row_tile: int | None = None) -> ShiftQuantized:
     """ShiftQuant of ``x`` [..., K] with channels along the last axis (the reduction axis).
 
     tensor scale ``s = max|x| / qmax``; channel k's range ``r_k = max |x[..., k]|``; its group
@@ -58,20 +62,32 @@ def shift_quantise(x: torch.Tensor, bits: int, stochastic: bool = False, gen: to
     channels in the last group); ``q = round(x / (s * 2^-g_k))`` clipped to +-qmax.
 
     ``per_row`` (x [M, K]): first divide each row by its own ``max |x[m, :]|`` (1 for a zero
-    row), kept as ``row_scale``; the tensor scale and the groups then see rows of equal range."""
+    row), kept as ``row_scale``; the tensor scale and the groups then see rows of equal range.
+
+    ``row_tile`` (x [M, K]): each tile of ``row_tile`` consecutive rows takes its channel ranges,
+    and so its groups, over its own rows (``group`` [M, K], each row its tile's tags).  With row
+    factors every row's maximum is 1, so over many rows nearly every channel reaches the tensor's
+    range somewhere and lands in group 0; over a tile of a few rows the narrow channels get their
+    finer steps."""
     x = x.to(torch.float64)
     if per_row:
         r = x.abs().amax(-1)
         r = torch.where(r > 0, r, torch.ones_like(r))
-        q = shift_quantise(x / r[:, None], bits, stochastic, gen, groups)
+        q = shift_quantise(x / r[:, None], bits, stochastic, gen, groups, row_tile=row_tile)
         q.row_scale = r
         return q
     qmax = (1 << (bits - 1)) - 1
     amax = float(x.abs().max())
     scale = amax / qmax if amax > 0 else 1.0
-    r = x.abs().reshape(-1, x.shape[-1]).amax(0)
+    if row_tile is None:
+        r = x.abs().reshape(-1, x.shape[-1]).amax(0)
+    else:  # each tile of row_tile rows its own channel ranges: r [tiles, K], expanded to [M, K] below
+        pad = -x.shape[0] % row_tile
+        r = torch.nn.functional.pad(x.abs(), (0, 0, 0, pad)).reshape(-1, row_tile, x.shape[-1]).amax(1)
     ratio = torch.where(r > 0, amax / r.clamp(min=1e-300), torch.full_like(r, 2.0 ** groups))
     group = torch.clamp(torch.floor(torch.log2(ratio)), 0, groups - 1).to(torch.int64)
+    if row_tile is not None:
+        group = group.repeat_interleave(row_tile, 0)[:x.shape[0]]
     step = scale * torch.pow(2.0, -group.to(torch.float64))
     q = torch.clamp(_round(x / step, stochastic, gen), -qmax, qmax).to(torch.int64)
     return ShiftQuantized(q, scale, group, groups)
@@ -84,7 +100,8 @@ def tensor_quantise(x: torch.Tensor, bits: int, stochastic: bool = False,
 
 
 def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, float | torch.Tensor, int]:
-    """``a.q`` [M, K] times ``b.q`` [N, K] transposed, both with groups along K.  Returns the
+    """``a.q`` [M, K] times ``b.q`` [N, K] transposed, both with groups along K (per row where a
+    tile of rows has its own: ``row_group``).  Returns the
     integer ``Y`` [M, N], its scale and shift: ``value = Y * scale * 2^-shift``; the scale is
     [M, N] (an outer product) when either operand has row factors.
 
@@ -112,11 +129,16 @@ def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
     return y.to(torch.float64) * scale * 2.0 ** -shift
 
 
+# rows (tokens; outputs in backward weight) that share the ShiftQuant operand's channel groups:
+# 2-bit tags per channel per 8 rows, 0.25 bits an element (docs/integer-training.md)
+SHIFT_ROW_TILE: int | None = 8
+
+
 class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
         # input channels along K get shifts; tokens (rows of x) and outputs (rows of w) their own factors
-        xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
+        xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
         ctx.save_for_backward(x, w)
         ctx.bits, ctx.gen = bits, gen
         return _value(*shift_gemm(xq, wq)).to(x.dtype)
@@ -126,11 +148,11 @@ class _ShiftQuantLinearFn(torch.autograd.Function):
         x, w = ctx.saved_tensors
         bits, gen = ctx.bits, ctx.gen
         # backward data: dX = dY W, reduction over the outputs: dY's channels are its columns
-        gq = shift_quantise(gy, bits, stochastic=True, gen=gen, per_row=True)
+        gq = shift_quantise(gy, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
         wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
         gx = _value(*shift_gemm(gq, wq_t)).to(x.dtype)
         # backward weight: dW = dY^T X, reduction over the tokens: dY^T's channels are tokens
-        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
         xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
         gw = _value(*shift_gemm(gq_t, xq_t)).to(w.dtype)
         return gx, gw, None, None
@@ -228,17 +250,17 @@ def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, 
 
     Returns the integers of each stage (z, zn, y, sgn, s, g, dz, dx, dw) and the float gradients
     ``dx_value = dL/dx`` and ``dw_value = dL/dW``."""
-    xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
+    xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
     z, _, z_shift = shift_gemm(xq, wq)  # forward: X W^T
     zn = norm_input(z, wq)
     y, saved = l1_norm_forward(zn, L1_FRAC)
     g = torch.round(gy.to(torch.float64) * 2 ** L1_FRAC).to(torch.int64)
     dz = l1_norm_backward(g, saved)  # dL/dzn in 2^-(2 L1_FRAC) units
     dzv = gradient_value(dz, xq, wq, z_shift)
-    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True)
+    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
     wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
     dx, dx_scale, dx_shift = shift_gemm(gq, wq_t)  # backward data: dZ W
-    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
     xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
     dw, dw_scale, dw_shift = shift_gemm(gq_t, xq_t)  # backward weight: dZ^T X
     return {"xq": xq, "wq": wq, "z": z, "zn": zn, "y": y, "sgn": saved["sgn"], "s": saved["s"], "g": g, "dz": dz,

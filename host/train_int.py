@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from airfoil.errors import AirfoilError
-from airfoil.host.integer_training import ShiftQuantLinear, l1_norm_backward, l1_norm_forward
+from airfoil.host.integer_training import (SHIFT_ROW_TILE, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
+                                          shift_gemm, shift_quantise, tensor_quantise)
 
-__all__ = ["TASKS", "TrainResult", "run_task", "L1Norm"]
+__all__ = ["TASKS", "TrainResult", "run_task", "L1Norm", "quantised_linear", "linear_forwards", "charlm_forward_study"]
 
 X_FRAC = 12  # fixed point of the L1 norm's input
 
@@ -192,9 +194,10 @@ def _charlm_data():
     return chars, data[:split], data[split:]
 
 
-def _charlm_train(bits: int, seed: int, steps: int) -> tuple[float, float, list[float]]:
-    """Train one char LM (``bits`` 0: FP32); returns held-out bpc, accuracy and the training curve."""
-    chars, train, held = _charlm_data()
+def _charlm_fit(bits: int, seed: int, steps: int) -> tuple[nn.Module, list[float]]:
+    """Train one char LM (``bits`` 0: FP32); returns the model and its training curve (bits per
+    character)."""
+    chars, train, _ = _charlm_data()
     ctx, batch = 64, 32
     torch.manual_seed(seed)
     model = _CharLM(len(chars), bits, torch.Generator().manual_seed(seed))
@@ -212,7 +215,13 @@ def _charlm_train(bits: int, seed: int, steps: int) -> tuple[float, float, list[
         opt.step()
         sched.step()
         curve.append(loss.item() / math.log(2))
-    return (*_charlm_eval(model, held, ctx), curve)
+    return model, curve
+
+
+def _charlm_train(bits: int, seed: int, steps: int) -> tuple[float, float, list[float]]:
+    """Train one char LM (``bits`` 0: FP32); returns held-out bpc, accuracy and the training curve."""
+    model, curve = _charlm_fit(bits, seed, steps)
+    return (*_charlm_eval(model, _charlm_data()[2], 64), curve)
 
 
 def _charlm_eval(model, held: torch.Tensor, ctx: int) -> tuple[float, float]:
@@ -237,6 +246,98 @@ def _charlm(bits: int, seed: int, steps: int):
     it_bpc, it_acc, ci = _charlm_train(bits, seed, steps)
     return _Run(100 * fp_acc, 100 * it_acc, {"fp32_bpc": cf, "int_bpc": ci},
                 {"fp32_bpc": fp_bpc, "int_bpc": it_bpc, "bpc_delta_pct": (it_bpc - fp_bpc) / fp_bpc * 100})
+
+
+# ------------------------------------------------------------------ where the char LM's gap comes from
+def quantised_linear(lin: nn.Linear, x: torch.Tensor, bits: int, operands: str) -> torch.Tensor:
+    """``lin(x)`` with the forward GEMM's operands named in ``operands`` (``"x"``, ``"w"``, both or
+    neither) quantised as ``ShiftQuantLinear``'s forward quantises them (x: ShiftQuant with a
+    factor per token; W: per tensor with a factor per output row), the others float.  With both
+    it is the integer GEMM of ``ShiftQuantLinear`` itself, value for value."""
+    x2 = x.reshape(-1, x.shape[-1])
+    w = lin.weight.detach()
+    if "x" in operands and "w" in operands:
+        xq = shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+        y, scale, shift = shift_gemm(xq, tensor_quantise(w, bits, per_row=True))
+        y = (y.to(torch.float64) * scale * 2.0 ** -shift).to(x.dtype)
+    else:
+        xv = (shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE).dequantise().to(x.dtype)
+              if "x" in operands else x2)
+        wv = tensor_quantise(w, bits, per_row=True).dequantise().to(x.dtype) if "w" in operands else w
+        y = xv @ wv.T
+    y = y.reshape(*x.shape[:-1], lin.out_features)
+    return y + lin.bias if lin.bias is not None else y
+
+
+@contextmanager
+def linear_forwards(model: nn.Module, forward):
+    """Within the block every ``nn.Linear`` of ``model`` (``ShiftQuantLinear`` too) computes
+    ``forward(name, layer, x)`` instead of its own forward."""
+    layers = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
+    for name, mod in layers:
+        mod.forward = lambda x, name=name, mod=mod: forward(name, mod, x)
+    try:
+        yield [name for name, _ in layers]
+    finally:
+        for _, mod in layers:
+            del mod.forward
+
+
+def charlm_forward_study(bits: int, seeds: int = 3, steps: int = 800, integer_runs: bool = True,
+                         progress=print) -> dict:
+    """Where the char LM's gap comes from, measured on the held-out text without training noise:
+
+    * ``fp32_forward_cost``: FP32-trained models evaluated with their forward GEMMs quantised as
+      the integer layers quantise them (both operands, the activations x only, the weights only,
+      and one layer at a time): the part of the gap a model pays at evaluation alone;
+    * ``finer_group_fraction``: per layer, the share of x's channels that ShiftQuant puts in a
+      group finer than the first (after the per-token factors);
+    * ``integer_runs``: each integer-trained model evaluated as trained and with float linear
+      layers: what its training cost apart from its own forward's rounding.
+
+    Costs are relative, in % (bits per character up, accuracy down), per seed and averaged."""
+    held = _charlm_data()[2]
+
+    def cost(base, r):
+        return {"bpc_pct": (r[0] - base[0]) / base[0] * 100, "accuracy_pct": (base[1] - r[1]) / base[1] * 100}
+
+    def mean(rows):
+        return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+    per_seed, groups = [], {}
+
+    def counting(name, lin, x):
+        q = shift_quantise(x.reshape(-1, x.shape[-1]), bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+        groups.setdefault(name, []).append(float((q.group > 0).double().mean()))
+        return quantised_linear(lin, x, bits, "xw")
+
+    for seed in range(seeds):
+        progress(f"char LM seed {seed}: FP32")
+        model, _ = _charlm_fit(0, seed, steps)
+        base = _charlm_eval(model, held, 64)
+        row = {"seed": seed, "fp32_bpc": base[0], "fp32_accuracy": base[1] * 100, "fp32_forward_cost": {}}
+        for operands in ("xw", "x", "w"):
+            with linear_forwards(model, lambda n, lin, x, o=operands: quantised_linear(lin, x, bits, o)):
+                row["fp32_forward_cost"][operands] = cost(base, _charlm_eval(model, held, 64))
+        with linear_forwards(model, counting) as names:
+            _charlm_eval(model, held, 64)
+        for name in names:
+            with linear_forwards(model, lambda n, lin, x, one=name: quantised_linear(lin, x, bits, "xw" if n == one else "")):
+                row["fp32_forward_cost"][f"layer {name}"] = cost(base, _charlm_eval(model, held, 64))
+        if integer_runs:
+            progress(f"char LM seed {seed}: {bits}-bit")
+            imodel, _ = _charlm_fit(bits, seed, steps)
+            as_trained = _charlm_eval(imodel, held, 64)
+            with linear_forwards(imodel, lambda n, lin, x: quantised_linear(lin, x, bits, "")):
+                float_linears = _charlm_eval(imodel, held, 64)
+            row["integer"] = {"as_trained": cost(base, as_trained), "float_linears": cost(base, float_linears)}
+        per_seed.append(row)
+    out = {"bits": bits, "seeds": seeds, "steps": steps,
+           "fp32_forward_cost": {k: mean([r["fp32_forward_cost"][k] for r in per_seed]) for k in per_seed[0]["fp32_forward_cost"]},
+           "finer_group_fraction": {k: sum(v) / len(v) for k, v in groups.items()}, "per_seed": per_seed}
+    if integer_runs:
+        out["integer"] = {k: mean([r["integer"][k] for r in per_seed]) for k in per_seed[0]["integer"]}
+    return out
 
 
 TASKS = {

@@ -36,6 +36,36 @@ def test_shiftquant_beats_one_tensor_scale_on_outlier_channels():
     assert err(shift_quantise(a, 4)) < 0.8 * err(tensor_quantise(a, 4))
 
 
+@pytest.mark.parametrize("bits", [4, 6, 8])
+def test_row_tiles_take_their_own_groups(bits):
+    # with row factors every row's maximum is 1, so over many rows every channel lands in group 0;
+    # per tile of rows the narrow channels get finer steps, and each tile is exactly what
+    # ShiftQuant of that tile alone gives; the GEMM stays exact with a row's tags
+    g = torch.Generator().manual_seed(bits)
+    rows = 124  # 15 tiles of 8 and a short one
+    a = torch.randn(rows, 64, generator=g, dtype=torch.float64) * 0.2
+    a[torch.arange(rows), torch.arange(rows) % 64] = 3.0  # each token one wide channel, every channel wide somewhere
+    b = torch.randn(12, 64, generator=g, dtype=torch.float64)
+    whole, tiled = shift_quantise(a, bits, per_row=True), shift_quantise(a, bits, per_row=True, row_tile=8)
+    assert whole.group.shape == (64,) and tiled.group.shape == (rows, 64)
+    assert (whole.group > 0).sum() == 0 and (tiled.group > 0).float().mean() > 0.5
+    for lo in range(0, rows, 8):
+        alone = shift_quantise(a[lo:lo + 8], bits, per_row=True)
+        assert torch.equal(tiled.q[lo:lo + 8], alone.q)
+        assert all(torch.equal(tiled.row_group(i), alone.group) for i in range(lo, min(lo + 8, rows)))
+    exact = a @ b.T
+    y, scale, shift = shift_gemm(tiled, tensor_quantise(b, 8, per_row=True))
+    want = tiled.dequantise() @ tensor_quantise(b, 8, per_row=True).dequantise().T
+    assert torch.allclose(y.double() * scale * 2.0 ** -shift, want, rtol=0, atol=1e-9 * want.abs().max())
+    assert (tiled.dequantise() - a).norm() < (whole.dequantise() - a).norm()
+    assert (want - exact).norm() < (shift_gemm_value(whole, b) - exact).norm()
+
+
+def shift_gemm_value(aq, b):
+    y, scale, shift = shift_gemm(aq, tensor_quantise(b, 8, per_row=True))
+    return y.double() * scale * 2.0 ** -shift
+
+
 def test_stochastic_rounding_is_unbiased_and_seeded():
     x = torch.full((4000, 16), 0.3)
     x[0, 0] = 7.0  # sets the scale: 0.3 sits between two steps

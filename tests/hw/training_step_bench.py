@@ -9,8 +9,8 @@ import cocotb
 import torch
 from amaranth.hdl import Const
 
-from airfoil.host.integer_training import (L1_FRAC, gradient_value, norm_input, shift_gemm, shift_quantise,
-                                           tensor_quantise)
+from airfoil.host.integer_training import (L1_FRAC, SHIFT_ROW_TILE, gradient_value, norm_input, shift_gemm,
+                                           shift_quantise, tensor_quantise)
 from airfoil.hw.shiftquant import SHIFTQUANT_LATENCY, ShiftQuantDot
 from tests.hw.l1norm_bench import dot_rows, l1_rows, start
 
@@ -26,7 +26,7 @@ async def gemm(dut, layout, lanes, a, b) -> torch.Tensor:
                 sl = slice(c, min(c + lanes, k))
                 beats.append(Const.cast(layout.const({
                     "a": a.q[i, sl].tolist() + [0] * pad, "b": b.q[j, sl].tolist() + [0] * pad,
-                    "group": a.group[sl].tolist() + [0] * pad,
+                    "group": a.row_group(i)[sl].tolist() + [0] * pad,
                     "first": int(c == 0), "last": int(c + lanes >= k)})).value)
     y = await dot_rows(dut, "gemm__", beats, m_ * b.q.shape[0], SHIFTQUANT_LATENCY)
     return torch.tensor(y, dtype=torch.int64).reshape(m_, b.q.shape[0])
@@ -40,7 +40,7 @@ async def training_step(dut):
     x, w, gy = (torch.tensor(cfg[k], dtype=torch.float64) for k in ("x", "w", "gy"))
     gen = torch.Generator().manual_seed(cfg["seed"])
     await start(dut)
-    xq, wq = shift_quantise(x, bits, per_row=True), tensor_quantise(w, bits, per_row=True)
+    xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
     z = await gemm(dut, layout, lanes, xq, wq)
     zn = norm_input(z, wq)
     fwd = await l1_rows(dut, "norm__", [{"mode": 0, "x": row} for row in zn.tolist()])
@@ -49,9 +49,9 @@ async def training_step(dut):
                                         for gr, f in zip(g.tolist(), fwd)])
     dz = torch.tensor([r["value"] for r in bwd], dtype=torch.int64)
     dzv = gradient_value(dz, xq, wq, shift_gemm(xq, wq)[2])
-    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True)
+    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
     dx = await gemm(dut, layout, lanes, gq, tensor_quantise(w.T.contiguous(), bits, per_row=True))
-    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True)
+    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
     dw = await gemm(dut, layout, lanes, gq_t, tensor_quantise(x.T.contiguous(), bits, per_row=True))
     json.dump({"z": z.tolist(), "zn": zn.tolist(), "y": [f["value"] for f in fwd], "sgn": [f["sgn"] for f in fwd],
                "s": [f["s"] for f in fwd], "dz": dz.tolist(), "dx": dx.tolist(), "dw": dw.tolist()},

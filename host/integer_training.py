@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "ShiftQuantLinear",
+__all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "tile_tags", "ShiftQuantLinear",
            "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
            "l1_batch_norm_backward", "linear_l1_training_step", "norm_input", "gradient_value",
            "L1_FRAC", "MAX_GROUPS"]
@@ -125,6 +125,19 @@ def shift_gemm(a: ShiftQuantized, b: ShiftQuantized) -> tuple[torch.Tensor, floa
     return y, scale, top
 
 
+def tile_tags(a: ShiftQuantized, b: ShiftQuantized, i: int, j: int, groups: int = MAX_GROUPS,
+              b_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tags [K] a ``ShiftQuantDot`` of ``groups`` accumulators and ``b_groups`` shifts of
+    the second operand takes for output (i, j) of ``shift_gemm(a, b)``: a's channel groups, and
+    b's, each moved up by what the tile has beyond the format (``groups - a.groups``), so that the
+    tile's ``(qa * (qb << (b_groups - 1 - tb))) << (groups - 1 - ta)`` is ``shift_gemm``'s
+    ``qa * qb << (top - ga - gb)`` whatever the formats."""
+    if a.groups > groups or b.groups > b_groups:
+        raise ValueError(f"tile_tags: operands of {a.groups} and {b.groups} groups need a tile of at least as many "
+                         f"(it has {groups} accumulators and {b_groups} shifts)")
+    return a.row_group(i) + (groups - a.groups), b.row_group(j) + (b_groups - b.groups)
+
+
 def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
     return y.to(torch.float64) * scale * 2.0 ** -shift
 
@@ -138,7 +151,8 @@ class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
         # input channels along K get shifts; tokens (rows of x) and outputs (rows of w) their own factors
-        xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
+        xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+        wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
         ctx.save_for_backward(x, w)
         ctx.bits, ctx.gen = bits, gen
         return _value(*shift_gemm(xq, wq)).to(x.dtype)
@@ -250,7 +264,8 @@ def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, 
 
     Returns the integers of each stage (z, zn, y, sgn, s, g, dz, dx, dw) and the float gradients
     ``dx_value = dL/dx`` and ``dw_value = dL/dW``."""
-    xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
+    xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+    wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
     z, _, z_shift = shift_gemm(xq, wq)  # forward: X W^T
     zn = norm_input(z, wq)
     y, saved = l1_norm_forward(zn, L1_FRAC)

@@ -18,7 +18,7 @@ from torch import nn
 
 from airfoil.errors import AirfoilError
 from airfoil.host.integer_training import (SHIFT_ROW_TILE, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
-                                          shift_gemm, shift_quantise, tensor_quantise)
+                                          shift_gemm, shift_quantise)
 
 __all__ = ["TASKS", "TrainResult", "run_task", "L1Norm", "quantised_linear", "linear_forwards", "charlm_forward_study"]
 
@@ -251,19 +251,20 @@ def _charlm(bits: int, seed: int, steps: int):
 # ------------------------------------------------------------------ where the char LM's gap comes from
 def quantised_linear(lin: nn.Linear, x: torch.Tensor, bits: int, operands: str) -> torch.Tensor:
     """``lin(x)`` with the forward GEMM's operands named in ``operands`` (``"x"``, ``"w"``, both or
-    neither) quantised as ``ShiftQuantLinear``'s forward quantises them (x: ShiftQuant with a
-    factor per token; W: per tensor with a factor per output row), the others float.  With both
+    neither) quantised as ``ShiftQuantLinear``'s forward quantises them (ShiftQuant with a factor
+    per row and groups per tile of rows: x's rows are tokens, W's outputs), the others float.  With both
     it is the integer GEMM of ``ShiftQuantLinear`` itself, value for value."""
     x2 = x.reshape(-1, x.shape[-1])
     w = lin.weight.detach()
     if "x" in operands and "w" in operands:
         xq = shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
-        y, scale, shift = shift_gemm(xq, tensor_quantise(w, bits, per_row=True))
+        y, scale, shift = shift_gemm(xq, shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE))
         y = (y.to(torch.float64) * scale * 2.0 ** -shift).to(x.dtype)
     else:
         xv = (shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE).dequantise().to(x.dtype)
               if "x" in operands else x2)
-        wv = tensor_quantise(w, bits, per_row=True).dequantise().to(x.dtype) if "w" in operands else w
+        wv = (shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE).dequantise().to(x.dtype)
+              if "w" in operands else w)
         y = xv @ wv.T
     y = y.reshape(*x.shape[:-1], lin.out_features)
     return y + lin.bias if lin.bias is not None else y

@@ -127,11 +127,13 @@ def lut_equivalents(r: dict) -> float:
 
 
 def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
-    """ShiftQuant dot tiles (4/6/8 bits) against FP16 multiply-add lanes at the same MAC
-    throughput (TRAINING_LANES MACs per cycle).  The FP16 lanes are independent, so
+    """ShiftQuant dot tiles (4/6/8 bits, the training datapath's: W's groups as shifts,
+    TRAINING_B_GROUPS) against FP16 multiply-add lanes at the same MAC throughput (TRAINING_LANES MACs
+    per cycle).  The FP16 lanes are independent, so
     ``fp16_lanes < TRAINING_LANES`` synthesises fewer and scales the counts (labelled)."""
     from airfoil.hw.fp16 import Fp16MacArray
     from airfoil.hw.shiftquant import ShiftQuantDot
+    from airfoil.hw.training_step import TRAINING_B_GROUPS
 
     def entry(r: Resources, scale: int = 1) -> dict:
         e = {"dsp48e2": r.dsp * scale, "lut": r.lut * scale, "ff": r.ff * scale, "carry": r.carry * scale}
@@ -142,7 +144,8 @@ def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
     fp16["synthesised_lanes"] = fp16_lanes
     out = {"fp16": fp16}
     for bits in (4, 6, 8):
-        sq = entry(synthesize(ShiftQuantDot(bits, TRAINING_LANES), "shiftquant_dot", mapper="abc"))
+        sq = entry(synthesize(ShiftQuantDot(bits, TRAINING_LANES, b_groups=TRAINING_B_GROUPS), "shiftquant_dot",
+                              mapper="abc"))
         sq["lut_equivalent_saving"] = round(1 - sq["lut_equivalents"] / fp16["lut_equivalents"], 4)
         out[f"shiftquant_{bits}bit"] = sq
     return out

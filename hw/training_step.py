@@ -8,15 +8,20 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
+from airfoil.host.integer_training import MAX_GROUPS
 from airfoil.hw.l1norm import L1NormUnit
 from airfoil.hw.shiftquant import ShiftQuantDot
 
-__all__ = ["IntegerTrainingDatapath"]
+__all__ = ["IntegerTrainingDatapath", "TRAINING_B_GROUPS"]
+
+# the forward GEMM's operands are both ShiftQuant (x and W): x's group picks the accumulator and
+# W's shifts its code into the multiplier, 0 .. G - 1 bits (host/integer_training.py: tile_tags)
+TRAINING_B_GROUPS = MAX_GROUPS
 
 
 class IntegerTrainingDatapath(wiring.Component):
     def __init__(self, bits: int, lanes: int, max_n: int, acc_width: int = 40):
-        self._dot = ShiftQuantDot(bits, lanes, acc_width=acc_width)
+        self._dot = ShiftQuantDot(bits, lanes, b_groups=TRAINING_B_GROUPS, acc_width=acc_width)
         # the norm's input is the GEMM's integer output
         self._norm = L1NormUnit(max_n, x_width=self._dot.out_width, g_width=18)
         super().__init__({"gemm": Out(self._dot.signature), "norm": Out(self._norm.signature)})

@@ -5,7 +5,7 @@ import torch
 
 from airfoil.host.integer_training import (L1_FRAC, MAX_GROUPS, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
                                            l1_batch_norm_backward, l1_batch_norm_forward, linear_l1_training_step,
-                                           shift_gemm, shift_quantise, tensor_quantise)
+                                           shift_gemm, shift_quantise, tensor_quantise, tile_tags)
 
 
 @pytest.mark.parametrize("bits", [4, 6, 8])
@@ -59,6 +59,30 @@ def test_row_tiles_take_their_own_groups(bits):
     assert torch.allclose(y.double() * scale * 2.0 ** -shift, want, rtol=0, atol=1e-9 * want.abs().max())
     assert (tiled.dequantise() - a).norm() < (whole.dequantise() - a).norm()
     assert (want - exact).norm() < (shift_gemm_value(whole, b) - exact).norm()
+
+
+@pytest.mark.parametrize("b_groups", [MAX_GROUPS, 1])
+def test_tile_tags_align_as_shift_gemm_does(b_groups):
+    # the training tile (a's group picks one of G accumulators, b's shifts b's code left by
+    # G - 1 - tag, then acc_g << (G - 1 - g)) gives shift_gemm's integers both for two ShiftQuant
+    # operands (the forward: x and W) and for a per-tensor second operand (the backward GEMMs)
+    g = torch.Generator().manual_seed(b_groups)
+    a = torch.randn(10, 48, generator=g, dtype=torch.float64) * torch.logspace(0, -1.2, 48, dtype=torch.float64)
+    b = torch.randn(6, 48, generator=g, dtype=torch.float64) * torch.logspace(-1.2, 0, 48, dtype=torch.float64)
+    aq = shift_quantise(a, 6, per_row=True, row_tile=4)
+    bq = shift_quantise(b, 6, per_row=True, row_tile=4, groups=b_groups)
+    y, _, _ = shift_gemm(aq, bq)
+    top = MAX_GROUPS - 1
+    for i in range(10):
+        for j in range(6):
+            ta, tb = tile_tags(aq, bq, i, j, MAX_GROUPS, MAX_GROUPS)
+            prods = aq.q[i] * (bq.q[j] << (top - tb))
+            acc = [int(prods[ta == t].sum()) for t in range(MAX_GROUPS)]
+            assert sum(acc[t] << (top - t) for t in range(MAX_GROUPS)) == int(y[i, j])
+    if b_groups > 1:
+        assert len(set(tile_tags(aq, bq, 0, 0, MAX_GROUPS, MAX_GROUPS)[1].tolist())) > 1
+        with pytest.raises(ValueError, match="tile of at least"):
+            tile_tags(aq, bq, 0, 0, MAX_GROUPS, 1)
 
 
 def shift_gemm_value(aq, b):

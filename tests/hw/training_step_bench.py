@@ -10,23 +10,25 @@ import torch
 from amaranth.hdl import Const
 
 from airfoil.host.integer_training import (L1_FRAC, SHIFT_ROW_TILE, gradient_value, norm_input, shift_gemm,
-                                           shift_quantise, tensor_quantise)
+                                           shift_quantise, tensor_quantise, tile_tags)
 from airfoil.hw.shiftquant import SHIFTQUANT_LATENCY, ShiftQuantDot
+from airfoil.hw.training_step import TRAINING_B_GROUPS
 from tests.hw.l1norm_bench import dot_rows, l1_rows, start
 
 
 async def gemm(dut, layout, lanes, a, b) -> torch.Tensor:
-    """a.q [M, K] (groups along K) times b.q [N, K]^T on the dot tile, one output per row."""
+    """a.q [M, K] times b.q [N, K]^T (groups along K) on the dot tile, one output per row."""
     m_, k = a.q.shape
     beats = []
     for i in range(m_):
         for j in range(b.q.shape[0]):
+            ta, tb = tile_tags(a, b, i, j, b_groups=TRAINING_B_GROUPS)
             for c in range(0, k, lanes):
                 pad = max(0, c + lanes - k)
                 sl = slice(c, min(c + lanes, k))
                 beats.append(Const.cast(layout.const({
                     "a": a.q[i, sl].tolist() + [0] * pad, "b": b.q[j, sl].tolist() + [0] * pad,
-                    "group": a.row_group(i)[sl].tolist() + [0] * pad,
+                    "group": ta[sl].tolist() + [0] * pad, "b_group": tb[sl].tolist() + [0] * pad,
                     "first": int(c == 0), "last": int(c + lanes >= k)})).value)
     y = await dot_rows(dut, "gemm__", beats, m_ * b.q.shape[0], SHIFTQUANT_LATENCY)
     return torch.tensor(y, dtype=torch.int64).reshape(m_, b.q.shape[0])
@@ -36,11 +38,12 @@ async def gemm(dut, layout, lanes, a, b) -> torch.Tensor:
 async def training_step(dut):
     cfg = json.load(open(os.environ["AIRFOIL_STEP"]))
     bits, lanes = cfg["bits"], cfg["lanes"]
-    layout = ShiftQuantDot(bits, lanes).beat_layout
+    layout = ShiftQuantDot(bits, lanes, b_groups=TRAINING_B_GROUPS).beat_layout
     x, w, gy = (torch.tensor(cfg[k], dtype=torch.float64) for k in ("x", "w", "gy"))
     gen = torch.Generator().manual_seed(cfg["seed"])
     await start(dut)
-    xq, wq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE), tensor_quantise(w, bits, per_row=True)
+    xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+    wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
     z = await gemm(dut, layout, lanes, xq, wq)
     zn = norm_input(z, wq)
     fwd = await l1_rows(dut, "norm__", [{"mode": 0, "x": row} for row in zn.tolist()])

@@ -142,15 +142,16 @@ def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
     return y.to(torch.float64) * scale * 2.0 ** -shift
 
 
-# rows (tokens; outputs in backward weight) that share the ShiftQuant operand's channel groups:
-# 2-bit tags per channel per 8 rows, 0.25 bits an element (docs/integer-training.md)
+# rows that share a ShiftQuant operand's channel groups (tokens of x and dY, output channels of W
+# and dY^T): 2-bit tags per channel per 8 rows, 0.25 bits an element (docs/integer-training.md)
 SHIFT_ROW_TILE: int | None = 8
 
 
 class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
-        # input channels along K get shifts; tokens (rows of x) and outputs (rows of w) their own factors
+        # both operands' input channels along K get shifts, per tile of 8 rows; tokens (rows of x)
+        # and outputs (rows of w) their own factors
         xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
         wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
         ctx.save_for_backward(x, w)

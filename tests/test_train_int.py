@@ -18,8 +18,9 @@ def test_digits_at_4_bits_within_the_papers_margin(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_charlm_at_6_bits_within_the_papers_margin(capsys):
-    # three seeds: one run moves by about 1.5% from seed to seed, more than the margin
-    assert main(["train-int", "--task", "charlm", "--bits", "6", "--seeds", "3", "--json"]) == 0
+    # three seeds: one run moves by about 1.5% from seed to seed, more than the margin; one thread,
+    # as the committed report was run (the thread count changes float summation order)
+    assert main(["train-int", "--task", "charlm", "--bits", "6", "--seeds", "3", "--threads", "1", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["fp32_metric"] > 40 and len(r["per_seed"]) == 3  # it learned something: next-character accuracy
     assert r["delta"] <= 0.61  # % relative accuracy (mean over the seeds): the paper's 6-bit Transformer loss

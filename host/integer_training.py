@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "tile_tags", "ShiftQuantLinear",
+__all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "tile_tags", "forward_operands",
+           "gradient_quantise",
+           "ShiftQuantLinear",
            "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
            "l1_batch_norm_backward", "linear_l1_training_step", "norm_input", "gradient_value",
            "L1_FRAC", "MAX_GROUPS"]
@@ -147,13 +149,27 @@ def _value(y: torch.Tensor, scale: float, shift: int) -> torch.Tensor:
 SHIFT_ROW_TILE: int | None = 8
 
 
+def forward_operands(x: torch.Tensor, w: torch.Tensor, bits: int) -> tuple[ShiftQuantized, ShiftQuantized]:
+    """The forward GEMM ``X W^T``'s operands as the training layers quantise them: both ShiftQuant
+    with groups along the inputs per tile of SHIFT_ROW_TILE rows, and a factor per row (tokens of
+    x, output channels of W); nearest rounding."""
+    return (shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE),
+            shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE))
+
+
+def gradient_quantise(g: torch.Tensor, bits: int, gen: torch.Generator) -> ShiftQuantized:
+    """A backward GEMM's gradient operand (dY for backward data, dY^T for backward weight) as the
+    training layers quantise it: ShiftQuant per tile of SHIFT_ROW_TILE rows with a factor per row,
+    stochastic rounding from ``gen``."""
+    return shift_quantise(g, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+
+
 class _ShiftQuantLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w, bits, gen):
         # both operands' input channels along K get shifts, per tile of 8 rows; tokens (rows of x)
         # and outputs (rows of w) their own factors
-        xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
-        wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+        xq, wq = forward_operands(x, w, bits)
         ctx.save_for_backward(x, w)
         ctx.bits, ctx.gen = bits, gen
         return _value(*shift_gemm(xq, wq)).to(x.dtype)
@@ -163,11 +179,11 @@ class _ShiftQuantLinearFn(torch.autograd.Function):
         x, w = ctx.saved_tensors
         bits, gen = ctx.bits, ctx.gen
         # backward data: dX = dY W, reduction over the outputs: dY's channels are its columns
-        gq = shift_quantise(gy, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+        gq = gradient_quantise(gy, bits, gen)
         wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
         gx = _value(*shift_gemm(gq, wq_t)).to(x.dtype)
         # backward weight: dW = dY^T X, reduction over the tokens: dY^T's channels are tokens
-        gq_t = shift_quantise(gy.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+        gq_t = gradient_quantise(gy.T.contiguous(), bits, gen)
         xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
         gw = _value(*shift_gemm(gq_t, xq_t)).to(w.dtype)
         return gx, gw, None, None
@@ -265,18 +281,17 @@ def linear_l1_training_step(x: torch.Tensor, w: torch.Tensor, gy: torch.Tensor, 
 
     Returns the integers of each stage (z, zn, y, sgn, s, g, dz, dx, dw) and the float gradients
     ``dx_value = dL/dx`` and ``dw_value = dL/dW``."""
-    xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
-    wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+    xq, wq = forward_operands(x, w, bits)
     z, _, z_shift = shift_gemm(xq, wq)  # forward: X W^T
     zn = norm_input(z, wq)
     y, saved = l1_norm_forward(zn, L1_FRAC)
     g = torch.round(gy.to(torch.float64) * 2 ** L1_FRAC).to(torch.int64)
     dz = l1_norm_backward(g, saved)  # dL/dzn in 2^-(2 L1_FRAC) units
     dzv = gradient_value(dz, xq, wq, z_shift)
-    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+    gq = gradient_quantise(dzv, bits, gen)
     wq_t = tensor_quantise(w.T.contiguous(), bits, per_row=True)
     dx, dx_scale, dx_shift = shift_gemm(gq, wq_t)  # backward data: dZ W
-    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+    gq_t = gradient_quantise(dzv.T.contiguous(), bits, gen)
     xq_t = tensor_quantise(x.T.contiguous(), bits, per_row=True)
     dw, dw_scale, dw_shift = shift_gemm(gq_t, xq_t)  # backward weight: dZ^T X
     return {"xq": xq, "wq": wq, "z": z, "zn": zn, "y": y, "sgn": saved["sgn"], "s": saved["s"], "g": g, "dz": dz,

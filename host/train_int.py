@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from airfoil.errors import AirfoilError
-from airfoil.host.integer_training import (SHIFT_ROW_TILE, ShiftQuantLinear, l1_norm_backward, l1_norm_forward,
-                                          shift_gemm, shift_quantise)
+from airfoil.host.integer_training import (ShiftQuantLinear, forward_operands, l1_norm_backward, l1_norm_forward,
+                                          shift_gemm)
 
 __all__ = ["TASKS", "TrainResult", "run_task", "L1Norm", "quantised_linear", "linear_forwards", "charlm_forward_study"]
 
@@ -254,17 +254,13 @@ def quantised_linear(lin: nn.Linear, x: torch.Tensor, bits: int, operands: str) 
     neither) quantised as ``ShiftQuantLinear``'s forward quantises them (ShiftQuant with a factor
     per row and groups per tile of rows: x's rows are tokens, W's outputs), the others float.  With both
     it is the integer GEMM of ``ShiftQuantLinear`` itself, value for value."""
-    x2 = x.reshape(-1, x.shape[-1])
-    w = lin.weight.detach()
+    xq, wq = forward_operands(x.reshape(-1, x.shape[-1]), lin.weight.detach(), bits)
     if "x" in operands and "w" in operands:
-        xq = shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
-        y, scale, shift = shift_gemm(xq, shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE))
+        y, scale, shift = shift_gemm(xq, wq)
         y = (y.to(torch.float64) * scale * 2.0 ** -shift).to(x.dtype)
     else:
-        xv = (shift_quantise(x2, bits, per_row=True, row_tile=SHIFT_ROW_TILE).dequantise().to(x.dtype)
-              if "x" in operands else x2)
-        wv = (shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE).dequantise().to(x.dtype)
-              if "w" in operands else w)
+        xv = xq.dequantise().to(x.dtype) if "x" in operands else x.reshape(-1, x.shape[-1])
+        wv = wq.dequantise().to(x.dtype) if "w" in operands else lin.weight.detach()
         y = xv @ wv.T
     y = y.reshape(*x.shape[:-1], lin.out_features)
     return y + lin.bias if lin.bias is not None else y
@@ -308,7 +304,7 @@ def charlm_forward_study(bits: int, seeds: int = 3, steps: int = 800, integer_ru
     per_seed, groups = [], {}
 
     def counting(name, lin, x):
-        q = shift_quantise(x.reshape(-1, x.shape[-1]), bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+        q = forward_operands(x.reshape(-1, x.shape[-1]), lin.weight.detach(), bits)[0]
         groups.setdefault(name, []).append(float((q.group > 0).double().mean()))
         return quantised_linear(lin, x, bits, "xw")
 

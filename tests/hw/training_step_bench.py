@@ -9,8 +9,8 @@ import cocotb
 import torch
 from amaranth.hdl import Const
 
-from airfoil.host.integer_training import (L1_FRAC, SHIFT_ROW_TILE, gradient_value, norm_input, shift_gemm,
-                                           shift_quantise, tensor_quantise, tile_tags)
+from airfoil.host.integer_training import (L1_FRAC, forward_operands, gradient_quantise, gradient_value, norm_input,
+                                           shift_gemm, tensor_quantise, tile_tags)
 from airfoil.hw.shiftquant import SHIFTQUANT_LATENCY, ShiftQuantDot
 from airfoil.hw.training_step import TRAINING_B_GROUPS
 from tests.hw.l1norm_bench import dot_rows, l1_rows, start
@@ -42,8 +42,7 @@ async def training_step(dut):
     x, w, gy = (torch.tensor(cfg[k], dtype=torch.float64) for k in ("x", "w", "gy"))
     gen = torch.Generator().manual_seed(cfg["seed"])
     await start(dut)
-    xq = shift_quantise(x, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
-    wq = shift_quantise(w, bits, per_row=True, row_tile=SHIFT_ROW_TILE)
+    xq, wq = forward_operands(x, w, bits)
     z = await gemm(dut, layout, lanes, xq, wq)
     zn = norm_input(z, wq)
     fwd = await l1_rows(dut, "norm__", [{"mode": 0, "x": row} for row in zn.tolist()])
@@ -52,9 +51,9 @@ async def training_step(dut):
                                         for gr, f in zip(g.tolist(), fwd)])
     dz = torch.tensor([r["value"] for r in bwd], dtype=torch.int64)
     dzv = gradient_value(dz, xq, wq, shift_gemm(xq, wq)[2])
-    gq = shift_quantise(dzv, bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+    gq = gradient_quantise(dzv, bits, gen)
     dx = await gemm(dut, layout, lanes, gq, tensor_quantise(w.T.contiguous(), bits, per_row=True))
-    gq_t = shift_quantise(dzv.T.contiguous(), bits, stochastic=True, gen=gen, per_row=True, row_tile=SHIFT_ROW_TILE)
+    gq_t = gradient_quantise(dzv.T.contiguous(), bits, gen)
     dw = await gemm(dut, layout, lanes, gq_t, tensor_quantise(x.T.contiguous(), bits, per_row=True))
     json.dump({"z": z.tolist(), "zn": zn.tolist(), "y": [f["value"] for f in fwd], "sgn": [f["sgn"] for f in fwd],
                "s": [f["s"] for f in fwd], "dz": dz.tolist(), "dx": dx.tolist(), "dw": dw.tolist()},

@@ -12,16 +12,18 @@ One group sum per cycle; an output ``LATENCY`` cycles after its last group.
 """
 from __future__ import annotations
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from airfoil.numerics import ACC_BITS, MAX_SHIFT
+from airfoil.numerics import ACC_BITS
 
 __all__ = ["RequantisePath", "group_sum_layout", "MIN_SHIFT", "LATENCY"]
 
 MIN_SHIFT = -16  # left shifts the path takes; a row's exponent keeps |Y << -shift| < 2^63
 LATENCY = 3  # product register, accumulator, rounded result
+# |y| <= 2^47 rounds to 0 at any right shift of 48 or more (MAX_SHIFT is 62)
+SHIFT_CAP = ACC_BITS
 
 
 def group_sum_layout(acc_width: int = 32) -> data.StructLayout:
@@ -63,16 +65,18 @@ class RequantisePath(wiring.Component):
         m.d.sync += y_done.eq(0)
         with m.If(p_valid):
             m.d.sync += [y.eq(y_new), y_done.eq(p_last), y_shift.eq(p_shift)]
-        # stage 3: round half up (right) or shift left exactly, then saturate to 32 bits
-        sh = Signal(range(MAX_SHIFT + 1))
-        m.d.comb += sh.eq(Mux(y_shift > MAX_SHIFT, MAX_SHIFT, Mux(y_shift > 0, y_shift, 0)))
-        right = Signal(signed(ACC_BITS + 1))
-        half = (Const(1, ACC_BITS + 1) << sh) >> 1  # 2^(sh-1), 0 for sh = 0
-        m.d.comb += right.eq((y + half) >> sh)
-        left = Signal(signed(ACC_BITS - MIN_SHIFT))
-        m.d.comb += left.eq(y << Mux(y_shift < 0, (-y_shift)[:5], 0))
-        full = Signal(signed(ACC_BITS - MIN_SHIFT + 1))
-        m.d.comb += full.eq(Mux(y_shift > 0, right, left))
+        # stage 3: round half up (right) or shift left exactly, then saturate to 32 bits.  One
+        # right shifter does both: with u = (y << (1 - MIN_SHIFT)) >> (shift - MIN_SHIFT),
+        # (u + 1) >> 1 is y << -shift exactly for shift <= 0 (the bits that round are zeros) and
+        # rshift_round(y, shift) for shift > 0 (u is y >> (shift - 1), floored).  Shifts from
+        # SHIFT_CAP up give 0 or -1 -> 0 for every 48-bit y, as MAX_SHIFT's do, so the shifter
+        # stops there.
+        amount = Signal(range(SHIFT_CAP - MIN_SHIFT + 1))
+        m.d.comb += amount.eq(Mux(y_shift > SHIFT_CAP, SHIFT_CAP - MIN_SHIFT, y_shift - MIN_SHIFT))
+        u = Signal(signed(ACC_BITS + 1 - MIN_SHIFT))
+        m.d.comb += u.eq((y << (1 - MIN_SHIFT)).as_signed() >> amount)
+        full = Signal(signed(ACC_BITS + 1 - MIN_SHIFT))
+        m.d.comb += full.eq((u + 1) >> 1)
         lo, hi = -(1 << 31), (1 << 31) - 1
         m.d.sync += [self.out.valid.eq(y_done), self.out.payload.eq(Mux(full > hi, hi, Mux(full < lo, lo, full)))]
         return m

@@ -24,7 +24,7 @@ def _outputs(rng):
         if len(outs) % 10 == 0:  # extremes: the widest sums and scales, the shift bounds
             acc = rng.choice([-(1 << 31), (1 << 31) - 1, 0, -1], g)
             scale = rng.choice([0xFFFF, 1, 0x8000], g)
-            shift = int(rng.choice([MIN_SHIFT, 0, 1, 62, 63, 127]))
+            shift = int(rng.choice([MIN_SHIFT, -1, 0, 1, 46, 47, 48, 49, 62, 63, 127]))
         else:
             acc = rng.integers(-(1 << int(rng.integers(1, 32))), 1 << int(rng.integers(1, 32)), g)
             scale = rng.integers(0, 1 << 16, g)

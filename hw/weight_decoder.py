@@ -22,7 +22,7 @@ inputs, at least 16 (``group_log2`` = log2(group / 16)), spanning whole beats.  
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
@@ -147,20 +147,15 @@ def _serve_windows(m: Module, win: dict, n_code, dec) -> None:
             m.d.comb += [dec.mem_addr.eq(r.req_word), dec.mem_en.eq(1)]
 
 
-def _set_bit_positions(mask) -> list:
-    """For a 16-bit mask with 8 set bits: the position of the r-th set bit, r = 0..7 (a prefix
-    popcount per bit, then one-hot selection)."""
+def _set_bit_position(mask, rank) -> Value:
+    """For a 16-bit mask with 8 set bits: the position of its ``rank``-th set bit (rank 0..7).
+    Bit i is the one where it is set and ``rank`` bits are set below it (a prefix popcount); a set
+    bit has at most 7 below it, so 3 bits of the count decide, and exactly one i matches."""
     before = [sum((mask[j] for j in range(i)), start=Const(0, 5)) for i in range(SPARSE_M)]
-    out = []
-    for r in range(8):
-        terms = []
-        for i in range(SPARSE_M):
-            terms.append(Mux(mask[i] & (before[i] == r), i, 0))
-        acc = terms[0]
-        for t in terms[1:]:
-            acc = acc | t
-        out.append(acc)
-    return out
+    acc = Const(0, 4)
+    for i in range(1, SPARSE_M):  # bit 0 contributes position 0: nothing to OR in
+        acc = acc | Mux(mask[i] & (before[i][:3] == rank), i, 0)
+    return acc
 
 
 # ------------------------------------------------------------------------------ the decoder
@@ -418,4 +413,4 @@ class LaneGroupDecoder(wiring.Component):
             with m.Case(N_CODE[8]):
                 lane = j * _pos_lane_bits(8, d)
                 mask = pw[lane + 16 * (s // 8):lane + 16 * (s // 8) + 16]  # d >= 8: s // 8's block; else the one
-                m.d.comb += index.eq(Array(_set_bit_positions(mask))[kidx[:3]])
+                m.d.comb += index.eq(_set_bit_position(mask, kidx[:3]))

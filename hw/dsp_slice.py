@@ -53,7 +53,10 @@ def unpack_lanes(p, lane_width: int | None = None):
 class DspSlice(wiring.Component):
     """``p`` = ``pcin`` + running sum of ``(a_hi*2^18 + a_lo) * w`` since the last ``first``
     (both valid).  ``input_regs`` = 2 delays the operands one more cycle (AREG/BREG = 2), which
-    lines a slice up with the P output of the cascaded slice below it."""
+    lines a slice up with the P output of the cascaded slice below it.  ``accumulate=False``:
+    every product starts a sum, ``p`` = ``pcin`` + product (``first`` is not looked at): a fixed
+    post-adder without the Z-mux and without P fed back, so synthesis keeps only the bits of P that
+    are read (Yosys leaves the post-adder in the fabric; a DSP48E2 holds it)."""
 
     a_hi: In(signed(8))
     a_lo: In(signed(8))
@@ -64,10 +67,10 @@ class DspSlice(wiring.Component):
     p: Out(signed(ACC_WIDTH))
     p_valid: Out(1)  # p was updated this cycle (latency cycles after the inputs)
 
-    def __init__(self, input_regs: int = 1):
+    def __init__(self, input_regs: int = 1, accumulate: bool = True):
         if input_regs not in (1, 2):
             raise ValueError(f"input_regs must be 1 or 2 (the DSP48E2's AREG/BREG), not {input_regs}")
-        self.input_regs = input_regs
+        self.input_regs, self.accumulate = input_regs, accumulate
         self.latency = SLICE_LATENCY + input_regs - 1
         super().__init__()
 
@@ -89,5 +92,5 @@ class DspSlice(wiring.Component):
         mv, mf = Signal(), Signal()
         m.d.sync += [prod.eq(a * b), mv.eq(v), mf.eq(f), self.p_valid.eq(mv)]
         with m.If(mv):
-            m.d.sync += self.p.eq(prod + Mux(mf, self.pcin, self.p))
+            m.d.sync += self.p.eq(prod + (Mux(mf, self.pcin, self.p) if self.accumulate else self.pcin))
         return m

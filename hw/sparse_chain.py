@@ -35,7 +35,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from airfoil.config import SPARSE_M
-from airfoil.hw.dsp_slice import SLICE_LATENCY, DspSlice, unpack_lanes
+from airfoil.hw.dsp_slice import LANE_SHIFT, SLICE_LATENCY, DspSlice
 
 __all__ = ["ChainMode", "SparseDspChain", "MatrixProcessingEngine", "CHAIN_LATENCY", "GROUP_LATENCY", "OUT_WIDTH"]
 
@@ -90,10 +90,14 @@ class SparseDspChain(wiring.Component):
         mm = Signal()
         m.d.comb += mm.eq(b.mode == ChainMode.MM)
         rn_hi = [Signal(signed(LANE_WIDTH), name=f"rn{g}_hi") for g in range(self.groups)]
+        borrow = Signal(self.groups)
         rn_lo = [Signal(signed(LANE_WIDTH), name=f"rn{g}_lo") for g in range(self.groups)]
         for g in range(self.groups):
-            # the group's two slices: the upper one adds the lower one's P through the cascade
-            lower, upper = DspSlice(input_regs=1), DspSlice(input_regs=2)
+            # the group's two slices: the upper one adds the lower one's P through the cascade.
+            # Every beat starts a new sum (the chain accumulates after the reduction), so the
+            # slices have no Z-mux and no P fed back: only the P bits the reduction node reads
+            # are built.
+            lower, upper = DspSlice(input_regs=1, accumulate=False), DspSlice(input_regs=2, accumulate=False)
             m.submodules[f"slice{2 * g}"], m.submodules[f"slice{2 * g + 1}"] = lower, upper
             m.d.comb += upper.pcin.eq(lower.p)
             for s, sl in ((2 * g, lower), (2 * g + 1, upper)):
@@ -106,12 +110,16 @@ class SparseDspChain(wiring.Component):
                     sl.a_hi.eq(Mux(mm, x_hi, b.weight_hi[s])),
                     sl.a_lo.eq(Mux(mm, x_lo, b.weight_lo[s])),
                     sl.w.eq(Mux(mm, b.weight_hi[s], x_hi)),
-                    sl.valid.eq(self.valid), sl.first.eq(1),
+                    sl.valid.eq(self.valid),
                 ]
             # the reduction node breaks the cascade: it splits the packed group sum into lanes.
             # Each lane holds two products (|sum| <= 2 * 128 * 127 < 2^15), so 16 bits carry it.
-            hi, lo = unpack_lanes(upper.p, LANE_WIDTH)
-            m.d.sync += [rn_hi[g].eq(hi), rn_lo[g].eq(lo)]
+            # The high lane is the bits above the low lane plus the borrow of a negative low lane
+            # (unpack_lanes); the borrows go into the adder tree as one bit each, cheaper than
+            # an increment per group.
+            p = upper.p
+            m.d.sync += [rn_hi[g].eq(p[LANE_SHIFT:LANE_SHIFT + LANE_WIDTH + 1].as_signed()),
+                         rn_lo[g].eq(p[:LANE_WIDTH].as_signed()), borrow[g].eq(p[LANE_SHIFT - 1])]
 
         # control delayed to the reduction nodes' output
         ctl = [Signal(3, name=f"ctl{i}") for i in range(GROUP_LATENCY + 2)]
@@ -119,10 +127,10 @@ class SparseDspChain(wiring.Component):
         for i in range(1, len(ctl)):
             m.d.sync += ctl[i].eq(ctl[i - 1])
 
-        # adder tree over the groups (widths grow one bit per level)
+        # adder tree over the groups (widths grow one bit per level), the high lane's with the borrows
         tree_hi = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
         tree_lo = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
-        m.d.sync += [tree_hi.eq(_balanced_sum(rn_hi)), tree_lo.eq(_balanced_sum(rn_lo))]
+        m.d.sync += [tree_hi.eq(_balanced_sum(rn_hi + [borrow[g] for g in range(self.groups)])), tree_lo.eq(_balanced_sum(rn_lo))]
         # row accumulator
         acc_hi = Signal(signed(OUT_WIDTH))
         acc_lo = Signal(signed(OUT_WIDTH))

@@ -66,3 +66,35 @@ def test_random_sums():
 def test_unpack_lanes_inverts_packing(p):
     hi, lo = unpack_lanes(p)
     assert hi * (1 << 18) + lo == p and -(1 << 17) <= lo < (1 << 17)
+
+
+def test_non_accumulating_slice_adds_its_cascade_input_to_every_product():
+    """``accumulate=False`` (the chain's slices): p = pcin + this product, whatever ``first`` says,
+    never the previous P."""
+    dut = DspSlice(accumulate=False)
+    rng = random.Random(3)
+    vectors = [(rng.randint(-128, 127), rng.randint(-128, 127), rng.randint(-127, 127), rng.randint(-(1 << 40), 1 << 40),
+                rng.randint(0, 1)) for _ in range(40)]
+    got = []
+
+    async def bench(ctx):
+        for a_hi, a_lo, w, pcin, first in vectors + [(0, 0, 0, 0, 0)] * (SLICE_LATENCY + 1):
+            ctx.set(dut.a_hi, a_hi)
+            ctx.set(dut.a_lo, a_lo)
+            ctx.set(dut.w, w)
+            ctx.set(dut.pcin, pcin)
+            ctx.set(dut.first, first)
+            ctx.set(dut.valid, 1)
+            await ctx.tick()
+            got.append(ctx.get(dut.p))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    # the product reaches P SLICE_LATENCY cycles after its operands; pcin meets it at the
+    # post-adder, in P's last cycle (as the cascaded slice below delivers its own P)
+    products = [(a_hi * (1 << 18) + a_lo) * w for a_hi, a_lo, w, _, _ in vectors]
+    pcins = [pcin for _, _, _, pcin, _ in vectors] + [0] * SLICE_LATENCY
+    assert [got[i + SLICE_LATENCY - 1] for i in range(len(vectors))] == [
+        product + pcins[i + SLICE_LATENCY - 1] for i, product in enumerate(products)]

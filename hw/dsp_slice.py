@@ -19,11 +19,11 @@ any extra input register.  The post-adder's Z-mux selects ``pcin`` (the cascade 
 below, PCIN) when ``first`` starts a sum, else the slice's own P (accumulate).
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["DspSlice", "unpack_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
+__all__ = ["DspSlice", "unpack_lanes", "split_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
            "SLICE_LATENCY", "ACC_WIDTH"]
 
 LANE_SHIFT = 18
@@ -32,22 +32,20 @@ MAX_PACKED_ACCUMULATIONS = 8
 SLICE_LATENCY = 3
 
 
-def unpack_lanes(p, lane_width: int | None = None):
-    """(hi, lo) lane sums of a packed accumulator value (Amaranth expression or Python int).
+def unpack_lanes(p: int) -> tuple[int, int]:
+    """(hi, lo) lane sums of a packed accumulator value (the reference for ``split_lanes``)."""
+    lo = p & ((1 << LANE_SHIFT) - 1)
+    lo -= (lo >> (LANE_SHIFT - 1)) << LANE_SHIFT
+    return (p - lo) >> LANE_SHIFT, lo
 
-    With ``lane_width`` (hardware only) both lanes are known to fit that many bits, signed, and
-    only the bits that matter are computed: ``lo`` is the low bits, ``hi`` the bits above the
-    low lane plus the borrow of a negative ``lo`` (a ``lane_width``-bit increment, not a
-    48-bit subtraction)."""
-    if isinstance(p, int):
-        lo = p & ((1 << LANE_SHIFT) - 1)
-        lo -= (lo >> (LANE_SHIFT - 1)) << LANE_SHIFT
-        return (p - lo) >> LANE_SHIFT, lo
-    if lane_width is not None:
-        lo = p[:lane_width].as_signed()
-        return p[LANE_SHIFT:LANE_SHIFT + lane_width + 1].as_signed() + p[LANE_SHIFT - 1], lo
-    lo = p[:LANE_SHIFT].as_signed()
-    return ((p - lo) >> LANE_SHIFT), lo
+
+def split_lanes(p: Value, lane_width: int) -> tuple[Value, Value, Value]:
+    """The lanes of a packed value (hardware) whose lanes fit ``lane_width`` bits, signed, as
+    ``(hi_bits, lo, borrow)``, where ``unpack_lanes``' hi = hi_bits + borrow: ``lo`` is the low
+    bits, ``hi_bits`` the bits above the low lane and ``borrow`` the sign of the low lane (a
+    negative ``lo`` borrowed one from the high lane).  No 48-bit subtraction, and the borrow
+    stays a bit of its own, so a sum of many high lanes adds the borrows once."""
+    return p[LANE_SHIFT:LANE_SHIFT + lane_width + 1].as_signed(), p[:lane_width].as_signed(), p[LANE_SHIFT - 1]
 
 
 class DspSlice(wiring.Component):

@@ -68,9 +68,9 @@ class RequantisePath(wiring.Component):
         # stage 3: round half up (right) or shift left exactly, then saturate to 32 bits.  One
         # right shifter does both: with u = (y << (1 - MIN_SHIFT)) >> (shift - MIN_SHIFT),
         # (u + 1) >> 1 is y << -shift exactly for shift <= 0 (the bits that round are zeros) and
-        # rshift_round(y, shift) for shift > 0 (u is y >> (shift - 1), floored).  Shifts from
-        # SHIFT_CAP up give 0 or -1 -> 0 for every 48-bit y, as MAX_SHIFT's do, so the shifter
-        # stops there.
+        # rshift_round(y, shift) for shift > 0 (u is y >> (shift - 1), floored).  From SHIFT_CAP
+        # up u is 0 or -1 for every 48-bit y, so the result is 0, as the reference's is up to
+        # MAX_SHIFT: the shifter stops there.
         amount = Signal(range(SHIFT_CAP - MIN_SHIFT + 1))
         m.d.comb += amount.eq(Mux(y_shift > SHIFT_CAP, SHIFT_CAP - MIN_SHIFT, y_shift - MIN_SHIFT))
         u = Signal(signed(ACC_BITS + 1 - MIN_SHIFT))

@@ -35,7 +35,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from airfoil.config import SPARSE_M
-from airfoil.hw.dsp_slice import LANE_SHIFT, SLICE_LATENCY, DspSlice
+from airfoil.hw.dsp_slice import SLICE_LATENCY, DspSlice, split_lanes
 
 __all__ = ["ChainMode", "SparseDspChain", "MatrixProcessingEngine", "CHAIN_LATENCY", "GROUP_LATENCY", "OUT_WIDTH"]
 
@@ -90,8 +90,8 @@ class SparseDspChain(wiring.Component):
         mm = Signal()
         m.d.comb += mm.eq(b.mode == ChainMode.MM)
         rn_hi = [Signal(signed(LANE_WIDTH), name=f"rn{g}_hi") for g in range(self.groups)]
-        borrow = Signal(self.groups)
         rn_lo = [Signal(signed(LANE_WIDTH), name=f"rn{g}_lo") for g in range(self.groups)]
+        borrow = Signal(self.groups)  # each group's low-lane sign: the high lane's borrow
         for g in range(self.groups):
             # the group's two slices: the upper one adds the lower one's P through the cascade.
             # Every beat starts a new sum (the chain accumulates after the reduction), so the
@@ -114,12 +114,10 @@ class SparseDspChain(wiring.Component):
                 ]
             # the reduction node breaks the cascade: it splits the packed group sum into lanes.
             # Each lane holds two products (|sum| <= 2 * 128 * 127 < 2^15), so 16 bits carry it.
-            # The high lane is the bits above the low lane plus the borrow of a negative low lane
-            # (unpack_lanes); the borrows go into the adder tree as one bit each, cheaper than
-            # an increment per group.
-            p = upper.p
-            m.d.sync += [rn_hi[g].eq(p[LANE_SHIFT:LANE_SHIFT + LANE_WIDTH + 1].as_signed()),
-                         rn_lo[g].eq(p[:LANE_WIDTH].as_signed()), borrow[g].eq(p[LANE_SHIFT - 1])]
+            # The high lane's borrows go into the adder tree as one bit each, cheaper than an
+            # increment per group.
+            hi_bits, lo, borrow_bit = split_lanes(upper.p, LANE_WIDTH)
+            m.d.sync += [rn_hi[g].eq(hi_bits), rn_lo[g].eq(lo), borrow[g].eq(borrow_bit)]
 
         # control delayed to the reduction nodes' output
         ctl = [Signal(3, name=f"ctl{i}") for i in range(GROUP_LATENCY + 2)]
@@ -130,7 +128,8 @@ class SparseDspChain(wiring.Component):
         # adder tree over the groups (widths grow one bit per level), the high lane's with the borrows
         tree_hi = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
         tree_lo = Signal(signed(LANE_WIDTH + ceil_log2(self.groups)))
-        m.d.sync += [tree_hi.eq(_balanced_sum(rn_hi + [borrow[g] for g in range(self.groups)])), tree_lo.eq(_balanced_sum(rn_lo))]
+        m.d.sync += [tree_hi.eq(_balanced_sum(rn_hi + [borrow[g] for g in range(self.groups)])),
+                     tree_lo.eq(_balanced_sum(rn_lo))]
         # row accumulator
         acc_hi = Signal(signed(OUT_WIDTH))
         acc_lo = Signal(signed(OUT_WIDTH))

@@ -19,9 +19,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["ShiftQuantized", "shift_quantise", "tensor_quantise", "shift_gemm", "tile_tags", "forward_operands",
-           "gradient_quantise",
-           "ShiftQuantLinear",
-           "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
+           "gradient_quantise", "ShiftQuantLinear", "l1_norm_forward", "l1_norm_backward", "l1_batch_norm_forward",
            "l1_batch_norm_backward", "linear_l1_training_step", "norm_input", "gradient_value",
            "L1_FRAC", "MAX_GROUPS"]
 

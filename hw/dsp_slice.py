@@ -17,9 +17,20 @@ high 9 bits ``a_hi - sign(a_lo)`` (the borrow), so the fabric spends an 8-bit de
 Pipeline as the primitive's AREG/BREG (1 or 2), MREG=1, PREG=1: latency ``SLICE_LATENCY`` plus
 any extra input register.  The post-adder's Z-mux selects ``pcin`` (the cascade from the slice
 below, PCIN) when ``first`` starts a sum, else the slice's own P (accumulate).
+
+Two elaborations of the same slice, chosen by ``primitive``:
+
+* ``primitive=True`` (what the boards get): a ``DSP48E2`` instance, so that synthesis keeps the
+  operand packing in the pre-adder (D = a_hi * 2^18, A = a_lo: AD = D + A), every pipeline
+  register in the DSP and the cascade sum in its post-adder (PCIN from the slice below's PCOUT).
+  Inferring it does not work here: Yosys' ``synth_xilinx -family xcup`` packs no register, pre- or
+  post-adder into a DSP48E2 (it maps the multiplier alone and leaves the rest in LUTs and
+  flip-flops).  Verilator simulates it with ``sim/hdl/DSP48E2.sv``, a model of UG579's subset.
+* ``primitive=False``: the same arithmetic in plain Amaranth, the reference the primitive is
+  tested against and what Amaranth's own simulator runs (it cannot run an instance).
 """
 
-from amaranth import Cat, Module, Mux, Signal, Value, signed
+from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -30,6 +41,11 @@ LANE_SHIFT = 18
 ACC_WIDTH = 48
 MAX_PACKED_ACCUMULATIONS = 8
 SLICE_LATENCY = 3
+
+
+# DSP48E2 outputs a slice does not read (UG579)
+_UNUSED_OUTPUTS = (("ACOUT", 30), ("BCOUT", 18), ("CARRYOUT", 4), ("CARRYCASCOUT", 1), ("MULTSIGNOUT", 1),
+                   ("OVERFLOW", 1), ("UNDERFLOW", 1), ("PATTERNDETECT", 1), ("PATTERNBDETECT", 1), ("XOROUT", 8))
 
 
 def unpack_lanes(p: int) -> tuple[int, int]:
@@ -61,19 +77,70 @@ class DspSlice(wiring.Component):
     w: In(signed(8))
     valid: In(1)
     first: In(1)  # this product starts a new sum (the Z-mux selects pcin instead of P)
-    pcin: In(signed(ACC_WIDTH))  # the cascade input (0 when unconnected)
+    pcin: In(signed(ACC_WIDTH))  # the cascade input (0 when unconnected): the slice below's pcout
     p: Out(signed(ACC_WIDTH))
+    pcout: Out(signed(ACC_WIDTH))  # p on the dedicated cascade route (PCOUT), for the slice above's pcin
     p_valid: Out(1)  # p was updated this cycle (latency cycles after the inputs)
 
-    def __init__(self, input_regs: int = 1, accumulate: bool = True):
+    def __init__(self, input_regs: int = 1, accumulate: bool = True, primitive: bool = True):
         if input_regs not in (1, 2):
             raise ValueError(f"input_regs must be 1 or 2 (the DSP48E2's AREG/BREG), not {input_regs}")
-        self.input_regs, self.accumulate = input_regs, accumulate
+        self.input_regs, self.accumulate, self.primitive = input_regs, accumulate, primitive
         self.latency = SLICE_LATENCY + input_regs - 1
         super().__init__()
 
     def elaborate(self, platform):
+        return self._elaborate_primitive() if self.primitive else self._elaborate_behavioural()
+
+    def _control_pipeline(self, m: Module) -> tuple[Value, Value]:
+        """``valid`` and ``first`` delayed to the multiplier's output register (M): (mv, mf)."""
+        v, f = self.valid, self.first
+        for i in range(self.input_regs + 1):
+            rv, rf = Signal(name=f"vreg{i}"), Signal(name=f"freg{i}")
+            m.d.sync += [rv.eq(v), rf.eq(f)]
+            v, f = rv, rf
+        m.d.sync += self.p_valid.eq(v)
+        return v, f
+
+    def _elaborate_primitive(self):
         m = Module()
+        mv, mf = self._control_pipeline(m)
+        # the post-adder's Z input: PCIN (001) for a cascade sum, P (010) to accumulate; X = Y = M
+        if self.accumulate:
+            opmode = Cat(Const(0b0101, 4), Mux(mf, Const(0b001, 3), Const(0b010, 3)), Const(0b00, 2))
+        else:
+            opmode = Const(0b00_001_0101, 9)
+        rst = ResetSignal()
+        # D and A meet in the pre-adder: a_hi * 2^18 + a_lo, with the borrow done by the adder.
+        # A two-deep input takes AREG = 1 plus ADREG (D has one register at most); B follows.
+        adreg = self.input_regs - 1
+        a_port, b_port = Signal(signed(30)), Signal(signed(18))  # the ports' widths, sign-extended here
+        m.d.comb += [a_port.eq(self.a_lo), b_port.eq(self.w)]
+        m.submodules.dsp = Instance(
+            "DSP48E2",
+            p_AREG=1, p_ACASCREG=1, p_DREG=1, p_ADREG=adreg, p_BREG=self.input_regs, p_BCASCREG=self.input_regs,
+            p_CREG=0, p_MREG=1, p_PREG=1, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0, p_CARRYINREG=0,
+            p_CARRYINSELREG=0, p_A_INPUT="DIRECT", p_B_INPUT="DIRECT", p_AMULTSEL="AD", p_BMULTSEL="B",
+            p_PREADDINSEL="A", p_USE_MULT="MULTIPLY", p_USE_SIMD="ONE48", p_USE_PATTERN_DETECT="NO_PATDET",
+            p_USE_WIDEXOR="FALSE",
+            i_CLK=ClockSignal(),
+            i_A=a_port, i_D=Cat(Const(0, LANE_SHIFT), self.a_hi, self.a_hi[7]), i_B=b_port,
+            i_C=Const(0, ACC_WIDTH), i_PCIN=self.pcin, i_ACIN=Const(0, 30), i_BCIN=Const(0, 18),
+            i_INMODE=Const(0b00100, 5),  # AD = D + A2, B2
+            i_OPMODE=opmode, i_ALUMODE=Const(0, 4), i_CARRYINSEL=Const(0, 3), i_CARRYIN=0, i_CARRYCASCIN=0,
+            i_MULTSIGNIN=0,
+            i_CEA1=0, i_CEA2=1, i_CEAD=1, i_CEB1=1 if self.input_regs == 2 else 0, i_CEB2=1, i_CEC=0, i_CED=1,
+            i_CEM=1, i_CEP=mv, i_CEINMODE=0, i_CECTRL=0, i_CEALUMODE=0, i_CECARRYIN=0,
+            i_RSTA=rst, i_RSTB=rst, i_RSTC=rst, i_RSTD=rst, i_RSTM=rst, i_RSTP=rst, i_RSTINMODE=rst,
+            i_RSTCTRL=rst, i_RSTALUMODE=rst, i_RSTALLCARRYIN=rst,
+            o_P=self.p, o_PCOUT=self.pcout,
+            # the unused outputs, named so that every pin is connected (the lint's PINMISSING)
+            **{f"o_{pin}": Signal(width, name=f"unused_{pin.lower()}") for pin, width in _UNUSED_OUTPUTS})
+        return m
+
+    def _elaborate_behavioural(self):
+        m = Module()
+        m.d.comb += self.pcout.eq(self.p)
         lo18 = Signal(signed(LANE_SHIFT))
         hi9 = Signal(signed(27 - LANE_SHIFT))
         m.d.comb += [lo18.eq(self.a_lo), hi9.eq(self.a_hi - self.a_lo[7])]

@@ -20,14 +20,14 @@ LINT_WAIVERS = {
 
 
 def lint_verilog(path: Path, top: str, fatal: bool = True) -> tuple[int, str]:
-    """(return code, output) of a lint run with the waivers; ``fatal=False``: warnings do not fail
-    the run (the caller reads them)."""
-    from airfoil.sim.verilator import verilator_env
+    """(return code, output) of a lint run with the waivers, the vendor primitives' simulation models
+    beside the design; ``fatal=False``: warnings do not fail the run (the caller reads them)."""
+    from airfoil.sim.verilator import PRIMITIVE_MODELS, verilator_env
 
     env = verilator_env()
     import os
 
     args = ["verilator", "--lint-only", "-Wall", "--top-module", top, *(f"-Wno-{w}" for w in LINT_WAIVERS),
-            *([] if fatal else ["-Wno-fatal"]), str(path)]
+            *([] if fatal else ["-Wno-fatal"]), str(path), *map(str, PRIMITIVE_MODELS)]
     proc = subprocess.run(args, capture_output=True, text=True, env={**os.environ, **env}, cwd=path.parent)
     return proc.returncode, proc.stdout + proc.stderr

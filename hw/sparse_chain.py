@@ -71,10 +71,11 @@ LANE_WIDTH = 16
 
 
 class SparseDspChain(wiring.Component):
-    """One sparse DSP chain of ``groups`` DSP groups (2 slices each)."""
+    """One sparse DSP chain of ``groups`` DSP groups (2 slices each); ``primitive``: the slices as
+    DSP48E2 instances (the boards'), else behavioural (see ``dsp_slice``)."""
 
-    def __init__(self, groups: int):
-        self.groups = groups
+    def __init__(self, groups: int, primitive: bool = True):
+        self.groups, self.primitive = groups, primitive
         self.beat_layout = _beat_layout(groups)
         super().__init__({
             "beat": In(self.beat_layout),
@@ -97,9 +98,10 @@ class SparseDspChain(wiring.Component):
             # Every beat starts a new sum (the chain accumulates after the reduction), so the
             # slices have no Z-mux and no P fed back: only the P bits the reduction node reads
             # are built.
-            lower, upper = DspSlice(input_regs=1, accumulate=False), DspSlice(input_regs=2, accumulate=False)
+            lower = DspSlice(input_regs=1, accumulate=False, primitive=self.primitive)
+            upper = DspSlice(input_regs=2, accumulate=False, primitive=self.primitive)
             m.submodules[f"slice{2 * g}"], m.submodules[f"slice{2 * g + 1}"] = lower, upper
-            m.d.comb += upper.pcin.eq(lower.p)
+            m.d.comb += upper.pcin.eq(lower.pcout)
             for s, sl in ((2 * g, lower), (2 * g + 1, upper)):
                 idx = b.index[s]
                 x_hi = b.act_hi[g][idx]  # the sparse MUX: 1 of 16 by the 4-bit index
@@ -155,10 +157,10 @@ def _balanced_sum(values):
 class MatrixProcessingEngine(wiring.Component):
     """One core's MPE: ``chains`` VPUs that share the activations of each beat and work on
     different output rows (the MPU arrangement), fed by an operand stream and emitting a
-    result stream with one (hi, lo) pair per chain."""
+    result stream with one (hi, lo) pair per chain.  ``primitive`` as in ``SparseDspChain``."""
 
-    def __init__(self, chains: int, groups: int):
-        self.chains, self.groups = chains, groups
+    def __init__(self, chains: int, groups: int, primitive: bool = True):
+        self.chains, self.groups, self.primitive = chains, groups, primitive
         d = 2 * groups
         shared = _beat_layout(groups)
         self.operand_layout = data.StructLayout({
@@ -185,7 +187,7 @@ class MatrixProcessingEngine(wiring.Component):
         op = self.operands.payload
         m.d.comb += self.operands.ready.eq(1)
         for c in range(self.chains):
-            ch = SparseDspChain(self.groups)
+            ch = SparseDspChain(self.groups, self.primitive)
             m.submodules[f"chain{c}"] = ch
             m.d.comb += [
                 ch.valid.eq(self.operands.valid),

@@ -12,13 +12,16 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "write_memory_image",
-           "read_memory_dump", "log_tail", "clocked_toplevel", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL", "CLOCK_NS",
-           "CLOCKED_SUFFIX"]
+           "read_memory_dump", "log_tail", "clocked_toplevel", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL", "PRIMITIVE_MODELS",
+           "CLOCK_NS", "CLOCKED_SUFFIX"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
 # Handwritten simulation models that generated designs instantiate (the HBM model's channels);
 # every build gets them, unused ones cost nothing
 SIM_HDL = tuple(sorted((Path(__file__).resolve().parent / "hdl").glob("*.sv")))
+# Among them, the models of the vendor primitives that the board Verilog instantiates (the DSP48E2
+# of ``hw.dsp_slice``): a lint of generated Verilog needs them too
+PRIMITIVE_MODELS = (Path(__file__).resolve().parent / "hdl" / "DSP48E2.sv",)
 
 
 def verilator_env() -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""DspSlice: the packed two-MAC multiply-accumulate, in Amaranth's simulator (small cases)."""
+"""DspSlice: the packed two-MAC multiply-accumulate, behavioural (primitive=False), in Amaranth's simulator
+(small cases; the DSP48E2 instance against it is test_dsp_slice_verilator.py)."""
 import random
 
 import pytest
@@ -9,7 +10,7 @@ from airfoil.hw.dsp_slice import MAX_PACKED_ACCUMULATIONS, SLICE_LATENCY, DspSli
 
 def _run(vectors):
     """vectors: list of sums, each a list of (a_hi, a_lo, w); returns the (hi, lo) lanes of each sum."""
-    dut = DspSlice()
+    dut = DspSlice(primitive=False)
     results = []
 
     async def bench(ctx):
@@ -71,7 +72,7 @@ def test_unpack_lanes_inverts_packing(p):
 def test_non_accumulating_slice_adds_its_cascade_input_to_every_product():
     """``accumulate=False`` (the chain's slices): p = pcin + this product, whatever ``first`` says,
     never the previous P."""
-    dut = DspSlice(accumulate=False)
+    dut = DspSlice(accumulate=False, primitive=False)
     rng = random.Random(3)
     vectors = [(rng.randint(-128, 127), rng.randint(-128, 127), rng.randint(-127, 127), rng.randint(-(1 << 40), 1 << 40),
                 rng.randint(0, 1)) for _ in range(40)]

@@ -1,5 +1,6 @@
 """SparseDspChain / MPE in Amaranth's simulator: a few tiles per mode and pattern (the 1,000-tile
-runs are the Verilator benches in test_mpe_verilator.py)."""
+runs are the Verilator benches in test_mpe_verilator.py, on the DSP48E2 instances); the chains here
+are behavioural (primitive=False): Amaranth's simulator cannot run an instance."""
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
@@ -10,7 +11,7 @@ from tests.hw.tiles import random_tile
 
 
 def run_mpe(chains, groups, beats):
-    dut = MatrixProcessingEngine(chains, groups)
+    dut = MatrixProcessingEngine(chains, groups, primitive=False)
     got = []
 
     async def bench(ctx):

@@ -72,12 +72,12 @@ def position_bits_per_block(n: int) -> int:
 LEGAL_SPARSE_N = (2, 4, 8, 16)
 LEGAL_WEIGHT_BITS = (2, 3, 4, 8)
 LEGAL_AXI_BITS = (64, 128, 256, 512)
-# LUTs per DSP slice of the sparse DSP chain (sparse MUXes, operand packing, reduction nodes),
-# rounded up from the measured synthesis baseline (reports/synth_baseline.json: chain@u280 167,
-# mpe@sim 172 since the chain's slices no longer accumulate in P, only add the cascade; 189 before.
-# Yosys counts: it packs no DSP48E2 pipeline register, which Vivado would absorb, so this is an
-# upper bound); a test keeps this at or above the measurement.
-LUT_PER_DSP = 175
+# LUTs per DSP slice of the sparse DSP chain (sparse MUXes, mode selection, reduction nodes),
+# rounded up from the measured synthesis baseline (reports/synth_baseline.json: chain@u280 141,
+# mpe@sim 162 since the slices are DSP48E2 instances that hold the operand packing, the pipeline
+# registers and the cascade sum; 167 and 172 when Yosys inferred them, for it packs none of that
+# into a DSP48E2); a test keeps this at or above the measurement.
+LUT_PER_DSP = 165
 # LUTs (and LUTRAM sites) of a core's units other than the MV unit: controller, fetch, LD/ST, SFU,
 # AXI bridges, registers, rounded up from the sim kernel's synthesis (reports/synth_top.json:
 # 60,058 + 2,202); a test keeps this at or above the measurement.  The weight path (decoders,

@@ -69,8 +69,8 @@ class DspSlice(wiring.Component):
     (both valid).  ``input_regs`` = 2 delays the operands one more cycle (AREG/BREG = 2), which
     lines a slice up with the P output of the cascaded slice below it.  ``accumulate=False``:
     every product starts a sum, ``p`` = ``pcin`` + product (``first`` is not looked at): a fixed
-    post-adder without the Z-mux and without P fed back, so synthesis keeps only the bits of P that
-    are read (Yosys leaves the post-adder in the fabric; a DSP48E2 holds it)."""
+    post-adder without the Z-mux and without P fed back (OPMODE fixed at PCIN + M).  ``primitive``:
+    a DSP48E2 instance, else behavioural (the module docstring)."""
 
     a_hi: In(signed(8))
     a_lo: In(signed(8))

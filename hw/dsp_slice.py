@@ -30,9 +30,11 @@ Two elaborations of the same slice, chosen by ``primitive``:
   tested against and what Amaranth's own simulator runs (it cannot run an instance).
 """
 
-from amaranth import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal, Value, signed
+from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from airfoil.hw.dsp48e2 import Z_P, Z_PCIN, Dsp48e2, opmode
 
 __all__ = ["DspSlice", "unpack_lanes", "split_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
            "SLICE_LATENCY", "ACC_WIDTH"]
@@ -41,11 +43,6 @@ LANE_SHIFT = 18
 ACC_WIDTH = 48
 MAX_PACKED_ACCUMULATIONS = 8
 SLICE_LATENCY = 3
-
-
-# DSP48E2 outputs a slice does not read (UG579)
-_UNUSED_OUTPUTS = (("ACOUT", 30), ("BCOUT", 18), ("CARRYOUT", 4), ("CARRYCASCOUT", 1), ("MULTSIGNOUT", 1),
-                   ("OVERFLOW", 1), ("UNDERFLOW", 1), ("PATTERNDETECT", 1), ("PATTERNBDETECT", 1), ("XOROUT", 8))
 
 
 def unpack_lanes(p: int) -> tuple[int, int]:
@@ -105,37 +102,14 @@ class DspSlice(wiring.Component):
     def _elaborate_primitive(self):
         m = Module()
         mv, mf = self._control_pipeline(m)
-        # the post-adder's Z input: PCIN (001) for a cascade sum, P (010) to accumulate; X = Y = M
-        if self.accumulate:
-            opmode = Cat(Const(0b0101, 4), Mux(mf, Const(0b001, 3), Const(0b010, 3)), Const(0b00, 2))
-        else:
-            opmode = Const(0b00_001_0101, 9)
-        rst = ResetSignal()
+        # the post-adder's Z input: PCIN for a cascade sum, P to accumulate; X = Y = M
+        mode = opmode(Mux(mf, Const(Z_PCIN, 3), Const(Z_P, 3)) if self.accumulate else Z_PCIN)
         # D and A meet in the pre-adder: a_hi * 2^18 + a_lo, with the borrow done by the adder.
         # A two-deep input takes AREG = 1 plus ADREG (D has one register at most); B follows.
-        adreg = self.input_regs - 1
-        a_port, b_port = Signal(signed(30)), Signal(signed(18))  # the ports' widths, sign-extended here
-        m.d.comb += [a_port.eq(self.a_lo), b_port.eq(self.w)]
-        m.submodules.dsp = Instance(
-            "DSP48E2",
-            p_AREG=1, p_ACASCREG=1, p_DREG=1, p_ADREG=adreg, p_BREG=self.input_regs, p_BCASCREG=self.input_regs,
-            p_CREG=0, p_MREG=1, p_PREG=1, p_INMODEREG=0, p_OPMODEREG=0, p_ALUMODEREG=0, p_CARRYINREG=0,
-            p_CARRYINSELREG=0, p_A_INPUT="DIRECT", p_B_INPUT="DIRECT", p_AMULTSEL="AD", p_BMULTSEL="B",
-            p_PREADDINSEL="A", p_USE_MULT="MULTIPLY", p_USE_SIMD="ONE48", p_USE_PATTERN_DETECT="NO_PATDET",
-            p_USE_WIDEXOR="FALSE",
-            i_CLK=ClockSignal(),
-            i_A=a_port, i_D=Cat(Const(0, LANE_SHIFT), self.a_hi, self.a_hi[7]), i_B=b_port,
-            i_C=Const(0, ACC_WIDTH), i_PCIN=self.pcin, i_ACIN=Const(0, 30), i_BCIN=Const(0, 18),
-            i_INMODE=Const(0b00100, 5),  # AD = D + A2, B2
-            i_OPMODE=opmode, i_ALUMODE=Const(0, 4), i_CARRYINSEL=Const(0, 3), i_CARRYIN=0, i_CARRYCASCIN=0,
-            i_MULTSIGNIN=0,
-            i_CEA1=0, i_CEA2=1, i_CEAD=1, i_CEB1=1 if self.input_regs == 2 else 0, i_CEB2=1, i_CEC=0, i_CED=1,
-            i_CEM=1, i_CEP=mv, i_CEINMODE=0, i_CECTRL=0, i_CEALUMODE=0, i_CECARRYIN=0,
-            i_RSTA=rst, i_RSTB=rst, i_RSTC=rst, i_RSTD=rst, i_RSTM=rst, i_RSTP=rst, i_RSTINMODE=rst,
-            i_RSTCTRL=rst, i_RSTALUMODE=rst, i_RSTALLCARRYIN=rst,
-            o_P=self.p, o_PCOUT=self.pcout,
-            # the unused outputs, named so that every pin is connected (the lint's PINMISSING)
-            **{f"o_{pin}": Signal(width, name=f"unused_{pin.lower()}") for pin, width in _UNUSED_OUTPUTS})
+        dsp = Dsp48e2(m, "dsp", a=self.a_lo, b=self.w, d=Cat(Const(0, LANE_SHIFT), self.a_hi).as_signed(),
+                      pcin=self.pcin, opmode=mode, ce_p=mv, areg=1, breg=self.input_regs, dreg=1,
+                      adreg=self.input_regs - 1)
+        m.d.comb += [self.p.eq(dsp.p), self.pcout.eq(dsp.pcout)]
         return m
 
     def _elaborate_behavioural(self):

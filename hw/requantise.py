@@ -8,20 +8,23 @@ Per output (row o, token t) the chain delivers one integer sum per quant group,
 
 ``rshift_round`` rounds half up for ``shift > 0`` and shifts left exactly for ``shift <= 0``;
 shifts above 62 act as 62 (``MAX_SHIFT``). Reference: ``IntegerKernels.requantise``.
-One group sum per cycle; an output ``LATENCY`` cycles after its last group.
+One group sum per cycle; an output ``LATENCY`` cycles after its last group.  The products and
+Y are two DSP48E2 instances' (``hw/dsp48e2.py``); Verilator runs them on ``sim/hdl/DSP48E2.sv``.
 """
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from airfoil.hw.dsp48e2 import Z_P, Z_ZERO, Dsp48e2, opmode
 from airfoil.numerics import ACC_BITS
 
 __all__ = ["RequantisePath", "group_sum_layout", "MIN_SHIFT", "LATENCY"]
 
 MIN_SHIFT = -16  # left shifts the path takes; a row's exponent keeps |Y << -shift| < 2^63
-LATENCY = 3  # product register, accumulator, rounded result
+LATENCY = 3  # product register (M), accumulator (P), rounded result
+SPLIT = 17  # acc's low part, unsigned, in one DSP48E2; the rest, signed, in another
 # |y| <= 2^47 rounds to 0 at any right shift of 48 or more (MAX_SHIFT is 62)
 SHIFT_CAP = ACC_BITS
 
@@ -42,6 +45,9 @@ class RequantisePath(wiring.Component):
     (``out.ready`` is not looked at).  ``shift`` must lie in [MIN_SHIFT, 127]."""
 
     def __init__(self, acc_width: int = 32):
+        if not SPLIT < acc_width <= SPLIT + 27:
+            raise ValueError(f"RequantisePath: acc_width {acc_width}: the high part above bit {SPLIT} must fit a "
+                             f"27-bit multiplier input")
         self.acc_width = acc_width
         super().__init__({
             "sums": In(stream.Signature(group_sum_layout(acc_width))),
@@ -52,19 +58,24 @@ class RequantisePath(wiring.Component):
         m = Module()
         s = self.sums.payload
         m.d.comb += self.sums.ready.eq(1)
-        # stage 1: S * acc (a 32 x 17 signed product, at most 47 bits)
-        prod = Signal(signed(self.acc_width + 17))
+        # stages 1 and 2, in two DSP48E2s: S * acc is wider than one multiplier (27 x 18), so acc
+        # splits at bit 17: a low part, unsigned, and a high part, signed, each times S (unsigned,
+        # 16 bits) in its own DSP, whose P accumulates its part's products from `first` on (Z = P,
+        # or 0 to restart): Y = P_hi * 2^17 + P_lo.  The products go into M, the sums into P, as
+        # in the primitive, where Yosys would leave both in the fabric (see hw/dsp48e2.py).
         p_valid, p_first, p_last, p_shift = Signal(), Signal(), Signal(), Signal(signed(8))
-        m.d.sync += [prod.eq(s.acc * s.scale),
-                     p_valid.eq(self.sums.valid), p_first.eq(s.first), p_last.eq(s.last), p_shift.eq(s.shift)]
-        # stage 2: the 48-bit accumulator
+        m.d.sync += [p_valid.eq(self.sums.valid), p_first.eq(s.first), p_last.eq(s.last), p_shift.eq(s.shift)]
+        mode = opmode(Mux(p_first, Const(Z_ZERO, 3), Const(Z_P, 3)))
+        scale = Cat(s.scale, Const(0, 1)).as_signed()
+        lo = Dsp48e2(m, "mac_lo", a=Cat(s.acc[:SPLIT], Const(0, 1)).as_signed(), b=scale, opmode=mode, ce_p=p_valid)
+        hi = Dsp48e2(m, "mac_hi", a=s.acc[SPLIT:].as_signed(), b=scale, opmode=mode, ce_p=p_valid)
         y = Signal(signed(ACC_BITS))
-        y_new = Signal(signed(ACC_BITS))
         y_done, y_shift = Signal(), Signal(signed(8))
-        m.d.comb += y_new.eq(prod + Mux(p_first, 0, y))
+        # |Y| < 2^47: the sum modulo 2^48 is Y (the high part alone may come near 2^47)
+        m.d.comb += y.eq((hi.p << SPLIT) + lo.p)
         m.d.sync += y_done.eq(0)
         with m.If(p_valid):
-            m.d.sync += [y.eq(y_new), y_done.eq(p_last), y_shift.eq(p_shift)]
+            m.d.sync += [y_done.eq(p_last), y_shift.eq(p_shift)]
         # stage 3: round half up (right) or shift left exactly, then saturate to 32 bits.  One
         # right shifter does both: with u = (y << (1 - MIN_SHIFT)) >> (shift - MIN_SHIFT),
         # (u + 1) >> 1 is y << -shift exactly for shift <= 0 (the bits that round are zeros) and

@@ -11,10 +11,20 @@ the buffers while the machine is idle; for the MV unit, ``weight_readers`` read 
 (one per weight decoder), ``act_readers`` on ACT (one per DSP group, twice that for MM's
 two-token passes) and its results' writes into GLOBAL; for the SFU unit (``sfu``), two read ports on GLOBAL, ACT and KV each (the
 attention's chunk windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
-the memory in block RAM."""
+the memory in block RAM, except where a set of ports reads words close together: the MV unit's
+on ACT come in sets of ``act_set`` ports (one per DSP group), each set one copy split into
+``act_bank_count`` word-interleaved banks, and the SFU's pairs on ACT and KV (the attention's
+chunk windows, words w and w + 1) one copy in two banks.
+
+Why banks serve a set: in one beat the DSP groups read consecutive 16-byte blocks of one
+activation row (group g's kept weights are the beat's (2g, 2g + 1)th, in block order), so G groups
+touch at most ``ceil((G - 1) / 4) + 1`` consecutive 64-byte words, which lie in distinct banks
+when there are at least that many (word w in bank w mod B); ports that name the same word share
+its bank's read.  The contract: a set's ports read together (one enable), or one port alone
+while the others' data are not used, and their words lie within B consecutive words."""
 from __future__ import annotations
 
-from amaranth import Module, Mux, Signal, unsigned
+from amaranth import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,9 +34,11 @@ from airfoil.config import AirfoilConfig
 from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
 from airfoil.isa import Buffer
 
-__all__ = ["BufferBank", "buffer_bytes", "DMA_BUFFERS"]
+__all__ = ["BufferBank", "buffer_bytes", "act_bank_count", "DMA_BUFFERS"]
 
 DMA_BUFFERS = (Buffer.ACT, Buffer.GLOBAL, Buffer.WEIGHT, Buffer.KV)
+# the SFU's read pairs that are chunk windows (consecutive words), served by two banks
+SFU_WINDOW_BUFFERS = (Buffer.ACT, Buffer.KV)
 
 
 def buffer_bytes(cfg: AirfoilConfig) -> dict[Buffer, int]:
@@ -35,10 +47,19 @@ def buffer_bytes(cfg: AirfoilConfig) -> dict[Buffer, int]:
             Buffer.WEIGHT: 2 * cfg.weight_half_bytes, Buffer.KV: cfg.kv_buffer_kib * 1024}
 
 
+def act_bank_count(groups: int) -> int:
+    """Banks of one ACT reader set of ``groups`` ports: the power of two at least the number of
+    64-byte words that ``groups`` consecutive 16-byte blocks can touch."""
+    words = -(-(groups - 1) // (BEAT_BYTES // 16)) + 1
+    return 1 << ceil_log2(words)
+
+
 class BufferBank(wiring.Component):
     def __init__(self, sizes: dict[Buffer, int], tag_bits: int, weight_readers: int = 0, act_readers: int = 0,
-                 sfu: bool = False):
-        self.sizes, self.tag_bits, self.sfu = sizes, tag_bits, sfu
+                 sfu: bool = False, act_set: int = 1):
+        if act_readers % act_set:
+            raise ValueError(f"BufferBank: {act_readers} ACT readers are no whole sets of {act_set}")
+        self.sizes, self.tag_bits, self.sfu, self.act_set = sizes, tag_bits, sfu, act_set
         self.readers = {Buffer.WEIGHT: weight_readers, Buffer.ACT: act_readers}
         aw = max(ceil_log2(n // BEAT_BYTES) for n in sizes.values())
         extra = {}
@@ -90,11 +111,14 @@ class BufferBank(wiring.Component):
                 req, valid = (self.sfu_g_wr, self.sfu_g_wr_valid) if b == Buffer.GLOBAL else (self.sfu_a_wr,
                                                                                               self.sfu_a_wr_valid)
                 writers.append((valid, req.addr, req.data, req.mask))
+            w_addr, w_data = Signal(aw, name=f"{b.name.lower()}_w_addr"), Signal(8 * BEAT_BYTES, name=f"{b.name.lower()}_w_data")
+            w_en = Signal(BEAT_BYTES, name=f"{b.name.lower()}_w_en")
             with m.If(writers[0][0]):
-                m.d.comb += [wp.addr.eq(writers[0][1][:aw]), wp.data.eq(writers[0][2]), wp.en.eq(writers[0][3])]
+                m.d.comb += [w_addr.eq(writers[0][1][:aw]), w_data.eq(writers[0][2]), w_en.eq(writers[0][3])]
             for valid, addr, wdata, mask in writers[1:]:
                 with m.Elif(valid):
-                    m.d.comb += [wp.addr.eq(addr[:aw]), wp.data.eq(wdata), wp.en.eq(mask)]
+                    m.d.comb += [w_addr.eq(addr[:aw]), w_data.eq(wdata), w_en.eq(mask)]
+            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
             # the ST unit's reads and the host's (while the machine idles) share one read port
             rp = mem.read_port()
             st_read = self.rd_valid & (self.rd.space == b.value)
@@ -103,15 +127,57 @@ class BufferBank(wiring.Component):
                 m.d.comb += self.rd_resp.data.eq(rp.data)
             with m.If(self.host_buffer == b.value):
                 m.d.comb += self.host_rdata.eq(rp.data)
-            for i in range(self.readers.get(b, 0)):
-                name = b.name.lower()
-                port = mem.read_port()
-                m.d.comb += [port.en.eq(getattr(self, f"{name}_rd_en")[i]),
-                             port.addr.eq(getattr(self, f"{name}_rd_addr")[i][:aw]),
-                             getattr(self, f"{name}_rd_data")[i].eq(port.data)]
+            name = b.name.lower()
+            readers = self.readers.get(b, 0)
+            ports = [(getattr(self, f"{name}_rd_en")[i], getattr(self, f"{name}_rd_addr")[i][:aw],
+                      getattr(self, f"{name}_rd_data")[i]) for i in range(readers)]
+            if b == Buffer.ACT and self.act_set > 1:
+                for s in range(readers // self.act_set):
+                    self._banked_set(m, f"act_set{s}", words, (w_addr, w_data, w_en),
+                                     ports[s * self.act_set:(s + 1) * self.act_set], act_bank_count(self.act_set))
+            else:
+                for en, addr, rdata in ports:
+                    port = mem.read_port()
+                    m.d.comb += [port.en.eq(en), port.addr.eq(addr), rdata.eq(port.data)]
             if self.sfu and b in sfu_readers:
                 en, addr, rdata = (getattr(self, f"sfu_{sfu_readers[b]}_rd_{x}") for x in ("en", "addr", "data"))
-                for i in range(2):
-                    port = mem.read_port()
-                    m.d.comb += [port.en.eq(en[i]), port.addr.eq(addr[i][:aw]), rdata[i].eq(port.data)]
+                pair = [(en[i], addr[i][:aw], rdata[i]) for i in range(2)]
+                if b in SFU_WINDOW_BUFFERS:  # the attention's chunk windows: words w and w + 1
+                    self._banked_set(m, f"sfu_{name}", words, (w_addr, w_data, w_en), pair, 2)
+                else:
+                    for en_i, addr_i, rdata_i in pair:
+                        port = mem.read_port()
+                        m.d.comb += [port.en.eq(en_i), port.addr.eq(addr_i), rdata_i.eq(port.data)]
         return m
+
+    def _banked_set(self, m: Module, name: str, words: int, write, ports, banks: int) -> None:
+        """One reader set: ``banks`` banks, word w in bank w mod B at w // B, each bank written
+        with the buffer's write and read at the address of the set's first enabled port that names
+        it; a port's data come from its word's bank (the bank latched with the read, as the memory
+        latches the data)."""
+        if words % banks:
+            raise ValueError(f"BufferBank: {name}: {words} words do not split into {banks} banks")
+        sel_bits = ceil_log2(banks)
+        w_addr, w_data, w_en = write
+        outs = []
+        for k in range(banks):
+            bank = Memory(shape=unsigned(8 * BEAT_BYTES), depth=words // banks, init=[])
+            m.submodules[f"{name}_bank{k}"] = bank
+            wp = bank.write_port(granularity=8)
+            m.d.comb += [wp.addr.eq(w_addr >> sel_bits), wp.data.eq(w_data),
+                         wp.en.eq(Mux(w_addr[:sel_bits] == k, w_en, 0))]
+            rp = bank.read_port()
+            hits = [(en & (addr[:sel_bits] == k), addr) for en, addr, _ in ports]
+            with m.If(hits[0][0]):
+                m.d.comb += [rp.en.eq(1), rp.addr.eq(hits[0][1] >> sel_bits)]
+            for hit, addr in hits[1:]:
+                with m.Elif(hit):
+                    m.d.comb += [rp.en.eq(1), rp.addr.eq(addr >> sel_bits)]
+            with m.Else():
+                m.d.comb += rp.en.eq(0)
+            outs.append(rp.data)
+        for i, (en, addr, rdata) in enumerate(ports):
+            sel = Signal(sel_bits, name=f"{name}_port{i}_bank")
+            with m.If(en):
+                m.d.sync += sel.eq(addr[:sel_bits])
+            m.d.comb += rdata.eq(Array(outs)[sel])

@@ -287,7 +287,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     measured = json.loads((REPORTS / "synth_top.json").read_text())
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
-    bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C), act_readers(C, G), sfu=True)
+    bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C), act_readers(C, G), sfu=True, act_set=G)
     copies = {name: m["words"] * m["bits"] // 8 * m["read_ports"] for name, m in buffer_memories(bank).items()}
     Fragment.get(bank, None)  # only inspected, never built: used, so no UnusedElaboratable warning
 

@@ -89,7 +89,7 @@ class AirfoilKernel(wiring.Component):
             "regs": ControlRegisters(cfg.hbm_channels),
             "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),
             "fetch": InstructionFetch(),
-            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.weight_readers, mv.act_readers, sfu=True),
+            "buffers": BufferBank(sizes, TAG_LAYOUT.size, mv.weight_readers, mv.act_readers, sfu=True, act_set=mv.groups),
             "ld": TransferEngine(False, self.channel_bytes, sizes),
             "st": TransferEngine(True, self.channel_bytes, sizes),
             "mv": mv,

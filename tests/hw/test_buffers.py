@@ -1,0 +1,137 @@
+"""BufferBank's ACT reader sets in Amaranth's simulator: a set's ports, read together at the
+consecutive blocks of one beat (every N:16 pattern, any block alignment), or port 0 alone, return
+the words the buffer holds, as copies would; the banks hold the buffer's writes; a set takes one
+copy's bytes (``act_bank_count`` banks of words / B); the SFU's chunk-window pairs on ACT and KV
+likewise, in two banks."""
+import random
+
+import pytest
+from amaranth.hdl import Fragment
+from amaranth.sim import Simulator
+
+from airfoil.hw.buffers import BufferBank, act_bank_count
+from airfoil.hw.hbm_model import BEAT_BYTES
+from airfoil.hw.synth import buffer_memories
+from airfoil.isa import Buffer
+
+SIZES = {Buffer.ACT: 8192, Buffer.GLOBAL: 4096, Buffer.WEIGHT: 4096, Buffer.KV: 4096}
+WORDS = SIZES[Buffer.ACT] // BEAT_BYTES
+
+
+@pytest.mark.parametrize("groups, banks", [(1, 1), (2, 2), (4, 2), (8, 4), (16, 8)])
+def test_bank_count_covers_the_words_of_consecutive_blocks(groups, banks):
+    assert act_bank_count(groups) == banks
+    blocks_per_word = BEAT_BYTES // 16
+    for first in range(blocks_per_word):  # every alignment of the first block
+        assert len({(first + g) // blocks_per_word for g in range(groups)}) <= banks
+
+
+def _beats(rng, groups, sets):
+    """(set, [(en, word)] per port, lanes) of reads as the MV unit makes them: group g at block
+    b0 + 2g // n of a row, n the pattern's kept weights per block; now and then port 0 alone."""
+    out = []
+    for _ in range(120):
+        s = rng.randrange(sets)
+        if rng.random() < 0.15:
+            out.append((s, [(1, rng.randrange(WORDS))] + [(0, 0)] * (groups - 1)))
+            continue
+        n = rng.choice([2, 4, 8, 16])
+        b0 = rng.randrange(WORDS * 4 - groups)
+        out.append((s, [(1, (b0 + 2 * g // n) // 4) for g in range(groups)]))
+    return out
+
+
+@pytest.mark.parametrize("groups", [2, 8])
+def test_reader_sets_read_what_copies_would(groups):
+    sets = 2
+    dut = BufferBank(SIZES, 4, act_readers=sets * groups, act_set=groups)
+    rng = random.Random(groups)
+    image = [rng.getrandbits(8 * BEAT_BYTES) for _ in range(WORDS)]
+    beats = _beats(rng, groups, sets)
+    mismatches, checked = [], 0
+
+    async def bench(ctx):
+        nonlocal checked
+        ctx.set(dut.host_buffer, Buffer.ACT.value)
+        for a, word in enumerate(image):
+            ctx.set(dut.host_we, 1)
+            ctx.set(dut.host_addr, a)
+            ctx.set(dut.host_wdata, word)
+            await ctx.tick()
+        ctx.set(dut.host_we, 0)
+        for s, ports in beats:
+            for i, (en, word) in enumerate(ports):
+                ctx.set(dut.act_rd_en[s * groups + i], en)
+                ctx.set(dut.act_rd_addr[s * groups + i], word)
+            await ctx.tick()
+            for i in range(groups):  # enables off, addresses elsewhere: the data must stay
+                ctx.set(dut.act_rd_en[s * groups + i], 0)
+                ctx.set(dut.act_rd_addr[s * groups + i], rng.randrange(WORDS))
+            await ctx.tick()
+            for i, (en, word) in enumerate(ports):
+                if en:
+                    checked += 1
+                    if ctx.get(dut.act_rd_data[s * groups + i]) != image[word]:
+                        mismatches.append((s, i, word))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert checked > 100 * groups // 2 and not mismatches, mismatches[:5]
+
+
+def test_a_set_takes_one_copy_of_the_buffer():
+    groups = 8
+    bank = BufferBank(SIZES, 4, act_readers=2 * groups, act_set=groups)
+    mems = buffer_memories(bank)
+    Fragment.get(bank, None)  # only inspected
+    banks = {k: v for k, v in mems.items() if k.startswith("act_set")}
+    assert len(banks) == 2 * act_bank_count(groups)
+    assert sum(v["words"] * v["bits"] // 8 * v["read_ports"] for v in banks.values()) == 2 * SIZES[Buffer.ACT]
+    assert all(v["read_ports"] == 1 and v["write_ports"] == 1 for v in banks.values())
+    assert mems["act"]["read_ports"] == 1  # the ST unit's and the host's port; no copy per MV reader
+
+
+def test_sfu_chunk_window_pairs_read_what_copies_would():
+    """The SFU's ACT and KV pairs, each one copy in two banks: words w and w + 1 together, as the
+    attention's chunk windows read them, with the data held while the pair idles."""
+    dut = BufferBank(SIZES, 4, sfu=True)
+    rng = random.Random(7)
+    images = {b: [rng.getrandbits(8 * BEAT_BYTES) for _ in range(SIZES[b] // BEAT_BYTES)] for b in (Buffer.ACT, Buffer.KV)}
+    reads = [(rng.choice([Buffer.ACT, Buffer.KV]), rng.randrange(SIZES[Buffer.KV] // BEAT_BYTES - 1)) for _ in range(80)]
+    mismatches = []
+
+    async def bench(ctx):
+        for b, image in images.items():
+            ctx.set(dut.host_buffer, b.value)
+            for a, word in enumerate(image):
+                ctx.set(dut.host_we, 1)
+                ctx.set(dut.host_addr, a)
+                ctx.set(dut.host_wdata, word)
+                await ctx.tick()
+        ctx.set(dut.host_we, 0)
+        for b, w in reads:
+            en, addr, data = ((dut.sfu_a_rd_en, dut.sfu_a_rd_addr, dut.sfu_a_rd_data) if b == Buffer.ACT else
+                              (dut.sfu_kv_rd_en, dut.sfu_kv_rd_addr, dut.sfu_kv_rd_data))
+            ctx.set(en, 0b11)
+            ctx.set(addr[0], w)
+            ctx.set(addr[1], w + 1)
+            await ctx.tick()
+            ctx.set(en, 0)
+            ctx.set(addr[0], rng.randrange(64))
+            ctx.set(addr[1], rng.randrange(64))
+            await ctx.tick()
+            if [ctx.get(data[0]), ctx.get(data[1])] != images[b][w:w + 2]:
+                mismatches.append((b, w))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not mismatches, mismatches[:5]
+    bank = BufferBank(SIZES, 4, sfu=True)
+    mems = buffer_memories(bank)
+    Fragment.get(bank, None)
+    assert mems["act"]["read_ports"] == 1 and mems["kv"]["read_ports"] == 1 and mems["global"]["read_ports"] == 3
+    assert {k for k in mems if k.startswith("sfu_")} == {"sfu_act_bank0", "sfu_act_bank1", "sfu_kv_bank0", "sfu_kv_bank1"}

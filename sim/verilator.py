@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["verilator_env", "verilator_available", "build_component", "run_bench", "write_memory_image",
-           "read_memory_dump", "log_tail", "clocked_toplevel", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL", "PRIMITIVE_MODELS",
+           "read_memory_dump", "log_tail", "clocked_toplevel", "guard_byte_writes", "BUILD_ROOT", "BUILD_ARGS", "SIM_HDL", "PRIMITIVE_MODELS",
            "CLOCK_NS", "CLOCKED_SUFFIX"]
 
 BUILD_ROOT = Path(__file__).resolve().parents[1] / "build" / "verilator"
@@ -22,6 +22,31 @@ SIM_HDL = tuple(sorted((Path(__file__).resolve().parent / "hdl").glob("*.sv")))
 # Among them, the models of the vendor primitives that the board Verilog instantiates (the DSP48E2
 # of ``hw.dsp_slice``): a lint of generated Verilog needs them too
 PRIMITIVE_MODELS = (Path(__file__).resolve().parent / "hdl" / "DSP48E2.sv",)
+
+
+# A byte-masked memory write as Amaranth 0.5 writes it: one clocked block of `if (EN[i])` byte
+# assignments, one per byte lane
+_BYTE_WRITES = re.compile(r"(  always @\(posedge clk\) begin\n)((?:    if \((?P<en>[^\[\n]+?) ?\[\d+\]\)\n      [^\n]*;\n)+)(  end\n)")
+_BYTE_WRITE_EN = re.compile(r"    if \(([^\[\n]+?) ?\[\d+\]\)\n")
+
+
+def guard_byte_writes(text: str) -> tuple[str, int]:
+    """The Verilog with every byte-masked memory write block guarded by ``if (|EN)``, and how many
+    blocks: the same logic (no byte is written unless its enable is set), but Verilator, which
+    evaluates every clocked statement every cycle, then tests one reduction instead of 64 byte
+    enables in the cycles that write nothing, which are most.  Only simulation builds get it."""
+    count = 0
+
+    def guard(match: re.Match) -> str:
+        nonlocal count
+        body = match.group(2)
+        if len(set(_BYTE_WRITE_EN.findall(body))) != 1:  # several enables: leave the block as it is
+            return match.group(0)
+        count += 1
+        inner = "".join("  " + line + "\n" for line in body.splitlines())
+        return f"{match.group(1)}    if (|{match.group('en')} ) begin\n{inner}    end\n{match.group(4)}"
+
+    return _BYTE_WRITES.sub(guard, text), count
 
 
 def verilator_env() -> dict[str, str]:
@@ -172,8 +197,9 @@ def build_component(component, name: str, build_dir: Path, extra_args: list[str]
         if not reuse:
             stamp.unlink(missing_ok=True)
             text = to_verilog(component, name)
-            if not src.exists() or src.read_text() != text:
-                src.write_text(text)
+            guarded, _ = guard_byte_writes(text)
+            if not src.exists() or src.read_text() != guarded:
+                src.write_text(guarded)
             _port_control_file(text, name, vlt, clocked=hdl_clock)
             if hdl_clock:
                 wrapped = _clock_wrapper(text, name)

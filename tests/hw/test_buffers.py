@@ -135,3 +135,24 @@ def test_sfu_chunk_window_pairs_read_what_copies_would():
     Fragment.get(bank, None)
     assert mems["act"]["read_ports"] == 1 and mems["kv"]["read_ports"] == 1 and mems["global"]["read_ports"] == 3
     assert {k for k in mems if k.startswith("sfu_")} == {"sfu_act_bank0", "sfu_act_bank1", "sfu_kv_bank0", "sfu_kv_bank1"}
+
+
+def test_simulation_builds_guard_every_byte_masked_write():
+    """``sim.verilator.guard_byte_writes`` (what every Verilator build verilates) wraps each
+    memory's byte-lane writes in one ``if (|EN)``, and nothing else changes: the same byte writes,
+    and a block with more than one enable is left alone.  (That the guarded designs behave the
+    same is every Verilator test's business.)"""
+    from airfoil.hw.synth import to_verilog
+    from airfoil.sim.verilator import guard_byte_writes
+
+    bank = BufferBank(SIZES, 4, act_readers=4, act_set=2, sfu=True)
+    mems = buffer_memories(bank)
+    Fragment.get(bank, None)
+    text = to_verilog(BufferBank(SIZES, 4, act_readers=4, act_set=2, sfu=True), "bank")
+    guarded, count = guard_byte_writes(text)
+    assert count == len(mems) == 4 + 2 * 2 + 2 * 2  # the buffers, two MV sets and the SFU's ACT and KV pairs
+    assert guarded.count(" begin\n") == text.count(" begin\n") + count
+    strip = lambda t: [line.strip() for line in t.splitlines() if not line.strip().startswith("if (|") and line.strip() != "end"]
+    assert [x for x in strip(guarded) if x != "begin"] == [x for x in strip(text) if x != "begin"]
+    mixed = "  always @(posedge clk) begin\n    if (a [0])\n      m[0][7:0] <= d[7:0];\n    if (b [1])\n      m[0][15:8] <= d[15:8];\n  end\n"
+    assert guard_byte_writes(mixed) == (mixed, 0)

@@ -160,6 +160,7 @@ def measure_training_datapaths(fp16_lanes: int = TRAINING_LANES) -> dict:
 # as elaborated beside the counts.
 TOP_CHANNEL_BYTES = 1 << 28  # a U280 pseudo-channel's 256 MiB: the transfer engines' address width
 BRAM_WRITE_PORTS = 1  # a RAMB36E2 / URAM288 used as 1 write + 1 read port, copied once per read port
+BRAM_DEPTH = 512  # words of a RAMB36E2 column at its 72-bit width (512 x 72)
 
 
 def sim_top_for_synthesis():
@@ -244,8 +245,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
       decoders (one ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
       where rows pair) and one requantiser per row lane, synthesised here at the config's D and
-      weight-buffer depth; every buffer one copy per read port (the ``BufferBank`` this config
-      gets, in bytes against the device's block RAM and UltraRAM).  The core's other units count
+      weight-buffer depth; every buffer one copy per read port, or per banked reader set (the
+      ``BufferBank`` this config gets, in bytes of whole 512-word block-RAM columns against the
+      device's block RAM and UltraRAM).  The core's other units count
       as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit left out);
       the MV unit's own control is not counted: a lower bound.  Where the MV unit cannot be built
       (``mv_unit_problem``: a chain count that is no power of two, or a row group's unit wider
@@ -288,7 +290,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
     bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C), act_readers(C, G), sfu=True, act_set=G)
-    copies = {name: m["words"] * m["bits"] // 8 * m["read_ports"] for name, m in buffer_memories(bank).items()}
+    # in whole block-RAM columns (512 words deep at 72 bits): a banked memory's words need not fill its last
+    copies = {name: -(-m["words"] // BRAM_DEPTH) * BRAM_DEPTH * m["bits"] // 8 * m["read_ports"]
+              for name, m in buffer_memories(bank).items()}
     Fragment.get(bank, None)  # only inspected, never built: used, so no UnusedElaboratable warning
 
     def core(k: str, with_lanes: bool) -> int:
@@ -307,7 +311,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     else:
         as_built = {"buildable": False, "fits": False, "reason": unbuildable, "row_lanes_per_core": lanes}
     as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders and one "
-                         f"requantiser per row lane synthesised and counted; every buffer one copy per read port; the "
+                         f"requantiser per row lane synthesised and counted; every buffer one copy per read port or banked reader set; the "
                          f"other units as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's "
                          f"own control not counted (a lower bound)")
     target_need = {"dsp": core("dsp48e2", False) * n, "lut": (core("lut", False) + core("lutram", False)) * n,

@@ -26,6 +26,17 @@ def test_bank_count_covers_the_words_of_consecutive_blocks(groups, banks):
         assert len({(first + g) // blocks_per_word for g in range(groups)}) <= banks
 
 
+async def _host_write(ctx, dut, buffer: Buffer, image: list[int]) -> None:
+    """The words of ``image`` into ``buffer`` from word 0, through the host port."""
+    ctx.set(dut.host_buffer, buffer.value)
+    for a, word in enumerate(image):
+        ctx.set(dut.host_we, 1)
+        ctx.set(dut.host_addr, a)
+        ctx.set(dut.host_wdata, word)
+        await ctx.tick()
+    ctx.set(dut.host_we, 0)
+
+
 def _beats(rng, groups, sets):
     """(set, [(en, word)] per port, lanes) of reads as the MV unit makes them: group g at block
     b0 + 2g // n of a row, n the pattern's kept weights per block; now and then port 0 alone."""
@@ -52,13 +63,7 @@ def test_reader_sets_read_what_copies_would(groups):
 
     async def bench(ctx):
         nonlocal checked
-        ctx.set(dut.host_buffer, Buffer.ACT.value)
-        for a, word in enumerate(image):
-            ctx.set(dut.host_we, 1)
-            ctx.set(dut.host_addr, a)
-            ctx.set(dut.host_wdata, word)
-            await ctx.tick()
-        ctx.set(dut.host_we, 0)
+        await _host_write(ctx, dut, Buffer.ACT, image)
         for s, ports in beats:
             for i, (en, word) in enumerate(ports):
                 ctx.set(dut.act_rd_en[s * groups + i], en)
@@ -104,13 +109,7 @@ def test_sfu_chunk_window_pairs_read_what_copies_would():
 
     async def bench(ctx):
         for b, image in images.items():
-            ctx.set(dut.host_buffer, b.value)
-            for a, word in enumerate(image):
-                ctx.set(dut.host_we, 1)
-                ctx.set(dut.host_addr, a)
-                ctx.set(dut.host_wdata, word)
-                await ctx.tick()
-        ctx.set(dut.host_we, 0)
+            await _host_write(ctx, dut, b, image)
         for b, w in reads:
             en, addr, data = ((dut.sfu_a_rd_en, dut.sfu_a_rd_addr, dut.sfu_a_rd_data) if b == Buffer.ACT else
                               (dut.sfu_kv_rd_en, dut.sfu_kv_rd_addr, dut.sfu_kv_rd_data))

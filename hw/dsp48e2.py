@@ -9,17 +9,18 @@ instances against its behavioural form.
 
 The subset: A, B, D input registers, the pre-adder AD = D + A (``pre_add``), the 27 x 18 signed
 multiplier, M and P registers, and the ALU as Z + X + Y with X = Y = M (OPMODE xx_zzz_0101;
-Z = 0, PCIN or P); INMODE, OPMODE and ALUMODE unregistered, no carry in."""
+Z = 0, PCIN, P or C); INMODE, OPMODE and ALUMODE unregistered, no carry in.  PCIN may only come
+from another DSP's PCOUT (the dedicated cascade route): a sum from the fabric goes in on C."""
 from amaranth import Cat, ClockSignal, Const, Instance, Module, ResetSignal, Signal, Value, signed
 
-__all__ = ["Dsp48e2", "opmode", "Z_ZERO", "Z_PCIN", "Z_P"]
+__all__ = ["Dsp48e2", "opmode", "Z_ZERO", "Z_PCIN", "Z_P", "Z_C"]
 
 # Z + X + Y with X = Y = M (the multiplier's two partial products); W = 0
-Z_ZERO, Z_PCIN, Z_P = 0b000, 0b001, 0b010
+Z_ZERO, Z_PCIN, Z_P, Z_C = 0b000, 0b001, 0b010, 0b011
 
 
 def opmode(z: int | Value) -> int | Value:
-    """The OPMODE word for P = Z + M, Z one of ``Z_ZERO``, ``Z_PCIN``, ``Z_P`` (or a 3-bit value
+    """The OPMODE word for P = Z + M, Z one of ``Z_ZERO``, ``Z_PCIN``, ``Z_P``, ``Z_C`` (or a 3-bit value
     choosing among them at run time)."""
     if isinstance(z, int):
         return (z << 4) | 0b0101
@@ -35,10 +36,11 @@ class Dsp48e2:
     """One DSP48E2 instance.  ``areg``/``breg`` 0..2, ``dreg``/``adreg`` 0..1 (``pre_add`` only),
     MREG = PREG = 1.  ``a``, ``b``, ``d`` are sign-extended to the ports' 30, 18 and 27 bits here
     (give unsigned operands a zero top bit); ``opmode`` a 9-bit value (constant or not);
-    ``ce_p`` enables P.  ``p`` and ``pcout`` are the 48-bit outputs."""
+    ``ce_p`` enables P; ``c`` the C input (unregistered).  ``p`` and ``pcout`` are the 48-bit outputs."""
 
     def __init__(self, m: Module, name: str, *, a: Value, b: Value, opmode: Value | int, ce_p: Value | int = 1,
-                 pcin: Value | None = None, d: Value | None = None, areg: int = 0, breg: int = 0, dreg: int = 0,
+                 pcin: Value | None = None, c: Value | None = None, d: Value | None = None, areg: int = 0,
+                 breg: int = 0, dreg: int = 0,
                  adreg: int = 0):
         pre_add = d is not None
         if not (0 <= areg <= 2 and 0 <= breg <= 2 and 0 <= dreg <= 1 and 0 <= adreg <= 1):
@@ -46,7 +48,9 @@ class Dsp48e2:
                              f"out of the DSP48E2's range")
         self.p, self.pcout = Signal(signed(48), name=f"{name}_p"), Signal(signed(48), name=f"{name}_pcout")
         a_port, b_port = Signal(signed(30), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b")
-        d_port = Signal(signed(27), name=f"{name}_d")
+        d_port, c_port = Signal(signed(27), name=f"{name}_d"), Signal(signed(48), name=f"{name}_c")
+        if c is not None:
+            m.d.comb += c_port.eq(c)
         m.d.comb += [a_port.eq(a), b_port.eq(b)]
         if pre_add:
             m.d.comb += d_port.eq(d)
@@ -59,7 +63,7 @@ class Dsp48e2:
             p_AMULTSEL="AD" if pre_add else "A", p_BMULTSEL="B", p_PREADDINSEL="A", p_USE_MULT="MULTIPLY",
             p_USE_SIMD="ONE48", p_USE_PATTERN_DETECT="NO_PATDET", p_USE_WIDEXOR="FALSE",
             i_CLK=ClockSignal(),
-            i_A=a_port, i_B=b_port, i_D=d_port, i_C=Const(0, 48), i_PCIN=Const(0, 48) if pcin is None else pcin,
+            i_A=a_port, i_B=b_port, i_D=d_port, i_C=c_port, i_PCIN=Const(0, 48) if pcin is None else pcin,
             i_ACIN=Const(0, 30), i_BCIN=Const(0, 18),
             # INMODE: AD = D + A2 (D gated on only with the pre-adder), B2
             i_INMODE=Const(0b00100 if pre_add else 0b00000, 5),

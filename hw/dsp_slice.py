@@ -34,7 +34,7 @@ from amaranth import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from airfoil.hw.dsp48e2 import Z_P, Z_PCIN, Dsp48e2, opmode
+from airfoil.hw.dsp48e2 import Z_C, Z_P, Z_PCIN, Dsp48e2, opmode
 
 __all__ = ["DspSlice", "unpack_lanes", "split_lanes", "LANE_SHIFT", "MAX_PACKED_ACCUMULATIONS",
            "SLICE_LATENCY", "ACC_WIDTH"]
@@ -67,7 +67,9 @@ class DspSlice(wiring.Component):
     lines a slice up with the P output of the cascaded slice below it.  ``accumulate=False``:
     every product starts a sum, ``p`` = ``pcin`` + product (``first`` is not looked at): a fixed
     post-adder without the Z-mux and without P fed back (OPMODE fixed at PCIN + M).  ``primitive``:
-    a DSP48E2 instance, else behavioural (the module docstring)."""
+    a DSP48E2 instance, else behavioural (the module docstring).  ``cascade_in``: ``pcin`` is the
+    ``pcout`` of a slice below (the instance takes it on PCIN, the dedicated route, which nothing
+    else may drive); otherwise ``pcin`` comes from the fabric and the instance takes it on C."""
 
     a_hi: In(signed(8))
     a_lo: In(signed(8))
@@ -79,10 +81,10 @@ class DspSlice(wiring.Component):
     pcout: Out(signed(ACC_WIDTH))  # p on the dedicated cascade route (PCOUT), for the slice above's pcin
     p_valid: Out(1)  # p was updated this cycle (latency cycles after the inputs)
 
-    def __init__(self, input_regs: int = 1, accumulate: bool = True, primitive: bool = True):
+    def __init__(self, input_regs: int = 1, accumulate: bool = True, primitive: bool = True, cascade_in: bool = False):
         if input_regs not in (1, 2):
             raise ValueError(f"input_regs must be 1 or 2 (the DSP48E2's AREG/BREG), not {input_regs}")
-        self.input_regs, self.accumulate, self.primitive = input_regs, accumulate, primitive
+        self.input_regs, self.accumulate, self.primitive, self.cascade_in = input_regs, accumulate, primitive, cascade_in
         self.latency = SLICE_LATENCY + input_regs - 1
         super().__init__()
 
@@ -102,12 +104,13 @@ class DspSlice(wiring.Component):
     def _elaborate_primitive(self):
         m = Module()
         mv, mf = self._control_pipeline(m)
-        # the post-adder's Z input: PCIN for a cascade sum, P to accumulate; X = Y = M
-        mode = opmode(Mux(mf, Const(Z_PCIN, 3), Const(Z_P, 3)) if self.accumulate else Z_PCIN)
+        # the post-adder's Z input: the sum below (PCIN from a slice, else C) or P to accumulate; X = Y = M
+        z_in = Z_PCIN if self.cascade_in else Z_C
+        mode = opmode(Mux(mf, Const(z_in, 3), Const(Z_P, 3)) if self.accumulate else z_in)
         # D and A meet in the pre-adder: a_hi * 2^18 + a_lo, with the borrow done by the adder.
         # A two-deep input takes AREG = 1 plus ADREG (D has one register at most); B follows.
         dsp = Dsp48e2(m, "dsp", a=self.a_lo, b=self.w, d=Cat(Const(0, LANE_SHIFT), self.a_hi).as_signed(),
-                      pcin=self.pcin, opmode=mode, ce_p=mv, areg=1, breg=self.input_regs, dreg=1,
+                      **({"pcin": self.pcin} if self.cascade_in else {"c": self.pcin}), opmode=mode, ce_p=mv, areg=1, breg=self.input_regs, dreg=1,
                       adreg=self.input_regs - 1)
         m.d.comb += [self.p.eq(dsp.p), self.pcout.eq(dsp.pcout)]
         return m

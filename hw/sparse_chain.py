@@ -99,7 +99,7 @@ class SparseDspChain(wiring.Component):
             # slices have no Z-mux and no P fed back: only the P bits the reduction node reads
             # are built.
             lower = DspSlice(input_regs=1, accumulate=False, primitive=self.primitive)
-            upper = DspSlice(input_regs=2, accumulate=False, primitive=self.primitive)
+            upper = DspSlice(input_regs=2, accumulate=False, primitive=self.primitive, cascade_in=True)
             m.submodules[f"slice{2 * g}"], m.submodules[f"slice{2 * g + 1}"] = lower, upper
             m.d.comb += upper.pcin.eq(lower.pcout)
             for s, sl in ((2 * g, lower), (2 * g + 1, upper)):

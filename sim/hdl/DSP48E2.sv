@@ -8,7 +8,7 @@
 //     (INMODE[3]: subtract) with ADREG 0/1, PREADDINSEL "A" only;
 //   * the 27 x 18 signed multiplier on AMULTSEL "A"/"AD" and BMULTSEL "B", MREG 0/1;
 //   * the ALU with ALUMODE 0000 (Z + W + X + Y): X/Y both M (01/01) or both 0, Z 0 (000),
-//     PCIN (001) or P (010), W 0 (00); no carry in; PREG 0/1 with CEP; P and PCOUT.
+//     PCIN (001), P (010) or C (011, CREG 0), W 0 (00); no carry in; PREG 0/1 with CEP; P and PCOUT.
 //
 // Anything outside the subset stops the simulation at time 0 ($fatal), never a silent mismatch.
 // The synchronous resets clear the registers, as on the device.  Simulation only: synthesis sees
@@ -74,8 +74,8 @@ module DSP48E2 #(
     initial begin
         if (AREG > 2 || BREG > 2 || DREG > 1 || ADREG > 1 || MREG > 1 || PREG > 1)
             $fatal(1, "DSP48E2 model: register depth out of range");
-        if (INMODEREG != 0 || OPMODEREG != 0 || ALUMODEREG != 0)
-            $fatal(1, "DSP48E2 model: only unregistered INMODE/OPMODE/ALUMODE are modelled");
+        if (INMODEREG != 0 || OPMODEREG != 0 || ALUMODEREG != 0 || CREG != 0)
+            $fatal(1, "DSP48E2 model: only unregistered INMODE/OPMODE/ALUMODE and C are modelled");
         if (A_INPUT != "DIRECT" || B_INPUT != "DIRECT" || PREADDINSEL != "A" || BMULTSEL != "B"
             || (AMULTSEL != "A" && AMULTSEL != "AD") || USE_MULT != "MULTIPLY" || USE_SIMD != "ONE48"
             || USE_PATTERN_DETECT != "NO_PATDET" || USE_WIDEXOR != "FALSE")
@@ -137,6 +137,7 @@ module DSP48E2 #(
             3'b000: z = '0;
             3'b001: z = PCIN;
             3'b010: z = p1;
+            3'b011: z = C;
             default: begin z = '0; bad_mode = 1'b1; end
         endcase
     end

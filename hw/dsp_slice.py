@@ -109,9 +109,9 @@ class DspSlice(wiring.Component):
         mode = opmode(Mux(mf, Const(z_in, 3), Const(Z_P, 3)) if self.accumulate else z_in)
         # D and A meet in the pre-adder: a_hi * 2^18 + a_lo, with the borrow done by the adder.
         # A two-deep input takes AREG = 1 plus ADREG (D has one register at most); B follows.
-        dsp = Dsp48e2(m, "dsp", a=self.a_lo, b=self.w, d=Cat(Const(0, LANE_SHIFT), self.a_hi).as_signed(),
-                      **({"pcin": self.pcin} if self.cascade_in else {"c": self.pcin}), opmode=mode, ce_p=mv, areg=1, breg=self.input_regs, dreg=1,
-                      adreg=self.input_regs - 1)
+        sum_in = {"pcin": self.pcin} if self.cascade_in else {"c": self.pcin}
+        dsp = Dsp48e2(m, "dsp", a=self.a_lo, b=self.w, d=Cat(Const(0, LANE_SHIFT), self.a_hi).as_signed(), **sum_in,
+                      opmode=mode, ce_p=mv, areg=1, breg=self.input_regs, dreg=1, adreg=self.input_regs - 1)
         m.d.comb += [self.p.eq(dsp.p), self.pcout.eq(dsp.pcout)]
         return m
 
@@ -123,16 +123,15 @@ class DspSlice(wiring.Component):
         m.d.comb += [lo18.eq(self.a_lo), hi9.eq(self.a_hi - self.a_lo[7])]
         packed = Cat(lo18, hi9).as_signed()
 
-        # input registers (A/B ports), then M, then P
-        a, b, v, f = packed, self.w, self.valid, self.first
+        # input registers (A/B ports), then M, then P; valid and first travel beside them
+        mv, mf = self._control_pipeline(m)
+        a, b = packed, self.w
         for i in range(self.input_regs):
             ra, rb = Signal(signed(27), name=f"areg{i}"), Signal(signed(18), name=f"breg{i}")
-            rv, rf = Signal(name=f"vreg{i}"), Signal(name=f"freg{i}")
-            m.d.sync += [ra.eq(a), rb.eq(b), rv.eq(v), rf.eq(f)]
-            a, b, v, f = ra, rb, rv, rf
+            m.d.sync += [ra.eq(a), rb.eq(b)]
+            a, b = ra, rb
         prod = Signal(signed(45))
-        mv, mf = Signal(), Signal()
-        m.d.sync += [prod.eq(a * b), mv.eq(v), mf.eq(f), self.p_valid.eq(mv)]
+        m.d.sync += prod.eq(a * b)
         with m.If(mv):
             m.d.sync += self.p.eq(prod + (Mux(mf, self.pcin, self.p) if self.accumulate else self.pcin))
         return m

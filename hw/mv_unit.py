@@ -10,8 +10,15 @@ buffer.  The golden model is fsim's ``_gemm``.
 
 L = 2C rows a beat (two per chain, the MV packing) where the rows can share their activations
 and the output beat stays within one GLOBAL word: dense weights (16:16), ``out`` a multiple of
-2C (and ``out_stride`` too when there are several tokens), 2C results no wider than a word.
-Otherwise L = C, one row per chain (MV_SPARSE).
+2C (and ``out_stride`` too when there are several tokens), 2C dividing a word's 16 results (C
+of 1, 2, 4 or 8: ``lane_count``).  Otherwise L = C, one row per chain (MV_SPARSE).
+
+Any chain count C: the tile's row groups are ceil(rows / C), a constant division done as one
+multiplication (``reciprocal``) while the instruction's sections are computed.  Where C does
+not divide 16 (a board's 100 chains) an output beat of C results, starting at a multiple of C,
+spans up to ``out_words(C)`` GLOBAL words (7 for 100): its first word is written with the beat,
+the others from a register in the cycles after it, before the next beat (a row takes at least
+that many beats, or UNSUPPORTED), and the pass ends when the last beat's words are written.
 
 MM runs its tokens in passes over the tile (the decoders decode the tile again for every pass).
 Where the rows pair, a pass is one token with two rows per chain.  Where they cannot (N:16
@@ -27,8 +34,9 @@ last, are the ones left).
 
 What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
 ``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold
-fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), ``out`` not
-a multiple of the chain count, MM strides that would break those alignments (``act_stride`` not
+fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), rows of
+fewer beats than an output beat's words (k N / 16 < D out_words(C), only where C does not divide
+16), ``out`` not a multiple of the chain count, MM strides that would break those alignments (``act_stride`` not
 a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts outside the
 requantiser's [-16, 127] (checked per pass, both tokens' in a two-token pass: the passes before
 it have been written).  A tile,
@@ -36,6 +44,8 @@ an activation row or a result row outside its buffer stops it with ADDRESS befor
 written; MM of no tokens checks only the tile, as fsim does.
 """
 from __future__ import annotations
+
+import math
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
@@ -51,13 +61,49 @@ from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "row_lanes", "token_pairs", "weight_readers"]
+__all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes", "token_pairs",
+           "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
-    """Row lanes (requantisers, result lanes) the MV unit builds: 2C where
-    an output beat's 2C INT32 results fit one GLOBAL word, so that rows can pair; else C."""
-    return 2 * chains if 4 * 2 * chains <= BEAT_BYTES else chains
+    """Row lanes (requantisers, result lanes) the MV unit builds: 2C where 2C INT32 results divide a
+    GLOBAL word (C of 1, 2, 4 or 8), so that rows can pair and an output beat of paired rows never
+    straddles two words; else C."""
+    return 2 * chains if (BEAT_BYTES // 4) % (2 * chains) == 0 else chains
+
+
+def out_words(chains: int) -> int:
+    """GLOBAL words an output beat of C results (one row per chain) may span: 1 where C divides a
+    word's 16 results (the beats then tile the words); else up to ceil((o + 4C) / 64) for the
+    largest byte offset o a multiple of C can have within a word (64 - 4 gcd(C, 16))."""
+    per_word = BEAT_BYTES // 4
+    if per_word % chains == 0:
+        return 1
+    return -(-(BEAT_BYTES - 4 * math.gcd(chains, per_word) + 4 * chains) // BEAT_BYTES)
+
+
+def reciprocal(divisor: int, bits: int) -> tuple[int, int]:
+    """(M, s) with ``x // divisor == (x * M) >> s`` for every 0 <= x < 2^bits: s = bits +
+    ceil(log2 divisor), M = ceil(2^s / divisor).  (M = (2^s + e) / divisor with e < divisor, so
+    the product's excess x e / (divisor 2^s) stays under 1 / divisor.)  A constant division in
+    one multiplier, where a divider array would chain ``bits`` subtractions in one cycle."""
+    s = bits + (divisor - 1).bit_length()
+    return -(-(1 << s) // divisor), s
+
+
+def _quotient(x, divisor: int, bits: int):
+    """floor(x / divisor) of the low ``bits`` bits of x, unsigned (``reciprocal``)."""
+    if divisor & (divisor - 1) == 0:
+        return x[:bits] >> exact_log2(divisor)
+    mul, s = reciprocal(divisor, bits)
+    return (x[:bits] * mul) >> s
+
+
+def _remainder(x, divisor: int, bits: int):
+    """(x mod 2^bits) mod divisor."""
+    if divisor & (divisor - 1) == 0:
+        return x[:exact_log2(divisor)]
+    return x[:bits] - _quotient(x, divisor, bits) * divisor
 
 
 def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> int:
@@ -71,17 +117,14 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
 
 def mv_unit_problem(chains: int, groups: int) -> str | None:
     """Why the MV unit cannot be built for a core of ``chains`` chains of ``groups`` DSP groups,
-    or None: its row groups and output beats are shifts by log2 C, and its lane group decoders'
-    windows must fit the 512-bit buffer word (``lane_group_windows``)."""
-    problems = []
-    if chains & (chains - 1):
-        problems.append(f"{chains} chains: the MV unit takes a power of two (its row groups and output beats are "
-                        f"shifts)")
+    or None: its lane group decoders' windows must fit the 512-bit buffer word
+    (``lane_group_windows``).  Any chain count is built: row groups divide by C (``reciprocal``),
+    and an output beat of C results is written over ``out_words`` GLOBAL words."""
     try:
         lane_group_windows(2 * groups, chains, 8 * BEAT_BYTES)
     except ValueError as e:
-        problems.append(str(e))
-    return "; ".join(problems) or None
+        return str(e)
+    return None
 
 
 def weight_readers(chains: int) -> int:
@@ -117,6 +160,8 @@ class MvUnit(wiring.Component):
         if problem:
             raise ValueError(f"MvUnit: {problem}")
         self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
+        self.out_words = out_words(chains)
+        assert self.out_words == 1 or self.lanes == chains  # rows pair only where a beat fills part of a word
         self.act_readers = act_readers(chains, groups)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
@@ -192,7 +237,6 @@ class MvUnit(wiring.Component):
                        & (~several | (ins.out_stride[:exact_log2(L)] == 0)))
         else:
             pair_ok = 0
-        lanes_log2 = Mux(pair, exact_log2(L), exact_log2(C))
         # ---- or two tokens a pass, one row per chain (the rule of token_pairs)
         two = Signal()  # registered in SECTIONS, for the whole instruction
         two_pass = Signal()  # this pass takes tokens token and token + 1
@@ -208,15 +252,15 @@ class MvUnit(wiring.Component):
         m.d.comb += [shift.eq(ins.scale_exp - e - ins.out_frac), shift1.eq(ins.scale_exp - e1 - ins.out_frac)]
         # the decoders' row groups of C rows (the image's lane interleave): the low lanes' decoder
         # takes every group, or the even ones where rows pair; the high lanes' the odd ones
-        row_groups = Signal(17)
+        row_groups = Signal(17)  # registered in SECTIONS: ceil(rows / C), rows < 2^16 (or UNSUPPORTED)
         last_rows = Signal(range(C + 1))  # rows of the tile's last group
-        m.d.comb += [row_groups.eq((rows + C - 1) >> exact_log2(C)),
-                     last_rows.eq(rows - ((row_groups - 1) << exact_log2(C)))]
+        m.d.comb += last_rows.eq(rows - (row_groups - 1) * C)
         for i in range(len(eng.decoders)):
             geo = eng.geometry[i]
             for s in per_row:
-                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + ((i * per_row[s]) << exact_log2(C))),
-                             getattr(geo, f"{s}_stride").eq(per_row[s] << lanes_log2)]
+                stride = Mux(pair, per_row[s] * L, per_row[s] * C) if L > C else per_row[s] * C
+                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + per_row[s] * (i * C)),
+                             getattr(geo, f"{s}_stride").eq(stride)]
             if i == 0:
                 groups_i = Mux(pair, (row_groups + 1) >> 1, row_groups)
                 last_i = Mux(~pair | row_groups[0], last_rows, C)
@@ -253,11 +297,11 @@ class MvUnit(wiring.Component):
         # C - 1, held in `second`) the next cycle
         out_beats = Signal(_W)
         written = Signal(_W)
+        beat_off = Signal(_W)  # written * (rows a beat): the beat's first result after out_t
         src_data = Signal(32 * L)
         src_mask = Signal(L)
         elem = Signal(signed(EVAL_BITS + 2 + _W))
-        m.d.comb += [src_data.eq(eng.out.payload.as_value()), src_mask.eq(eng.out_mask),
-                     elem.eq(out_t + (written << lanes_log2))]
+        m.d.comb += [src_data.eq(eng.out.payload.as_value()), src_mask.eq(eng.out_mask), elem.eq(out_t + beat_off)]
         if L > C:
             second = Signal(32 * C)
             second_mask = Signal(C)
@@ -274,17 +318,50 @@ class MvUnit(wiring.Component):
             second_valid = 0
         byte = Signal(_W + 2)
         m.d.comb += byte.eq(elem << 2)
-        lane_off = byte[:6]
         mask = Cat(*[src_mask[j].replicate(4) for j in range(L)])
-        m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0),
-                     self.g_wr.data.eq(src_data << (lane_off * 8)),
-                     self.g_wr.mask.eq(mask << lane_off)]
+        m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0)]
+        W = self.out_words
+        if W == 1:  # the beat lies within one word (C divides 16, and so does L)
+            lane_off = byte[:6]
+            m.d.comb += [self.g_wr.data.eq(src_data << (lane_off * 8)), self.g_wr.mask.eq(mask << lane_off)]
+            draining = 0
+        else:
+            # the beat's W words: its first now, the others from `rest` in the next W - 1 cycles (the
+            # next beat comes no sooner: a row takes at least W beats, or UNSUPPORTED).  The beat
+            # starts at a multiple of C, so at a multiple of g = gcd(C, 16) results into its word.
+            g = math.gcd(C, BEAT_BYTES // 4)
+            spread, spread_mask = Signal(8 * BEAT_BYTES * W), Signal(BEAT_BYTES * W)
+            with m.Switch(elem[:4]):
+                for o in range(0, BEAT_BYTES // 4, g):
+                    with m.Case(o):
+                        m.d.comb += [spread.eq(src_data << (32 * o)), spread_mask.eq(mask << (4 * o))]
+            rest, rest_mask = Signal(8 * BEAT_BYTES * (W - 1)), Signal(BEAT_BYTES * (W - 1))
+            rest_addr = Signal.like(self.g_wr.addr)
+            rest_left = Signal(range(W))
+            draining = Signal()
+            m.d.comb += draining.eq(rest_left != 0)
+            with m.If(draining):
+                m.d.comb += [self.g_wr.addr.eq(rest_addr), self.g_wr.data.eq(rest[:8 * BEAT_BYTES]),
+                             self.g_wr.mask.eq(rest_mask[:BEAT_BYTES])]
+                m.d.sync += [rest.eq(rest >> 8 * BEAT_BYTES), rest_mask.eq(rest_mask >> BEAT_BYTES),
+                             rest_addr.eq(rest_addr + 1), rest_left.eq(rest_left - 1)]
+            with m.Else():
+                m.d.comb += [self.g_wr.data.eq(spread[:8 * BEAT_BYTES]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
+            with m.If(eng.out.valid):
+                m.d.sync += [rest.eq(spread[8 * BEAT_BYTES:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
+                             rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(W - 1)]
 
         out_limit = self.global_bytes // 4
+        # results off a multiple of C (registered in SECTIONS): only ``out`` below out_limit matters,
+        # and only ``out_stride`` below it where there are several tokens (else ADDRESS stops first)
+        out_bits = out_limit.bit_length()
+        off_chains, stride_off_chains = Signal(), Signal()
         unsupported = (((opcode != Opcode.MV.value) & (opcode != Opcode.MM.value)) | ins.accumulate | ~ins.requantise
                        | ~g_pow2 | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
-                       | (ins.out[:exact_log2(C)] != 0) | (ins.act[:4] != 0)
-                       | (several & ((ins.act_stride[:4] != 0) | (ins.out_stride[:exact_log2(C)] != 0))))
+                       | off_chains | (ins.act[:4] != 0)
+                       | (several & ((ins.act_stride[:4] != 0) | stride_off_chains)))
+        if W > 1:  # a row of fewer beats than an output beat's words would bring the next beat too soon
+            unsupported |= kept < W * D
         bad_tile = (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes)
         bad_rows = (ins.act < 0) | (last_act + k + 1 > self.act_bytes) | (ins.out < 0) | (last_out + rows > out_limit)
         bad_address = bad_tile | ((ins.tokens > 0) & bad_rows)
@@ -295,17 +372,21 @@ class MvUnit(wiring.Component):
                 m.d.comb += self.issue.ready.eq(1)
                 with m.If(self.issue.valid):
                     m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), opcode.eq(self.issue.payload.opcode),
-                                 self.fault.eq(ErrorCode.NONE), written.eq(0), two_pass.eq(0)]
+                                 self.fault.eq(ErrorCode.NONE), written.eq(0), beat_off.eq(0), two_pass.eq(0)]
                     m.next = "SECTIONS"
             with m.State("SECTIONS"):
                 for s in per_row:
                     m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
+                m.d.sync += [row_groups.eq(_quotient(rows + C - 1, C, 25)),
+                             off_chains.eq(_remainder(ins.out, C, out_bits) != 0),
+                             stride_off_chains.eq(_remainder(ins.out_stride, C, out_bits) != 0)]
                 m.d.sync += [pair.eq(pair_ok), two.eq(two_ok), token.eq(0), act_t.eq(ins.act),
                              out_t.eq(ins.out), last_act.eq(ins.act + (ins.tokens - 1) * ins.act_stride),
                              last_out.eq(ins.out + (ins.tokens - 1) * ins.out_stride)]
                 m.next = "CHECK"
             with m.State("CHECK"):
-                m.d.sync += out_beats.eq((rows + (1 << lanes_log2) - 1) >> lanes_log2)  # fsim's order: the tile, then the activation row, then the results
+                # fsim's order: the tile, then the activation row, then the results
+                m.d.sync += out_beats.eq(Mux(pair, (rows + L - 1) >> exact_log2(L), row_groups) if L > C else row_groups)
                 with m.If(bad_address):
                     m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"
@@ -348,18 +429,26 @@ class MvUnit(wiring.Component):
                     m.next = "IDLE"
                 with m.Else():
                     m.d.sync += [token.eq(token + step), act_t.eq(act_t + (ins.act_stride << two_pass)),
-                                 out_t.eq(out_t + (ins.out_stride << two_pass)), written.eq(0)]
+                                 out_t.eq(out_t + (ins.out_stride << two_pass)), written.eq(0), beat_off.eq(0)]
                     m.next = "TOKEN"
 
             with m.State("RUN"):
-                m.d.comb += self.g_wr_valid.eq(eng.out.valid | second_valid)
+                m.d.comb += self.g_wr_valid.eq(eng.out.valid | second_valid | draining)
                 with m.If(eng.out.valid):
-                    m.d.sync += written.eq(written + 1)
+                    m.d.sync += [written.eq(written + 1), beat_off.eq(beat_off + (Mux(pair, L, C) if L > C else C))]
                     with m.If(written + 1 == out_beats):
-                        with m.If(two_pass):
-                            m.next = "SECOND"
-                        with m.Else():
-                            next_pass()
+                        if W > 1:
+                            m.next = "DRAIN"
+                        else:
+                            with m.If(two_pass):
+                                m.next = "SECOND"
+                            with m.Else():
+                                next_pass()
+            if W > 1:
+                with m.State("DRAIN"):  # the last output beat's other words
+                    m.d.comb += self.g_wr_valid.eq(1)
+                    with m.If(rest_left == 1):
+                        next_pass()
             with m.State("SECOND"):  # token + 1's last output beat
                 m.d.comb += self.g_wr_valid.eq(1)
                 next_pass()

@@ -250,9 +250,8 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
       device's block RAM and UltraRAM).  The core's other units count
       as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit left out);
       the MV unit's own control is not counted: a lower bound.  Where the MV unit cannot be built
-      (``mv_unit_problem``: a chain count that is no power of two, or a row group's unit wider
-      than the 512-bit buffer word, as the boards' 100 chains), ``buildable`` is false and the
-      reason given.
+      (``mv_unit_problem``: a row group's unit wider than the 512-bit buffer word, as the boards'
+      100 chains), ``buildable`` is false and the reason given.
     * ``target``: the design the projections assume: the MPEs, the same other units, each
       buffer once (the config's estimates) and *no* weight path; what is left of the device per
       row lane is what the weight path may cost."""

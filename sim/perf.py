@@ -247,8 +247,12 @@ class RtlTiming:
         return cyc + int(beats.sum()) + RTL_ROW * rows
 
     def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> int:
-        """The LinearEngine's cycles for one token over a tile, from start to its last result, with
-        ``lanes`` rows a beat (default: the chains, one row each; ``hw.mv_unit.row_lanes``)."""
+        """The LinearEngine's cycles for one token over a tile, from start to its last result
+        written, with ``lanes`` rows a beat (default: the chains, one row each;
+        ``hw.mv_unit.row_lanes``): an output beat of C results that spans several GLOBAL words
+        (``hw.mv_unit.out_words``) writes the last beat's other words after it."""
+        from airfoil.hw.mv_unit import out_words
+
         c = self.cfg
         D = c.dsp_per_chain  # AirfoilTop builds one core of the config
         lanes = lanes or c.chains_per_core
@@ -256,7 +260,8 @@ class RtlTiming:
         beats = steps * math.ceil(k * n // SPARSE_M / D)
         words, stalls = decoder_fetches(rows, k, bits, n, group_size, c.chains_per_core, lanes > c.chains_per_core, D,
                                         c.axi_data_bits)
-        return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls
+        drain = out_words(c.chains_per_core) - 1 if rows else 0
+        return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls + drain
 
     def gemm(self, f: dict) -> int:
         from airfoil.hw.mv_unit import row_lanes, token_pairs

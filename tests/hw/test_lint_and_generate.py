@@ -25,24 +25,24 @@ def test_generate_unknown_block_exits_2(tmp_path, capsys):
 
 
 def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
-    """A U280 MPE of 12 small chains: synthesised as one chain, scaled and labelled. The device
+    """A U280 MPE of 40 small chains: synthesised as one chain, scaled and labelled. The device
     fit of the three cores as the projections assume it (MPEs, the other units, each buffer
-    once); as built there is no such kernel (the MV unit takes a power of two of chains), and
-    the fit says why instead of counting it."""
-    args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=12",
+    once); as built there is no such kernel (a row group's 40 lanes of codes are wider than the
+    weight word), and the fit says why instead of counting it."""
+    args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=40",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert "scaled" in out["synth_scope"]
-    assert out["synth"]["dsp48e2"] == out["dsp_slices"] == 12 * 4
+    assert out["synth"]["dsp48e2"] == out["dsp_slices"] == 40 * 4
     others = _measured_units_without_mv()
     dev = out["device"]
     target, built = dev["target"], dev["as_built"]
-    assert target["need"]["dsp"] == 3 * (48 + others["dsp48e2"]) and target["capacity"]["dsp"] == 9024
+    assert target["need"]["dsp"] == 3 * (160 + others["dsp48e2"]) and target["capacity"]["dsp"] == 9024
     assert target["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"])
     assert target["fits"] is True and all(0 < u <= 1 for u in target["utilisation"].values())
-    assert target["lut_left_per_row_lane"] == (1_303_680 - target["need"]["lut"]) // (3 * 12)
-    assert built["buildable"] is False and dev["fits"] is False and "power of two" in built["reason"]
+    assert target["lut_left_per_row_lane"] == (1_303_680 - target["need"]["lut"]) // (3 * 40)
+    assert built["buildable"] is False and dev["fits"] is False and "512-bit buffer word" in built["reason"]
 
 
 def _measured_units_without_mv() -> dict:

@@ -1,13 +1,38 @@
 """The MV unit's pairing rules in Python (``row_lanes`` and ``token_pairs``, which the cycle model
-uses) and the lanes it builds (``lane_count``); tests/hw/test_mv_unit_verilator.py holds the RTL to
+uses), the lanes it builds (``lane_count``), the GLOBAL words an output beat spans (``out_words``)
+and its constant divisions (``reciprocal``); tests/hw/test_mv_unit_verilator.py holds the RTL to
 the same rules."""
+import numpy as np
+import pytest
+
 from airfoil.hw.hbm_model import BEAT_BYTES
-from airfoil.hw.mv_unit import lane_count, row_lanes, token_pairs
+from airfoil.hw.mv_unit import lane_count, mv_unit_problem, out_words, reciprocal, row_lanes, token_pairs
 
 
 def test_lanes_pair_only_where_an_output_beat_holds_them():
     assert BEAT_BYTES == 64  # 16 INT32 results a GLOBAL word
-    assert [lane_count(c) for c in (1, 4, 8, 9, 16)] == [2, 8, 16, 9, 16]
+    assert [lane_count(c) for c in (1, 3, 4, 6, 8, 9, 16, 100)] == [2, 3, 8, 6, 16, 9, 16, 100]
+
+
+def test_an_output_beat_spans_the_words_its_results_can_reach():
+    for chains in range(1, 129):
+        # every result address a multiple of C, in the 16 places a word has
+        words = max(-(-(4 * (o % 16) + 4 * chains) // BEAT_BYTES) for o in range(0, 16 * chains, chains))
+        assert out_words(chains) == words, chains
+    assert [out_words(c) for c in (4, 6, 16, 28, 100)] == [1, 2, 1, 3, 7]
+
+
+@pytest.mark.parametrize("divisor", [3, 6, 7, 100, 127])
+def test_a_constant_division_is_a_multiplication_and_a_shift(divisor):
+    bits = 20
+    x = np.arange(1 << bits, dtype=np.int64)
+    mul, shift = reciprocal(divisor, bits)
+    assert np.array_equal((x * mul) >> shift, x // divisor)
+
+
+def test_any_chain_count_builds_where_the_weight_word_holds_a_unit():
+    assert mv_unit_problem(6, 2) is None and mv_unit_problem(3, 8) is None
+    assert "512" in mv_unit_problem(100, 8)  # the U280's: 100 lanes' 16 codes, not one 512-bit word
 
 
 def test_dense_aligned_rows_pair():

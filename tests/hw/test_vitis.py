@@ -78,14 +78,15 @@ def test_connectivity_puts_each_buffer_in_its_pseudo_channel():
 
 
 def test_kernel_for_a_config_the_mv_unit_cannot_take_exits_2(tmp_path, capsys):
-    """The boards' 100 chains (a row group's codes wider than the weight word) and a chain count
-    that is no power of two: exit 2, the reason named, nothing written."""
+    """The boards' 100 chains and the sim preset with 32 (a row group's codes wider than the
+    weight word): exit 2, the reason named, nothing written."""
     assert main(["generate", "--block", "kernel", "--board", "u280", "-o", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
     assert "100 chains" in err and "512-bit buffer word" in err and not (tmp_path / "k").exists()
-    assert main(["generate", "--block", "kernel", "--board", "sim", "--set", "chains_per_core=3",
+    assert main(["generate", "--block", "kernel", "--board", "sim", "--set", "chains_per_core=32",
                  "-o", str(tmp_path / "k")]) == 2
-    assert "power of two" in capsys.readouterr().err and not (tmp_path / "k").exists()
+    err = capsys.readouterr().err
+    assert "32 chains" in err and "512-bit buffer word" in err and not (tmp_path / "k").exists()
     assert main(["generate", "--block", "kernel", "--model", "no-such-model", "-o", str(tmp_path / "k")]) == 2
     assert not (tmp_path / "k").exists()
 

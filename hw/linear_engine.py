@@ -65,7 +65,7 @@ class LinearEngine(wiring.Component):
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
                  own_buffers: bool = True, pairs: bool = True):
-        # ``pairs=False``: C lanes only, one row per chain always (where 2C results would not fit
+        # ``pairs=False``: C lanes only, one row per chain always (where 2C results do not divide
         # the user's output word, the MV unit never pairs: no high lanes are built)
         self.chains, self.groups, self.d = chains, groups, 2 * groups
         self.lanes = 2 * chains if pairs else chains

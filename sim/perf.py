@@ -221,7 +221,7 @@ class RtlTiming:
     the MV unit, two rows per chain a beat for dense weights whose results are aligned; the SFU
     with its attention unit), which holds one instruction from start to done.  What the RTL does
     not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, attention's products on
-    the MPE, and (with C chains whose 2C results do not fit a GLOBAL word: the boards' 100) MV's
+    the MPE, and (with C chains whose 2C results do not divide a GLOBAL word: the boards' 100) MV's
     two rows and MM's two tokens a beat."""
 
     cfg: AirfoilConfig
@@ -518,7 +518,7 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
         "calibrated": False,
         "calibration": "the target machine: one DMA per pseudo-channel, MV's two rows and MM's two tokens per "
                        "chain beat, attention's products on the MPE; the RTL has MV's two rows and MM's two "
-                       "tokens only where a beat's 2C results fit one 64-byte word (the sim preset's 4 chains, "
+                       "tokens only where a beat's 2C results divide one 64-byte word (the sim preset's 4 chains, "
                        "not the boards' 100), the rest not yet; the RTL as built is calibrated (rtl_as_built, "
                        "reports/calibration.json)",
         "rtl_as_built": built,

@@ -36,3 +36,27 @@ def test_prefill_and_a_decode_token_in_rtl_equal_fsim_and_the_reference(compress
         with capsys.disabled():
             print(f"\nSmolLM2 {section} in RTL: {run.cycles:,} cycles, {run.cycles_per_second:,.0f} cycles/s "
                   f"({run.run_seconds:.1f} s; {run.wall_seconds:.1f} s with images in and out); busy {run.busy}")
+
+
+def test_a_decode_token_on_a_core_of_six_chains(compressed_default, capsys):
+    """The same model on a core of 6 chains (no power of two: row groups of 6, one row per chain,
+    every output beat over two GLOBAL words): the chat prompt's prefill in fsim, then one decode
+    token in RTL equal to fsim byte for byte and to the reference, in the cycles the RTL's cycle
+    model (``RtlTiming``) predicts within 1%."""
+    from airfoil.sim.perf import PerfModel
+
+    cm = compressed_default
+    prompt = chat_prompt(load_tokenizer(cm.metadata["source"]), "What is the capital of France?")
+    cfg = preset("sim").replace(chains_per_core=6)
+    prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, len(prompt) + 2, cm)
+    backend = RtlBackend(prog, cm, check=True, prefill="fsim")
+    gen = generate(backend, prompt, 2, checker=ReferenceBackend(cm, "cpu"))
+    assert gen.check == "passed", str(gen.mismatch)
+    assert backend.run_sections == ["decode"]
+    run = backend.runs[0]
+    assert run.status == ErrorCode.NONE and not run.hung and run.ap_done
+    model = PerfModel(prog, timing="rtl").run("decode", 1, len(prompt)).cycles
+    with capsys.disabled():
+        print(f"\nSmolLM2 decode on 6 chains in RTL: {run.cycles:,} cycles (model {model:,}), "
+              f"{run.cycles_per_second:,.0f} cycles/s")
+    assert abs(model / run.cycles - 1) < 0.01, (model, run.cycles)

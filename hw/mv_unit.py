@@ -36,12 +36,12 @@ What this build does not execute yet stops the machine with UNSUPPORTED (fsim ex
 ``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold
 fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), rows of
 fewer beats than an output beat's words (k N / 16 < D out_words(C), only where C does not divide
-16), ``out`` not a multiple of the chain count, MM strides that would break those alignments (``act_stride`` not
-a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts outside the
-requantiser's [-16, 127] (checked per pass, both tokens' in a two-token pass: the passes before
-it have been written).  A tile,
-an activation row or a result row outside its buffer stops it with ADDRESS before anything is
-written; MM of no tokens checks only the tile, as fsim does.
+16), ``out`` not a multiple of the chain count, MM strides that would break those alignments
+(``act_stride`` not a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts
+outside the requantiser's [-16, 127] (checked per pass, both tokens' in a two-token pass: the
+passes before it have been written).  A tile, an activation row or a result row outside its
+buffer stops it with ADDRESS before anything is written; MM of no tokens checks only the tile,
+as fsim does.
 """
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ from airfoil.hw.requantise import MIN_SHIFT
 from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
-__all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes", "token_pairs",
-           "weight_readers"]
+__all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes",
+           "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
@@ -386,7 +386,8 @@ class MvUnit(wiring.Component):
                 m.next = "CHECK"
             with m.State("CHECK"):
                 # fsim's order: the tile, then the activation row, then the results
-                m.d.sync += out_beats.eq(Mux(pair, (rows + L - 1) >> exact_log2(L), row_groups) if L > C else row_groups)
+                paired_beats = (rows + L - 1) >> exact_log2(L)
+                m.d.sync += out_beats.eq(Mux(pair, paired_beats, row_groups) if L > C else row_groups)
                 with m.If(bad_address):
                     m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"

@@ -158,8 +158,9 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path):
     assert all(row_lanes(C, p[2].fields["pattern"].n, o, p[2].fields["tokens"].base, p[2].fields["out_stride"]) == C
                for p, o in zip(programs, outs))
     first = programs[0][2]  # again with its results not on a multiple of 6
-    programs.append(programs[0][:2] + [Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)},
-                                                   first.wait, first.release)] + programs[0][3:])
+    off_six = Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)}, first.wait,
+                          first.release)
+    programs.append(programs[0][:2] + [off_six] + programs[0][3:])
     out = run_programs(tmp_path, "mv_six_chains_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
                        mv=(C, cfg.dsp_groups_per_chain), imem_depth=64, watchdog_cycles=1 << 16)
     for i, r in enumerate(out[:n_ok]):

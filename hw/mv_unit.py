@@ -8,21 +8,22 @@ buffer.  The golden model is fsim's ``_gemm``.
                  --> rows r*L .. r*L + L-1 of each output beat into GLOBAL[out_t + row]
     act_t = act + t * act_stride,  out_t = out + t * out_stride,  t = 0 .. tokens - 1
 
-L = 2C rows a beat (two per chain, the MV packing) where the rows can share their activations
-and the output beat stays within one GLOBAL word: dense weights (16:16), ``out`` a multiple of
-2C (and ``out_stride`` too when there are several tokens), 2C dividing a word's 16 results (C
-of 1, 2, 4 or 8: ``lane_count``).  Otherwise L = C, one row per chain (MV_SPARSE).
+L = 2C rows a beat (two per chain, the MV packing) where the rows can share their activations:
+dense weights (16:16), ``out`` a multiple of 2C (and ``out_stride`` too when there are several
+tokens).  Otherwise L = C, one row per chain (MV_SPARSE).
 
 Any chain count C: the tile's row groups are ceil(rows / C), a constant division done as one
-multiplication (``reciprocal``) while the instruction's sections are computed.  Where C does
-not divide 16 (a board's 100 chains) an output beat of C results, starting at a multiple of C,
-spans up to ``out_words(C)`` GLOBAL words (7 for 100): its first word is written with the beat,
-the others from a register in the cycles after it, before the next beat (a row takes at least
-that many beats, or UNSUPPORTED), and the pass ends when the last beat's words are written.
+multiplication (``reciprocal``) while the instruction's sections are computed, and so are the
+alignment checks (remainders by C and 2C).  Where L does not divide 16 (6 chains; a board's
+100) an output beat of L results, starting at a multiple of L, spans up to ``out_words(L)``
+GLOBAL words (13 for 200): its first word is written with the beat, the others from a register
+in the cycles after it, before the next beat (a row takes at least that many beats, or
+UNSUPPORTED), and the pass ends when the last beat's words are written.
 
 MM runs its tokens in passes over the tile (the decoders decode the tile again for every pass).
 Where the rows pair, a pass is one token with two rows per chain.  Where they cannot (N:16
-sparse weights, or results off a multiple of 2C) a pass takes *two tokens* (``token_pairs``):
+sparse weights, or results off a multiple of 2C) and C results lie within one GLOBAL word (C of
+1, 2, 4, 8 or 16) a pass takes *two tokens* (``token_pairs``):
 the DSPs' two lanes carry tokens t and t + 1 on one row per chain (the chain's MM mode, the
 packing of ``hw/mpe_schedule.py``), so such an MM of T tokens costs ceil(T / 2) passes, not T.
 An output beat then holds C rows of each token, written into GLOBAL one after the other (token
@@ -66,20 +67,20 @@ __all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words"
 
 
 def lane_count(chains: int) -> int:
-    """Row lanes (requantisers, result lanes) the MV unit builds: 2C where 2C INT32 results divide a
-    GLOBAL word (C of 1, 2, 4 or 8), so that rows can pair and an output beat of paired rows never
-    straddles two words; else C."""
-    return 2 * chains if (BEAT_BYTES // 4) % (2 * chains) == 0 else chains
+    """Row lanes (requantisers, result lanes) the MV unit builds: 2C, so that rows can pair (two
+    per chain a beat) at any chain count."""
+    return 2 * chains
 
 
-def out_words(chains: int) -> int:
-    """GLOBAL words an output beat of C results (one row per chain) may span: 1 where C divides a
-    word's 16 results (the beats then tile the words); else up to ceil((o + 4C) / 64) for the
-    largest byte offset o a multiple of C can have within a word (64 - 4 gcd(C, 16))."""
+def out_words(results: int) -> int:
+    """GLOBAL words an output beat of ``results`` INT32 results (C rows, or 2C paired), starting at
+    a multiple of that count, may span: 1 where the count divides a word's 16 (the beats then tile
+    the words); else up to ceil((o + 4 results) / 64) for the largest byte offset o such a start
+    can have within a word (64 - 4 gcd(results, 16))."""
     per_word = BEAT_BYTES // 4
-    if per_word % chains == 0:
+    if per_word % results == 0:
         return 1
-    return -(-(BEAT_BYTES - 4 * math.gcd(chains, per_word) + 4 * chains) // BEAT_BYTES)
+    return -(-(BEAT_BYTES - 4 * math.gcd(results, per_word) + 4 * results) // BEAT_BYTES)
 
 
 def reciprocal(divisor: int, bits: int) -> tuple[int, int]:
@@ -141,10 +142,11 @@ def act_readers(chains: int, groups: int) -> int:
 
 def token_pairs(chains: int, groups: int, n: int, k: int, rows: int, out: int, tokens: int, out_stride: int) -> bool:
     """Whether an MV/MM runs its tokens two a pass, as ``MvUnit`` decides it (its ``two_ok``):
+    where each token's C results of a beat lie within one GLOBAL word (``out_words``),
     where the unit has 2C lanes, the rows do not pair (``row_lanes``), there are two tokens or
     more, a row takes at least two beats (k N / 16 >= 4 groups), and token t + 1's results do
     not start inside token t's (``out_stride`` 0 or at least ``rows``)."""
-    return (lane_count(chains) > chains and row_lanes(chains, n, out, tokens, out_stride) == chains
+    return (lane_count(chains) > chains and out_words(chains) == 1 and row_lanes(chains, n, out, tokens, out_stride) == chains
             and tokens >= 2 and k * n // SPARSE_M >= 4 * groups and (out_stride == 0 or out_stride >= rows))
 
 
@@ -160,8 +162,7 @@ class MvUnit(wiring.Component):
         if problem:
             raise ValueError(f"MvUnit: {problem}")
         self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
-        self.out_words = out_words(chains)
-        assert self.out_words == 1 or self.lanes == chains  # rows pair only where a beat fills part of a word
+        self.out_words = max(out_words(self.lanes), out_words(chains))
         self.act_readers = act_readers(chains, groups)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
@@ -232,15 +233,16 @@ class MvUnit(wiring.Component):
         # ---- two rows per chain (L lanes) or one (C lanes)
         several = ins.tokens > 1
         pair = Signal()  # registered in SECTIONS, for the whole instruction (the rule of row_lanes)
-        if L > C:  # lane_count: the output beat's 2C INT32 results within one GLOBAL word
-            pair_ok = ((ins.pattern == SparsePattern.DENSE) & (ins.out[:exact_log2(L)] == 0)
-                       & (~several | (ins.out_stride[:exact_log2(L)] == 0)))
+        out_bits = (self.global_bytes // 4).bit_length()  # only results below the buffer's end matter
+        if L > C:  # lane_count
+            pair_ok = ((ins.pattern == SparsePattern.DENSE) & (_remainder(ins.out, L, out_bits) == 0)
+                       & (~several | (_remainder(ins.out_stride, L, out_bits) == 0)))
         else:
             pair_ok = 0
         # ---- or two tokens a pass, one row per chain (the rule of token_pairs)
         two = Signal()  # registered in SECTIONS, for the whole instruction
         two_pass = Signal()  # this pass takes tokens token and token + 1
-        if L > C:
+        if L > C and out_words(C) == 1:  # (the writer holds token + 1's results in one word)
             two_ok = (~pair_ok & several & (kept >= 2 * D)
                       & ((ins.out_stride == 0) | (ins.out_stride >= rows)))
         else:
@@ -321,14 +323,17 @@ class MvUnit(wiring.Component):
         mask = Cat(*[src_mask[j].replicate(4) for j in range(L)])
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0)]
         W = self.out_words
-        if W == 1:  # the beat lies within one word (C divides 16, and so does L)
+        words_after = Mux(pair, out_words(L) - 1, out_words(C) - 1)  # the beat's words after its first
+        if W == 1:  # the beat lies within one word (L divides 16, and so does C)
             lane_off = byte[:6]
             m.d.comb += [self.g_wr.data.eq(src_data << (lane_off * 8)), self.g_wr.mask.eq(mask << lane_off)]
             draining = 0
         else:
-            # the beat's W words: its first now, the others from `rest` in the next W - 1 cycles (the
-            # next beat comes no sooner: a row takes at least W beats, or UNSUPPORTED).  The beat
-            # starts at a multiple of C, so at a multiple of g = gcd(C, 16) results into its word.
+            # the beat's words: its first now, the others from `rest` in the next cycles (the next beat
+            # comes no sooner: a row takes at least as many beats, or UNSUPPORTED; token + 1's
+            # results in a two-token pass come the next cycle, and such a pass needs each token's
+            # within one word).  The beat starts at a multiple of C (or 2C), so at a multiple of
+            # g = gcd(C, 16) results into its word.
             g = math.gcd(C, BEAT_BYTES // 4)
             spread, spread_mask = Signal(8 * BEAT_BYTES * W), Signal(BEAT_BYTES * W)
             with m.Switch(elem[:4]):
@@ -349,19 +354,18 @@ class MvUnit(wiring.Component):
                 m.d.comb += [self.g_wr.data.eq(spread[:8 * BEAT_BYTES]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
             with m.If(eng.out.valid):
                 m.d.sync += [rest.eq(spread[8 * BEAT_BYTES:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
-                             rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(W - 1)]
+                             rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after)]
 
         out_limit = self.global_bytes // 4
         # results off a multiple of C (registered in SECTIONS): only ``out`` below out_limit matters,
         # and only ``out_stride`` below it where there are several tokens (else ADDRESS stops first)
-        out_bits = out_limit.bit_length()
         off_chains, stride_off_chains = Signal(), Signal()
         unsupported = (((opcode != Opcode.MV.value) & (opcode != Opcode.MM.value)) | ins.accumulate | ~ins.requantise
                        | ~g_pow2 | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
                        | off_chains | (ins.act[:4] != 0)
                        | (several & ((ins.act_stride[:4] != 0) | stride_off_chains)))
         if W > 1:  # a row of fewer beats than an output beat's words would bring the next beat too soon
-            unsupported |= kept < W * D
+            unsupported |= kept < (words_after + 1) * D
         bad_tile = (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes)
         bad_rows = (ins.act < 0) | (last_act + k + 1 > self.act_bytes) | (ins.out < 0) | (last_out + rows > out_limit)
         bad_address = bad_tile | ((ins.tokens > 0) & bad_rows)
@@ -386,8 +390,7 @@ class MvUnit(wiring.Component):
                 m.next = "CHECK"
             with m.State("CHECK"):
                 # fsim's order: the tile, then the activation row, then the results
-                paired_beats = (rows + L - 1) >> exact_log2(L)
-                m.d.sync += out_beats.eq(Mux(pair, paired_beats, row_groups) if L > C else row_groups)
+                m.d.sync += out_beats.eq(Mux(pair, _quotient(rows + L - 1, L, 25), row_groups) if L > C else row_groups)
                 with m.If(bad_address):
                     m.d.sync += self.fault.eq(ErrorCode.ADDRESS)
                     m.next = "IDLE"
@@ -438,13 +441,13 @@ class MvUnit(wiring.Component):
                 with m.If(eng.out.valid):
                     m.d.sync += [written.eq(written + 1), beat_off.eq(beat_off + (Mux(pair, L, C) if L > C else C))]
                     with m.If(written + 1 == out_beats):
+                        with m.If(two_pass):
+                            m.next = "SECOND"
                         if W > 1:
-                            m.next = "DRAIN"
-                        else:
-                            with m.If(two_pass):
-                                m.next = "SECOND"
-                            with m.Else():
-                                next_pass()
+                            with m.Elif(words_after != 0):
+                                m.next = "DRAIN"
+                        with m.Else():
+                            next_pass()
             if W > 1:
                 with m.State("DRAIN"):  # the last output beat's other words
                     m.d.comb += self.g_wr_valid.eq(1)

@@ -221,8 +221,8 @@ class RtlTiming:
     the MV unit, two rows per chain a beat for dense weights whose results are aligned; the SFU
     with its attention unit), which holds one instruction from start to done.  What the RTL does
     not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, attention's products on
-    the MPE, and (with C chains whose 2C results do not divide a GLOBAL word: the boards' 100) MV's
-    two rows and MM's two tokens a beat."""
+    the MPE, and (with C chains whose C results may straddle two GLOBAL words: the boards' 100)
+    MM's two tokens a beat."""
 
     cfg: AirfoilConfig
 
@@ -249,8 +249,8 @@ class RtlTiming:
     def engine(self, rows: int, k: int, bits: int, n: int, group_size: int, lanes: int | None = None) -> int:
         """The LinearEngine's cycles for one token over a tile, from start to its last result
         written, with ``lanes`` rows a beat (default: the chains, one row each;
-        ``hw.mv_unit.row_lanes``): an output beat of C results that spans several GLOBAL words
-        (``hw.mv_unit.out_words``) writes the last beat's other words after it."""
+        ``hw.mv_unit.row_lanes``): an output beat of ``lanes`` results that spans several GLOBAL
+        words (``hw.mv_unit.out_words``) writes the last beat's other words after it."""
         from airfoil.hw.mv_unit import out_words
 
         c = self.cfg
@@ -260,7 +260,7 @@ class RtlTiming:
         beats = steps * math.ceil(k * n // SPARSE_M / D)
         words, stalls = decoder_fetches(rows, k, bits, n, group_size, c.chains_per_core, lanes > c.chains_per_core, D,
                                         c.axi_data_bits)
-        drain = out_words(c.chains_per_core) - 1 if rows else 0
+        drain = out_words(lanes) - 1 if rows else 0
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls + drain
 
     def gemm(self, f: dict) -> int:
@@ -517,9 +517,9 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
                                "hbm_utilisation": round(d["hbm_utilisation"], 4)} for d in by_context],
         "calibrated": False,
         "calibration": "the target machine: one DMA per pseudo-channel, MV's two rows and MM's two tokens per "
-                       "chain beat, attention's products on the MPE; the RTL has MV's two rows and MM's two "
-                       "tokens only where a beat's 2C results divide one 64-byte word (the sim preset's 4 chains, "
-                       "not the boards' 100), the rest not yet; the RTL as built is calibrated (rtl_as_built, "
-                       "reports/calibration.json)",
+                       "chain beat, attention's products on the MPE; the RTL has MV's two rows at any chain "
+                       "count, MM's two tokens only where a token's C results lie in one 64-byte word (C of 1, "
+                       "2, 4, 8, 16; not the boards' 100), the rest not yet; the RTL as built is calibrated "
+                       "(rtl_as_built, reports/calibration.json)",
         "rtl_as_built": built,
     }

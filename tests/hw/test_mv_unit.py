@@ -9,17 +9,17 @@ from airfoil.hw.hbm_model import BEAT_BYTES
 from airfoil.hw.mv_unit import lane_count, mv_unit_problem, out_words, reciprocal, row_lanes, token_pairs
 
 
-def test_lanes_pair_only_where_an_output_beat_holds_them():
-    assert BEAT_BYTES == 64  # 16 INT32 results a GLOBAL word
-    assert [lane_count(c) for c in (1, 3, 4, 6, 8, 9, 16, 100)] == [2, 3, 8, 6, 16, 9, 16, 100]
+def test_every_chain_has_two_row_lanes():
+    assert [lane_count(c) for c in (1, 3, 4, 6, 8, 9, 16, 100)] == [2, 6, 8, 12, 16, 18, 32, 200]
 
 
 def test_an_output_beat_spans_the_words_its_results_can_reach():
-    for chains in range(1, 129):
-        # every result address a multiple of C, in the 16 places a word has
-        words = max(-(-(4 * (o % 16) + 4 * chains) // BEAT_BYTES) for o in range(0, 16 * chains, chains))
-        assert out_words(chains) == words, chains
-    assert [out_words(c) for c in (4, 6, 16, 28, 100)] == [1, 2, 1, 3, 7]
+    assert BEAT_BYTES == 64  # 16 INT32 results a GLOBAL word
+    for n in range(1, 257):
+        # a beat of n results starts at a multiple of n: in any of the places a word has
+        words = max(-(-(4 * (o % 16) + 4 * n) // BEAT_BYTES) for o in range(0, 16 * n, n))
+        assert out_words(n) == words, n
+    assert [out_words(n) for n in (4, 6, 8, 12, 16, 28, 32, 100, 200)] == [1, 2, 1, 2, 1, 3, 2, 7, 13]
 
 
 @pytest.mark.parametrize("divisor", [3, 6, 7, 100, 127])
@@ -44,7 +44,9 @@ def test_sparse_unaligned_or_unpairable_rows_do_not():
     assert row_lanes(4, 8, out=64, tokens=1, out_stride=0) == 4  # N:16 sparse: each row its own indices
     assert row_lanes(4, 16, out=68, tokens=1, out_stride=0) == 4  # results not on a multiple of 2C
     assert row_lanes(4, 16, out=64, tokens=2, out_stride=580) == 4  # the second token's are not
-    assert row_lanes(16, 16, out=64, tokens=1, out_stride=0) == 16  # 2C results would not fit a word
+    assert row_lanes(16, 16, out=48, tokens=1, out_stride=0) == 16  # not on a multiple of 2C = 32
+    assert row_lanes(6, 16, out=36, tokens=1, out_stride=0) == 12  # any chain count pairs
+    assert row_lanes(6, 16, out=30, tokens=1, out_stride=0) == 6
 
 
 def test_tokens_share_a_pass_where_rows_cannot_pair():
@@ -59,4 +61,5 @@ def test_tokens_keep_a_pass_each_otherwise():
     assert not token_pairs(4, 2, 8, 576, rows=12, out=64, tokens=1, out_stride=0)  # one token
     assert not token_pairs(4, 2, 2, 32, rows=12, out=64, tokens=2, out_stride=12)  # a row of one beat
     assert not token_pairs(4, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=4)  # token 1's inside token 0's
-    assert not token_pairs(16, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=16)  # no high lanes to carry it
+    assert token_pairs(16, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=16)  # 16 results: one word a token
+    assert not token_pairs(6, 2, 8, 576, rows=12, out=60, tokens=2, out_stride=18)  # 6 results may span two words

@@ -135,33 +135,49 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     assert out[-1]["fsim_code"] == ErrorCode.NONE  # fsim runs raw sums
 
 
-# A core of 6 chains (no power of two; 6 does not divide a GLOBAL word's 16 results): the MM cases'
-# result strides become multiples of 6, the same shapes otherwise (the last still puts token 1's
-# results inside token 0's)
-SIX_CHAINS = CFG.replace(chains_per_core=6)
-SIX_CHAINS_MM = [(0, 3, 592, 12), (4, 2, 336, 18), (2, 2, 272, 18), (7, 2, 1552, 6), (5, 3, 528, 0), (1, 2, 592, 6)]
+# Cores of 6 chains (no power of two; 6 and 12 results may straddle two GLOBAL words) and of 16
+# (16 results fill a word, 32 paired ones take two): the MM cases' result strides become
+# multiples of C, the same shapes otherwise (at 6 the last still puts token 1's results inside
+# token 0's).  chains: (MM cases, MV formats after them, seed, programs that pair rows, MMs of
+# two tokens a pass, whether the last, a row of one beat, is UNSUPPORTED).  At 16 chains an MV of
+# 40 rows fills paired beats' second words (the formats' rows are at most 12).
+SHORT_ROW = (6, 32, 4, 2, 32)  # 4 kept weights a row (2:16 of 32): a row of one beat
+ANY_CHAINS = {
+    6: ([(0, 3, 592, 12), (4, 2, 336, 18), (2, 2, 272, 18), (7, 2, 1552, 6), (5, 3, 528, 0), (1, 2, 592, 6)],
+        [SHORT_ROW], 42, [0, 2, 8], [], True),
+    16: ([(0, 3, 592, 16), (4, 2, 336, 32), (2, 2, 272, 32), (7, 2, 1552, 16), (5, 3, 528, 0), (1, 2, 592, 16)],
+         [(40, 128, 4, 16, 32), SHORT_ROW], 44, [0, 2, 10, 14], [8, 9, 11, 12, 13], False),
+}
 
 
-def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path):
-    """Six chains: row groups of 6 (a division by 6 in the unit), one row per chain (rows pair only
-    where 2C divides 16), every output beat of 24 bytes written over 2 GLOBAL words, and results at
-    every even offset in a word; the same formats and MMs leave fsim's memory.  A result address
-    off a multiple of 6, or rows shorter than an output beat's words, stop it with UNSUPPORTED."""
-    cfg, C = SIX_CHAINS, SIX_CHAINS.chains_per_core
-    assert out_words(C) == 2
-    rng = np.random.default_rng(42)
-    # the last: 4 kept weights a row (2:16 of 32), a row of one beat whose results take two words
-    hbm, programs = _case(rng, cfg, SIX_CHAINS_MM, extra=[(6, 32, 4, 2, 32)])
-    n_ok = len(programs) - 1
-    outs = [p[2].fields["out"].base for p in programs[:n_ok]]
-    assert all(o % C == 0 for o in outs) and len({o % 16 for o in outs}) == 8  # every even offset
-    assert all(row_lanes(C, p[2].fields["pattern"].n, o, p[2].fields["tokens"].base, p[2].fields["out_stride"]) == C
-               for p, o in zip(programs, outs))
-    first = programs[0][2]  # again with its results not on a multiple of 6
-    off_six = Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)}, first.wait,
-                          first.release)
-    programs.append(programs[0][:2] + [off_six] + programs[0][3:])
-    out = run_programs(tmp_path, "mv_six_chains_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
+@pytest.mark.parametrize("chains", sorted(ANY_CHAINS))
+def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
+    """Row groups of C (a division by C in the unit), two rows per chain where the results start
+    on a multiple of 2C, one elsewhere; output beats written over the GLOBAL words they reach
+    (at 6 chains every beat over 2 words, results at every even offset in a word, MMs one token
+    a pass; at 16, paired beats over 2 words beside two-token passes of one word a token).  The
+    same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
+    UNSUPPORTED, and so, where a beat of C results may take two words, does a row of one beat."""
+    mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]
+    cfg, C = CFG.replace(chains_per_core=chains), chains
+    rng = np.random.default_rng(seed)
+    hbm, programs = _case(rng, cfg, mm_cases, extra=extra)
+    n_ok = len(programs) - short_row_unsupported
+    fields = [p[2].fields for p in programs]
+    outs = [f["out"].base for f in fields]
+    assert all(o % C == 0 for o in outs)
+    if C == 6:
+        assert out_words(C) == out_words(2 * C) == 2 and len({o % 16 for o in outs[:n_ok]}) == 8  # every even offset
+    lanes = [row_lanes(C, f["pattern"].n, f["out"].base, f["tokens"].base, f["out_stride"]) for f in fields]
+    assert [i for i, n in enumerate(lanes) if n == 2 * C] == paired
+    assert [i for i, f in enumerate(fields) if token_pairs(C, cfg.dsp_groups_per_chain, f["pattern"].n, f["k"],
+                                                             f["rows"], f["out"].base, f["tokens"].base,
+                                                             f["out_stride"])] == two_token
+    first = programs[0][2]  # again with its results not on a multiple of C
+    off_chains = Instruction(Opcode.MV, first.fields | {"out": Affine(first.fields["out"].base + 4)}, first.wait,
+                             first.release)
+    programs.append(programs[0][:2] + [off_chains] + programs[0][3:])
+    out = run_programs(tmp_path, f"mv_{C}_chains_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
                        mv=(C, cfg.dsp_groups_per_chain), imem_depth=64, watchdog_cycles=1 << 16)
     for i, r in enumerate(out[:n_ok]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"

@@ -39,8 +39,8 @@ def test_prefill_and_a_decode_token_in_rtl_equal_fsim_and_the_reference(compress
 
 
 def test_a_decode_token_on_a_core_of_six_chains(compressed_default, capsys):
-    """The same model on a core of 6 chains (no power of two: row groups of 6, one row per chain,
-    every output beat over two GLOBAL words): the chat prompt's prefill in fsim, then one decode
+    """The same model on a core of 6 chains (no power of two: row groups of 6, output beats of 6 or
+    12 results over two GLOBAL words): the chat prompt's prefill in fsim, then one decode
     token in RTL equal to fsim byte for byte and to the reference, in the cycles the RTL's cycle
     model (``RtlTiming``) predicts within 1%."""
     from airfoil.sim.perf import PerfModel

@@ -233,8 +233,9 @@ class MvUnit(wiring.Component):
         # ---- two rows per chain (L lanes) or one (C lanes)
         several = ins.tokens > 1
         pair = Signal()  # registered in SECTIONS, for the whole instruction (the rule of row_lanes)
-        out_bits = (self.global_bytes // 4).bit_length()  # only results below the buffer's end matter
-        if L > C:  # lane_count
+        out_limit = self.global_bytes // 4  # GLOBAL's INT32 elements
+        out_bits = out_limit.bit_length()  # remainders: only results below the buffer's end matter
+        if L > C:  # lane_count (C lanes only: the engine's pairs=False, not built today)
             pair_ok = ((ins.pattern == SparsePattern.DENSE) & (_remainder(ins.out, L, out_bits) == 0)
                        & (~several | (_remainder(ins.out_stride, L, out_bits) == 0)))
         else:
@@ -356,7 +357,6 @@ class MvUnit(wiring.Component):
                 m.d.sync += [rest.eq(spread[8 * BEAT_BYTES:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
                              rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after)]
 
-        out_limit = self.global_bytes // 4
         # results off a multiple of C (registered in SECTIONS): only ``out`` below out_limit matters,
         # and only ``out_stride`` below it where there are several tokens (else ADDRESS stops first)
         off_chains, stride_off_chains = Signal(), Signal()

@@ -298,7 +298,9 @@ FIELD_DOCS = {
     "width": "weight code width (WeightWidth)",
     "act": "ACT address of the first operand row (affine); a row is k INT8 values, then its exponent",
     "act_stride": "ACT elements between operand rows",
-    "weight": "WEIGHT byte address of the tile (the weight image's tile format, affine)",
+    "weight": ("WEIGHT byte address of the tile (the weight image's tile format, affine; the RTL's decoders take a "
+               "tile on a whole 64-byte word, where the image's aligned units start, and stop with UNSUPPORTED "
+               "elsewhere)"),
     "out": "GLOBAL address of result (token 0, row 0) (affine)",
     "out_stride": "GLOBAL elements between tokens' result rows",
     "k": "inputs per row (multiple of 16 and of group_size)",

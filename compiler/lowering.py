@@ -116,9 +116,16 @@ def _linear_shape(g: Graph, name: str) -> tuple[int, int]:
     return g.spec.linear_shapes()[name]
 
 
-def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, channels: int) -> int:
-    """A tile's bytes once striped: ``channels`` equal chunks, each a whole number of AXI beats."""
-    return channels * _align(-(-tile_bytes(rows, k, r.bits, r.n, group_size) // channels))
+def core_tile_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> int:
+    """A tile's bytes in the image, with the lane interleave ``cfg``'s core reads it in."""
+    lanes, _ = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, r.n, group_size)
+    return tile_bytes(rows, k, r.bits, r.n, group_size, lanes)
+
+
+def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> int:
+    """A tile's bytes once striped: one equal chunk a channel, each a whole number of AXI beats."""
+    channels = cfg.hbm_channels
+    return channels * _align(-(-core_tile_bytes(rows, k, r, group_size, cfg) // channels))
 
 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
@@ -128,10 +135,9 @@ def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
     rows: 2 per chain dense, 1 per chain N:16 sparse)."""
     half = cfg.weight_half_bytes
     chains = cfg.cores * cfg.chains_per_core
-    C = cfg.hbm_channels
 
     def fits(rows, k, r):
-        return striped_bytes(rows, k, r, g.group_size, C) <= half
+        return striped_bytes(rows, k, r, g.group_size, cfg) <= half
 
     for op in g.ops:
         if op.kind != "linear":
@@ -142,7 +148,7 @@ def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
             raise LoweringError(f"{op.name}: {k} inputs are not a multiple of 16 and of the group size "
                                 f"{g.group_size}; the MPE cannot tile it")
         if not fits(1, k, r):
-            raise LoweringError(f"{op.name}: one row of {k} inputs ({striped_bytes(1, k, r, g.group_size, C)} "
+            raise LoweringError(f"{op.name}: one row of {k} inputs ({striped_bytes(1, k, r, g.group_size, cfg)} "
                                 f"bytes striped) exceeds half the weight buffer ({half} bytes)")
         lo, hi = 1, o  # the most rows that fit
         while lo < hi:
@@ -153,7 +159,7 @@ def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
         beats_per_row = -(-k * r.n // SPARSE_M // cfg.dsp_per_chain)
 
         def cost(rows):
-            load = striped_bytes(rows, k, r, g.group_size, C) / cfg.hbm_bytes_per_cycle
+            load = striped_bytes(rows, k, r, g.group_size, cfg) / cfg.hbm_bytes_per_cycle
             return -(-o // rows) * max(load, -(-rows // per_beat) * beats_per_row)
 
         first = -(-o // most)
@@ -189,7 +195,7 @@ def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
         r = g.recipes[op.name]
         rows = g.tiles[op.name]
         n_tiles = -(-o // rows)
-        chunk = _align(-(-tile_bytes(rows, k, r.bits, r.n, g.group_size) // C))
+        chunk = _align(-(-core_tile_bytes(rows, k, r, g.group_size, cfg) // C))
         weights[op.name] = {"offset": off, "chunk": chunk, "tiles": n_tiles, "rows": rows}
         off += n_tiles * chunk
     d = spec.d_model

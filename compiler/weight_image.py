@@ -17,8 +17,12 @@ whose rows come in groups of ``lanes`` (the last group may be short), each secti
 ordered *unit by unit, lane by lane*: codes in units of ``d`` kept weights (one DSP chain beat),
 positions in units of the blocks such a beat covers (at least one), scales and zeros in units of
 one quant group.  So one beat's data for every lane of a group lies side by side, and each lane's
-field sits at an offset that depends only on its lane number and the format.  The bits, and so
-every section's size, are those of the plain order, permuted.
+field sits at an offset that depends only on its lane number and the format.  Two paddings keep
+every unit at an aligned bit address, so a decoder's bit windows move in steps of a fixed power
+of two (``unit_alignment``) and not bit by bit: the last row group is padded to a multiple of
+the largest power of two dividing ``lanes`` (``padded_rows``: 4 rows of 4 or of 100 lanes, 2 of
+6; code 0, zero point 0, scale 0, the first N positions of each block kept), and every section
+starts at a whole AXI beat (a buffer word).  Otherwise the bits are the plain order's, permuted.
 
 A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
 of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
@@ -32,7 +36,7 @@ from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
-           "position_unit_blocks", "lane_interleave"]
+           "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment"]
 
 AXI_BEAT = 64
 
@@ -41,17 +45,31 @@ def _ceil_bytes(bits: int) -> int:
     return (bits + 7) // 8
 
 
-def tile_sections(rows: int, k: int, bits: int, n: int, group_size: int) -> tuple[int, int, int, int]:
-    """Bytes of a tile's four sections: codes, positions, scales, zeros (before the padding)."""
+def padded_rows(rows: int, lanes: int) -> int:
+    """Rows a tile's image holds: a lane-interleaved tile's rows rounded up to a multiple of the
+    largest power of two dividing ``lanes``.  That keeps the last (short) row group's units at
+    the alignment of the full groups' (``unit_alignment``, whose power of two the lanes give
+    only that factor of), at a cost of at most 3 rows a tile for 100 lanes."""
+    step = lanes & -lanes
+    return -(-rows // step) * step
+
+
+def tile_sections(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1) -> tuple[int, int, int, int]:
+    """Bytes of a tile's four sections: codes, positions, scales, zeros (before the tile's
+    padding; ``lanes`` > 1: the lane interleave's padded rows, each section whole AXI beats)."""
     kept = k * n // SPARSE_M
     groups = k // group_size
-    return (_ceil_bytes(rows * kept * bits), _ceil_bytes(rows * (k // SPARSE_M) * position_bits_per_block(n)),
-            _ceil_bytes(rows * groups * SCALE_BITS), _ceil_bytes(rows * groups * bits))
+    r = padded_rows(rows, lanes)
+    sizes = (_ceil_bytes(r * kept * bits), _ceil_bytes(r * (k // SPARSE_M) * position_bits_per_block(n)),
+             _ceil_bytes(r * groups * SCALE_BITS), _ceil_bytes(r * groups * bits))
+    if lanes > 1:
+        sizes = tuple(-(-s // AXI_BEAT) * AXI_BEAT for s in sizes)
+    return sizes
 
 
-def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int) -> int:
-    """Bytes of one tile in the weight image (padded to an AXI beat)."""
-    total = sum(tile_sections(rows, k, bits, n, group_size))
+def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1) -> int:
+    """Bytes of one tile in the weight image (padded to an AXI beat); ``lanes``: its interleave."""
+    total = sum(tile_sections(rows, k, bits, n, group_size, lanes))
     return -(-total // AXI_BEAT) * AXI_BEAT
 
 
@@ -98,6 +116,22 @@ def position_unit_blocks(n: int, d: int) -> int:
     return max(1, d // n)
 
 
+def unit_alignment(lanes: int, d: int) -> dict[str, int]:
+    """The power of two (in bits, at most an AXI beat's) that every unit's address of each section
+    of a lane-interleaved tile is a multiple of, at any format, relative to the tile's start: a
+    section starts at a whole beat, a unit of every lane of a group is ``lanes`` times a lane's
+    unit (the last group's a multiple of lanes & -lanes times it: ``padded_rows``), whose bits are
+    d b (codes), the position blocks of a beat, 16 (scales) or b (zeros), for the widths b in 2,
+    3, 4, 8 and N in 2, 4, 8."""
+    from math import gcd
+
+    pos = 0
+    for n in (2, 4, 8):
+        pos = gcd(pos, position_unit_blocks(n, d) * position_bits_per_block(n))
+    lane = {"code": d * gcd(2, 3, 4, 8), "pos": pos, "scale": SCALE_BITS, "zero": gcd(2, 3, 4, 8)}
+    return {s: min((lanes * u) & -(lanes * u), 8 * AXI_BEAT) for s, u in lane.items()}
+
+
 def _lane_order(rows: int, units: int, per_unit: int, lanes: int) -> np.ndarray:
     """Where each element of a lane-interleaved section comes from in the plain row-major
     [rows, units * per_unit] order: rows in groups of ``lanes``, each group unit by unit, each
@@ -125,6 +159,15 @@ def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.n
     """One tile (rows x k) of a compressed layer in the decoder's byte order (``lanes`` > 1: the
     lane interleave of groups of ``lanes`` rows, beats of ``d`` kept weights)."""
     rows, k = codes.shape
+    if lanes > 1 and padded_rows(rows, lanes) > rows:  # weights code 0 - zero 0, scale 0
+        pad = padded_rows(rows, lanes) - rows
+        filler = np.zeros((pad, k // SPARSE_M, SPARSE_M), bool)
+        filler[:, :, :n] = True
+        codes = np.concatenate([codes, np.zeros((pad, k), codes.dtype)])
+        mask = np.concatenate([mask, filler.reshape(pad, k)])
+        scale = np.concatenate([scale, np.zeros((pad, scale.shape[1]), np.asarray(scale).dtype)])
+        zero = np.concatenate([zero, np.zeros((pad, zero.shape[1]), np.asarray(zero).dtype)])
+        rows += pad
     values = [(codes[mask].reshape(rows, k * n // SPARSE_M), bits)]
     if n < SPARSE_M:
         values.append((_positions(mask, n), 16 if n == 8 else 4))
@@ -134,8 +177,10 @@ def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.n
         values = [(np.asarray(v).ravel()[_lane_order(rows, u, per, lanes)], w)
                   for (v, w), (u, per) in zip(values, units)]
     sections = [pack_bits(v, w) for v, w in values]
+    if lanes > 1:  # every section from a whole AXI beat
+        sections = [b + bytes(-len(b) % AXI_BEAT) for b in sections]
     blob = b"".join(sections)
-    return blob + bytes(tile_bytes(rows, k, bits, n, group_size) - len(blob))
+    return blob + bytes(tile_bytes(rows, k, bits, n, group_size, lanes) - len(blob))
 
 
 def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
@@ -143,7 +188,8 @@ def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
     """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups]);
     ``lanes``, ``d``: the tile's lane interleave, as ``pack_tile`` took them."""
     raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
-    s_codes, s_pos, s_scale, s_zero = tile_sections(rows, k, bits, n, group_size)
+    s_codes, s_pos, s_scale, s_zero = tile_sections(rows, k, bits, n, group_size, lanes)
+    rows_out, rows = rows, padded_rows(rows, lanes)
     kept = k * n // SPARSE_M
     groups = k // group_size
     units = iter(_section_units(rows, k, n, group_size, d) if lanes > 1 else [])
@@ -179,4 +225,4 @@ def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
     full = np.zeros((rows, k), np.int64)
     full[mask] = codes.ravel()
     w8 = np.where(mask, full - np.repeat(zero, group_size, axis=1), 0)
-    return w8, scale
+    return w8[:rows_out], scale[:rows_out]

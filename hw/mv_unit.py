@@ -35,7 +35,9 @@ last, are the ones left).
 
 What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
 ``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold
-fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), rows of
+fewer kept weights than a beat (kg < D: the adder-tree tap of docs/accelerator.md), a tile
+whose WEIGHT address is not a whole 64-byte word (the decoders' windows move in the aligned
+steps of the image's ``unit_alignment``, counted from the tile's start), rows of
 fewer beats than an output beat's words (k N / 16 < D out_words(C), only where C does not divide
 16), ``out`` not a multiple of the chain count, MM strides that would break those alignments
 (``act_stride`` not a multiple of 16, ``out_stride`` not a multiple of the chain count), shifts
@@ -212,6 +214,8 @@ class MvUnit(wiring.Component):
                 m.d.comb += g_log2.eq(i)
         groups = Signal(_W)
         m.d.comb += groups.eq(k >> g_log2)
+        interleaved = Signal()  # quant groups span whole beats: the lane-interleaved image the decoders read
+        m.d.comb += interleaved.eq(((ins.group_size << n_log2) >> 4) >= D)
         per_row = {"code": Signal(_W, name="code_per_row"), "pos": Signal(_W, name="pos_per_row"),
                    "scale": Signal(_W, name="scale_per_row"), "zero": Signal(_W, name="zero_per_row")}
         m.d.comb += [per_row["code"].eq(kept * bits), per_row["pos"].eq((k >> 4) * pos_bits),
@@ -361,7 +365,8 @@ class MvUnit(wiring.Component):
         # and only ``out_stride`` below it where there are several tokens (else ADDRESS stops first)
         off_chains, stride_off_chains = Signal(), Signal()
         unsupported = (((opcode != Opcode.MV.value) & (opcode != Opcode.MM.value)) | ins.accumulate | ~ins.requantise
-                       | ~g_pow2 | (((ins.group_size << n_log2) >> 4) < D) | (k > self.max_k) | (rows >= 1 << 16)
+                       | ~g_pow2 | ~interleaved | (ins.weight[:exact_log2(AXI_BEAT)] != 0)
+                       | (k > self.max_k) | (rows >= 1 << 16)
                        | off_chains | (ins.act[:4] != 0)
                        | (several & ((ins.act_stride[:4] != 0) | stride_off_chains)))
         if W > 1:  # a row of fewer beats than an output beat's words would bring the next beat too soon
@@ -379,8 +384,19 @@ class MvUnit(wiring.Component):
                                  self.fault.eq(ErrorCode.NONE), written.eq(0), beat_off.eq(0), two_pass.eq(0)]
                     m.next = "SECTIONS"
             with m.State("SECTIONS"):
+                # a lane-interleaved tile (compiler/weight_image.py): rows padded to a multiple of
+                # C & -C (padded_rows), each section whole words; other formats (UNSUPPORTED) the
+                # plain order
+                image_rows = Signal(17)  # rows < 2^16 (or UNSUPPORTED), padded: one multiplier a section
+                image_bits = {s: Signal(_W + 24, name=f"{s}_image_bits") for s in per_row}
+                row_step = C & -C
+                m.d.comb += image_rows.eq(Mux(interleaved, (rows + row_step - 1) & ~(row_step - 1), rows))
                 for s in per_row:
-                    m.d.sync += section[s].eq((rows * per_row[s] + 7) >> 3)
+                    m.d.comb += image_bits[s].eq(image_rows * per_row[s])
+                    m.d.sync += section[s].eq(Mux(interleaved,
+                                                  ((image_bits[s] + 8 * AXI_BEAT - 1)
+                                                   >> exact_log2(8 * AXI_BEAT)) << exact_log2(AXI_BEAT),
+                                                  (image_bits[s] + 7) >> 3))
                 m.d.sync += [row_groups.eq(_quotient(rows + C - 1, C, 25)),
                              off_chains.eq(_remainder(ins.out, C, out_bits) != 0),
                              stride_off_chains.eq(_remainder(ins.out_stride, C, out_bits) != 0)]

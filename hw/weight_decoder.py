@@ -10,6 +10,9 @@ with their 4-bit positions in their 16-block (what the chain's sparse MUXes take
 group's 16-bit scale, and per DSP group the block number (every lane's: the rows share the
 format).  Each lane's field sits at an offset that depends only on its lane number and the
 format, so the per-lane logic is a choice among the four code widths, not a window of its own.
+The image's sections start at whole words and a short last row group is padded to a multiple
+of the lanes' largest power-of-two factor, so every window moves in steps of a power of two
+(``unit_alignment``), which is what its rotation is built for.
 
 The per-tile numbers (where each section of the decoder's first row group starts, strides
 between its groups, how many it takes, the format) come in as a ``GroupGeometry``;
@@ -28,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
+from airfoil.compiler.weight_image import unit_alignment
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
@@ -45,11 +49,16 @@ class BitWindowCache(wiring.Component):
     spans first (``blocking``), then the next two ahead, so a window moving forward through a
     section finds its words already there.  Memory reads take one cycle: a word granted in one
     cycle arrives on ``fill_data`` the next.  ``flush`` forgets every word (the buffer was
-    rewritten): a word on its way then is dropped, and nothing is asked for in that cycle."""
+    rewritten): a word on its way then is dropped, and nothing is asked for in that cycle.
 
-    def __init__(self, width: int, word_bits: int, depth: int):
+    ``granule``: a power of two that every ``addr`` is a multiple of (the image's
+    ``unit_alignment``); the window then shifts in granules, log2(word_bits / granule) steps of
+    the rotation instead of log2(word_bits).  Its low address bits are ignored."""
+
+    def __init__(self, width: int, word_bits: int, depth: int, granule: int = 1):
         assert width <= word_bits
-        self.width, self.word_bits, self.depth = width, word_bits, depth
+        exact_log2(granule)
+        self.width, self.word_bits, self.depth, self.granule = width, word_bits, depth, granule
         self.addr_bits = exact_log2(depth * word_bits)
         super().__init__({
             "addr": In(unsigned(self.addr_bits)),
@@ -86,7 +95,8 @@ class BitWindowCache(wiring.Component):
             ]
         m.d.comb += [
             self.hit.eq(ready[0] & ready[1]),
-            self.window.eq(Cat(words[want[0][:2]], words[want[1][:2]]).bit_select(self.addr[:wbits], self.width)),
+            self.window.eq(Cat(words[want[0][:2]], words[want[1][:2]]).bit_select(
+                Cat(Const(0, exact_log2(self.granule)), self.addr[exact_log2(self.granule):wbits]), self.width)),
         ]
         # the first word not there or on its way
         with m.If(self.flush):
@@ -190,7 +200,7 @@ def group_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, gr
         raise ValueError(f"group_size {group_size}: the decoder takes powers of two from 16")
     n_groups = -(-tile_rows // lanes)
     mine = list(range(first_group, n_groups, group_step))
-    s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size)
+    s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size, lanes)
     kept, groups = k * n // SPARSE_M, k // group_size
     per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
                "scale": groups * SCALE_BITS, "zero": groups * bits}
@@ -275,6 +285,7 @@ class LaneGroupDecoder(wiring.Component):
         assert d >= 2 and lanes >= 1
         self.d, self.lanes, self.word_bits, self.depth, self.dense_only = d, lanes, word_bits, depth, dense_only
         self.widths = lane_group_windows(d, lanes, word_bits, dense_only)
+        self.alignment = unit_alignment(lanes, d)
         self.addr_bits = exact_log2(depth * word_bits)
         self.geometry_layout = GroupGeometry(self.addr_bits, lanes)
         self.beat_layout = group_beat_layout(d, lanes)
@@ -294,7 +305,8 @@ class LaneGroupDecoder(wiring.Component):
         geo = Signal(self.geometry_layout)
         win = {}
         for name, width in self.widths.items():
-            win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth)
+            win[name] = m.submodules[f"{name}_window"] = BitWindowCache(width, self.word_bits, self.depth,
+                                                                        self.alignment[name])
         _serve_windows(m, win, geo.n, self)
 
         # ---- where the beat is: the row group, the kept index of its first weight, each section's
@@ -308,16 +320,21 @@ class LaneGroupDecoder(wiring.Component):
         in_group = Signal(range(L + 1))  # rows of this group
         last_group = Signal()
         m.d.comb += [last_group.eq(group + 1 == geo.groups), in_group.eq(Mux(last_group, geo.last_lanes, L))]
-        # one unit of every lane of the group: the windows' steps
-        code_unit = _times_bits(m, in_group * d, geo.bits, ab, "code_unit")
-        zero_unit = _times_bits(m, in_group, geo.bits, ab, "zero_unit")
-        scale_unit = in_group * SCALE_BITS
+        # one unit of every lane of the group: the windows' steps.  The image pads a short last
+        # group to a multiple of L & -L lanes (weight_image.padded_rows), which keeps its units at
+        # the full groups' alignment
+        step = L & -L
+        image_lanes = Signal(range(L + step))
+        m.d.comb += image_lanes.eq((in_group + step - 1) & ~(step - 1))
+        code_unit = _times_bits(m, image_lanes * d, geo.bits, ab, "code_unit")
+        zero_unit = _times_bits(m, image_lanes, geo.bits, ab, "zero_unit")
+        scale_unit = image_lanes * SCALE_BITS
         pos_unit = Signal(ab)
         with m.Switch(geo.n):
             for n, c in N_CODE.items():
                 if n < SPARSE_M:
                     with m.Case(c):
-                        m.d.comb += pos_unit.eq(in_group * _pos_lane_bits(n, d))
+                        m.d.comb += pos_unit.eq(image_lanes * _pos_lane_bits(n, d))
         # a unit of positions covers max(d, n) kept weights; a quant group 2^(group_log2) N
         pos_span_mask = Signal(16)
         with m.Switch(geo.n):

@@ -288,14 +288,15 @@ class FunctionalSimulator:
         rows, k, T, gs = f["rows"], f["k"], f["tokens"], f["group_size"]
         bits, n = f["width"].bits, f["pattern"].n
         w = f["weight"]
-        size = tile_bytes(rows, k, bits, n, gs)
+        cfg = self.prog.cfg
+        interleave = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs)
+        size = tile_bytes(rows, k, bits, n, gs, interleave[0])
         if w < 0 or w + size > len(self.buf[Buffer.WEIGHT]):
             raise FsimError(f"{op.name}: the tile's WEIGHT bytes [{w}, {w + size}) are outside the buffer", ErrorCode.ADDRESS)
         raw = self.buf[Buffer.WEIGHT][w:w + size].tobytes()
         key = (hash(raw), rows, k, bits, n, gs)
         if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
-            cfg = self.prog.cfg
-            w8, s = unpack_tile(raw, rows, k, bits, n, gs, *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs))
+            w8, s = unpack_tile(raw, rows, k, bits, n, gs, *interleave)
             self._decoded[key] = (w8.astype(np.int16), s.astype(np.int32), raw)
         w8, s, seen = self._decoded[key]
         if seen != raw:

@@ -141,9 +141,9 @@ RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), SECOND (
 # row group change a decoder's bit windows ask for the words they do not hold (each window holds
 # the two words it reads and two fetched ahead), one word a cycle on its read port, and the beat
 # waits for the last word's read (one cycle more). The two decoders advance together, so a
-# change costs the most either fetches.  Exact on 314 dense tiles, within 3 cycles on 575 sparse
-# ones (the grid of tests/hw/test_linear_engine_verilator.py: the windows' fetches ahead have
-# not always landed).
+# change costs the most either fetches.  Exact on the 889 tiles of the grid of
+# tests/hw/test_linear_engine_verilator.py (314 dense, 575 sparse) since the image's sections
+# start at whole words; within 3 cycles on the sparse ones before.
 RTL_ENGINE_PIPELINE = 13
 RTL_FETCH_LATENCY = 1
 # SfuUnit: START, CHECK (4 address slots), the FIFO and the last write (measured); no rows: 2.

@@ -7,7 +7,7 @@ UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
-from airfoil.compiler.weight_image import tile_bytes
+from airfoil.compiler.weight_image import lane_interleave, tile_bytes
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
@@ -21,7 +21,6 @@ pytestmark = [pytest.mark.skipif(not verilator_available(), reason="the verilato
 
 CFG, CHANNEL_BYTES = DATAPATH_CFG, DATAPATH_CHANNEL_BYTES
 SIZES = buffer_bytes(CFG)
-HALF = CFG.weight_half_bytes
 D = CFG.dsp_per_chain
 FORMATS = MV_FORMATS
 
@@ -58,7 +57,8 @@ def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
         fmt, tokens, act_stride, out_stride = fmt if isinstance(fmt[0], tuple) else (fmt, 1, 0, 0)
         rows, k, bits, n, gs = fmt
         tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=cfg)
-        assert len(tile) == tile_bytes(rows, k, bits, n, gs) and len(tile) <= HALF
+        assert len(tile) == tile_bytes(rows, k, bits, n, gs, lane_interleave(C, cfg.dsp_per_chain, n, gs)[0])
+        assert len(tile) <= cfg.weight_half_bytes
         ch = i % cfg.hbm_channels
         t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))
         a_addr = t_addr + len(tile) + int(rng.integers(0, 64))  # any alignment in HBM
@@ -69,8 +69,8 @@ def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
             q = rng.integers(-128, 128, k).astype(np.int8)
             e = int(rng.integers(-6, 7))
             hbm[ch][a_addr + t * (k + 1):a_addr + (t + 1) * (k + 1)] = q.tobytes() + np.int8(e).tobytes()
-        half = (i % 2) * HALF
-        w_off = 64 * int(rng.integers(0, (HALF - len(tile)) // 64 + 1))
+        half = (i % 2) * cfg.weight_half_bytes
+        w_off = 64 * int(rng.integers(0, (cfg.weight_half_bytes - len(tile)) // 64 + 1))
         act_span = (tokens - 1) * act_stride + k + 1
         out_span = (tokens - 1) * out_stride + rows
         act = 16 * int(rng.integers(0, (sizes[Buffer.ACT] - act_span) // 16))
@@ -109,14 +109,20 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     # an MM of no tokens (a length register of 0): only the tile is checked
     programs.append(mm[:2] + [Instruction(Opcode.MM, mm[2].fields | {"tokens": Affine(0)}, mm[2].wait,
                                           mm[2].release)] + mm[3:])
-    # an MV whose results fall off the global buffer, and (last: fsim runs it, so the memories part
-    # ways) one the unit cannot run yet
+    # an MV whose results fall off the global buffer, and (last: fsim runs them, so the memories
+    # part ways) two the unit cannot run yet
     too_far = Instruction(Opcode.MV, programs[0][2].fields | {"out": Affine(SIZES[Buffer.GLOBAL] // 4 - 4)},
                           programs[0][2].wait, programs[0][2].release)
     programs.append(programs[0][:2] + [too_far] + programs[0][3:])
     raw_sums = Instruction(Opcode.MV, programs[0][2].fields | {"requantise": 0}, programs[0][2].wait,
                            programs[0][2].release)
     programs.append(programs[0][:2] + [raw_sums] + programs[0][3:])
+    # the first tile loaded and read 16 bytes off a whole word: its units off their alignment
+    load, first = programs[0][0], programs[0][2]
+    off_word = first.fields["weight"].base + 16
+    programs.append([Instruction(Opcode.LD, load.fields | {"buf": Affine(off_word)}, load.wait, load.release),
+                     programs[0][1], Instruction(Opcode.MV, first.fields | {"weight": Affine(off_word)}, first.wait,
+                                                 first.release)] + programs[0][3:])
     out = run_datapath_programs(tmp_path, hbm, programs, rng)
     n_ok = len(FORMATS) + len(MM_CASES) + 1
     for i, r in enumerate(out[:n_ok]):
@@ -130,9 +136,10 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
     assert out[13]["cycles"] - out[1]["cycles"] > 200, (out[1]["cycles"], out[13]["cycles"])
     assert ErrorCode(out[n_ok]["error"]) == ErrorCode.ADDRESS and out[n_ok]["error_pc"] == 2
     assert ErrorCode(out[n_ok + 1]["error"]) == ErrorCode.NONE and out[n_ok + 1]["done"]
-    assert ErrorCode(out[-2]["error"]) == ErrorCode.ADDRESS and out[-2]["error_pc"] == 2
-    assert ErrorCode(out[-1]["error"]) == ErrorCode.UNSUPPORTED and out[-1]["error_pc"] == 2
-    assert out[-1]["fsim_code"] == ErrorCode.NONE  # fsim runs raw sums
+    assert ErrorCode(out[-3]["error"]) == ErrorCode.ADDRESS and out[-3]["error_pc"] == 2
+    for r in out[-2:]:  # raw sums; a tile off a whole word
+        assert ErrorCode(r["error"]) == ErrorCode.UNSUPPORTED and r["error_pc"] == 2
+        assert r["fsim_code"] == ErrorCode.NONE  # fsim runs both
 
 
 # Cores of 6 chains (no power of two; 6 and 12 results may straddle two GLOBAL words) and of 16
@@ -159,7 +166,9 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
     UNSUPPORTED, and so, where a beat of C results may take two words, does a row of one beat."""
     mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]
-    cfg, C = CFG.replace(chains_per_core=chains), chains
+    # 16 chains pad the 3-row tile of 1,536 inputs to a whole row group of 16 rows (the image's
+    # lane interleave): 11 KiB, more than the harness's 8 KiB half
+    cfg, C = CFG.replace(chains_per_core=chains, weight_buffer_kib=CFG.weight_buffer_kib * (1 + (chains > 8))), chains
     rng = np.random.default_rng(seed)
     hbm, programs = _case(rng, cfg, mm_cases, extra=extra)
     n_ok = len(programs) - short_row_unsupported

@@ -36,7 +36,7 @@ from airfoil.isa import (INSTR_BYTES, Affine, Buffer, Instruction, Opcode, Queue
                          WeightWidth, encode_program)
 from airfoil.compiler.compress import LayerRecipe
 from airfoil.compiler.model import ModelSpec
-from airfoil.compiler.weight_image import AXI_BEAT, lane_interleave, pack_tile, tile_bytes
+from airfoil.compiler.weight_image import AXI_BEAT, core_tile_bytes, lane_interleave, pack_tile
 
 __all__ = ["LoweringError", "GraphOp", "Graph", "build_graph", "tile_linears", "place_hbm", "allocate_buffers",
            "LengthAdaptiveLowering", "Program", "compile_model", "PASSES", "program_stats", "exact_macs", "dispatched"]
@@ -116,16 +116,10 @@ def _linear_shape(g: Graph, name: str) -> tuple[int, int]:
     return g.spec.linear_shapes()[name]
 
 
-def core_tile_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> int:
-    """A tile's bytes in the image, with the lane interleave ``cfg``'s core reads it in."""
-    lanes, _ = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, r.n, group_size)
-    return tile_bytes(rows, k, r.bits, r.n, group_size, lanes)
-
-
 def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> int:
     """A tile's bytes once striped: one equal chunk a channel, each a whole number of AXI beats."""
     channels = cfg.hbm_channels
-    return channels * _align(-(-core_tile_bytes(rows, k, r, group_size, cfg) // channels))
+    return channels * _align(-(-core_tile_bytes(rows, k, r.bits, r.n, group_size, cfg) // channels))
 
 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
@@ -195,7 +189,7 @@ def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
         r = g.recipes[op.name]
         rows = g.tiles[op.name]
         n_tiles = -(-o // rows)
-        chunk = _align(-(-core_tile_bytes(rows, k, r, g.group_size, cfg) // C))
+        chunk = _align(-(-core_tile_bytes(rows, k, r.bits, r.n, g.group_size, cfg) // C))
         weights[op.name] = {"offset": off, "chunk": chunk, "tiles": n_tiles, "rows": rows}
         off += n_tiles * chunk
     d = spec.d_model

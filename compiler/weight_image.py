@@ -36,7 +36,7 @@ from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
-           "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment"]
+           "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment", "core_tile_bytes"]
 
 AXI_BEAT = 64
 
@@ -110,6 +110,12 @@ def lane_interleave(chains: int, d: int, n: int, group_size: int) -> tuple[int, 
     return (chains, d) if group_size * n // SPARSE_M >= d else (1, 1)
 
 
+def core_tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, cfg) -> int:
+    """``tile_bytes`` of a tile as the compiler packs it for ``cfg``'s core (its lane interleave)."""
+    lanes, _ = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, group_size)
+    return tile_bytes(rows, k, bits, n, group_size, lanes)
+
+
 def position_unit_blocks(n: int, d: int) -> int:
     """16-blocks in one unit of the position section's lane interleave: those a beat of ``d``
     kept weights covers, at least one (at N = 8 and d < 8 a block's mask serves two beats)."""
@@ -121,14 +127,15 @@ def unit_alignment(lanes: int, d: int) -> dict[str, int]:
     of a lane-interleaved tile is a multiple of, at any format, relative to the tile's start: a
     section starts at a whole beat, a unit of every lane of a group is ``lanes`` times a lane's
     unit (the last group's a multiple of lanes & -lanes times it: ``padded_rows``), whose bits are
-    d b (codes), the position blocks of a beat, 16 (scales) or b (zeros), for the widths b in 2,
-    3, 4, 8 and N in 2, 4, 8."""
+    d b (codes), the position blocks of a beat, 16 (scales) or b (zeros), for every width b and
+    sparse N of the ISA (``WeightWidth``, ``SparsePattern``)."""
     from math import gcd
 
-    pos = 0
-    for n in (2, 4, 8):
-        pos = gcd(pos, position_unit_blocks(n, d) * position_bits_per_block(n))
-    lane = {"code": d * gcd(2, 3, 4, 8), "pos": pos, "scale": SCALE_BITS, "zero": gcd(2, 3, 4, 8)}
+    from airfoil.isa import SparsePattern, WeightWidth
+
+    widths = gcd(*(w.bits for w in WeightWidth))
+    pos = gcd(*(position_unit_blocks(p.n, d) * position_bits_per_block(p.n) for p in SparsePattern if p.n < SPARSE_M))
+    lane = {"code": d * widths, "pos": pos, "scale": SCALE_BITS, "zero": widths}
     return {s: min((lanes * u) & -(lanes * u), 8 * AXI_BEAT) for s, u in lane.items()}
 
 

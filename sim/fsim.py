@@ -23,7 +23,7 @@ import torch
 
 from airfoil.errors import AirfoilError
 from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SFU_DESTINATION, SfuFunc
-from airfoil.compiler.weight_image import lane_interleave, tile_bytes, unpack_tile
+from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
 __all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch", "drain_queues", "input_region", "logits_region",
@@ -289,14 +289,13 @@ class FunctionalSimulator:
         bits, n = f["width"].bits, f["pattern"].n
         w = f["weight"]
         cfg = self.prog.cfg
-        interleave = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs)
-        size = tile_bytes(rows, k, bits, n, gs, interleave[0])
+        size = core_tile_bytes(rows, k, bits, n, gs, cfg)
         if w < 0 or w + size > len(self.buf[Buffer.WEIGHT]):
             raise FsimError(f"{op.name}: the tile's WEIGHT bytes [{w}, {w + size}) are outside the buffer", ErrorCode.ADDRESS)
         raw = self.buf[Buffer.WEIGHT][w:w + size].tobytes()
         key = (hash(raw), rows, k, bits, n, gs)
         if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
-            w8, s = unpack_tile(raw, rows, k, bits, n, gs, *interleave)
+            w8, s = unpack_tile(raw, rows, k, bits, n, gs, *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs))
             self._decoded[key] = (w8.astype(np.int16), s.astype(np.int32), raw)
         w8, s, seen = self._decoded[key]
         if seen != raw:

@@ -17,7 +17,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from airfoil.compiler.weight_image import lane_interleave, tile_bytes
+from airfoil.compiler.weight_image import core_tile_bytes
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.hw.mv_unit import token_pairs
 from airfoil.isa import (BUFFER_ELEMENT_BYTES, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue,
@@ -65,8 +65,7 @@ class _Memory:
         for i, (rows, k, bits, n, gs) in enumerate(FORMATS):
             ch = i % CHANNELS
             tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=CFG)
-            lanes, _ = lane_interleave(CFG.chains_per_core, CFG.dsp_per_chain, n, gs)
-            assert len(tile) == tile_bytes(rows, k, bits, n, gs, lanes) and len(tile) <= HALF
+            assert len(tile) == core_tile_bytes(rows, k, bits, n, gs, CFG) and len(tile) <= HALF
             acts = b"".join(rng.integers(-128, 128, k).astype(np.int8).tobytes()
                             + np.int8(int(rng.integers(-6, 7))).tobytes() for _ in range(MAX_TOKENS))
             self.gemm.append((ch, place(ch, tile), len(tile), place(ch, acts)))

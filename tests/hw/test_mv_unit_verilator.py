@@ -7,7 +7,7 @@ UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
-from airfoil.compiler.weight_image import lane_interleave, tile_bytes
+from airfoil.compiler.weight_image import core_tile_bytes
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
@@ -57,8 +57,7 @@ def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
         fmt, tokens, act_stride, out_stride = fmt if isinstance(fmt[0], tuple) else (fmt, 1, 0, 0)
         rows, k, bits, n, gs = fmt
         tile = random_packed_tile(rng, rows, k, bits, n, gs, cfg=cfg)
-        assert len(tile) == tile_bytes(rows, k, bits, n, gs, lane_interleave(C, cfg.dsp_per_chain, n, gs)[0])
-        assert len(tile) <= cfg.weight_half_bytes
+        assert len(tile) == core_tile_bytes(rows, k, bits, n, gs, cfg) and len(tile) <= cfg.weight_half_bytes
         ch = i % cfg.hbm_channels
         t_addr = cursor[ch] + 64 * int(rng.integers(0, 4))
         a_addr = t_addr + len(tile) + int(rng.integers(0, 64))  # any alignment in HBM
@@ -168,7 +167,8 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]
     # 16 chains pad the 3-row tile of 1,536 inputs to a whole row group of 16 rows (the image's
     # lane interleave): 11 KiB, more than the harness's 8 KiB half
-    cfg, C = CFG.replace(chains_per_core=chains, weight_buffer_kib=CFG.weight_buffer_kib * (1 + (chains > 8))), chains
+    kib = 2 * CFG.weight_buffer_kib if chains > 8 else CFG.weight_buffer_kib
+    cfg, C = CFG.replace(chains_per_core=chains, weight_buffer_kib=kib), chains
     rng = np.random.default_rng(seed)
     hbm, programs = _case(rng, cfg, mm_cases, extra=extra)
     n_ok = len(programs) - short_row_unsupported

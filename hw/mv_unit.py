@@ -22,13 +22,13 @@ UNSUPPORTED), and the pass ends when the last beat's words are written.
 
 MM runs its tokens in passes over the tile (the decoders decode the tile again for every pass).
 Where the rows pair, a pass is one token with two rows per chain.  Where they cannot (N:16
-sparse weights, or results off a multiple of 2C) and C results lie within one GLOBAL word (C of
-1, 2, 4, 8 or 16) a pass takes *two tokens* (``token_pairs``):
+sparse weights, or results off a multiple of 2C) a pass takes *two tokens* (``token_pairs``):
 the DSPs' two lanes carry tokens t and t + 1 on one row per chain (the chain's MM mode, the
 packing of ``hw/mpe_schedule.py``), so such an MM of T tokens costs ceil(T / 2) passes, not T.
-An output beat then holds C rows of each token, written into GLOBAL one after the other (token
-t's, then t + 1's the next cycle, before the next output beat: a row takes at least two beats,
-``kept >= 2D``).  Token t + 1's results must not be overwritten by token t's later rows, as
+An output beat then holds C rows of each token, written into GLOBAL one after the other: token
+t's ``out_words(C)`` words, then token t + 1's as many, before the next output beat (a row takes
+at least twice that many beats, ``kept >= 2 D out_words(C)``; 2 beats for C of 1, 2, 4, 8 or 16,
+14 for a board's 100; a shorter row runs one token a pass).  Token t + 1's results must not be overwritten by token t's later rows, as
 they would be where they start inside token t's (``0 < out_stride < rows``): there the tokens
 run one a pass, in fsim's order (so where ``out_stride`` is 0 token t + 1's results, written
 last, are the ones left).
@@ -144,12 +144,13 @@ def act_readers(chains: int, groups: int) -> int:
 
 def token_pairs(chains: int, groups: int, n: int, k: int, rows: int, out: int, tokens: int, out_stride: int) -> bool:
     """Whether an MV/MM runs its tokens two a pass, as ``MvUnit`` decides it (its ``two_ok``):
-    where each token's C results of a beat lie within one GLOBAL word (``out_words``),
     where the unit has 2C lanes, the rows do not pair (``row_lanes``), there are two tokens or
-    more, a row takes at least two beats (k N / 16 >= 4 groups), and token t + 1's results do
-    not start inside token t's (``out_stride`` 0 or at least ``rows``)."""
-    return (lane_count(chains) > chains and out_words(chains) == 1 and row_lanes(chains, n, out, tokens, out_stride) == chains
-            and tokens >= 2 and k * n // SPARSE_M >= 4 * groups and (out_stride == 0 or out_stride >= rows))
+    more, a row takes at least as many beats as both tokens' results of a beat take GLOBAL words
+    (k N / 16 >= 2 out_words(C) D), and token t + 1's results do not start inside token t's
+    (``out_stride`` 0 or at least ``rows``)."""
+    return (lane_count(chains) > chains and row_lanes(chains, n, out, tokens, out_stride) == chains
+            and tokens >= 2 and k * n // SPARSE_M >= 2 * out_words(chains) * 2 * groups
+            and (out_stride == 0 or out_stride >= rows))
 
 
 _W = EVAL_BITS + 8  # geometry arithmetic
@@ -247,8 +248,8 @@ class MvUnit(wiring.Component):
         # ---- or two tokens a pass, one row per chain (the rule of token_pairs)
         two = Signal()  # registered in SECTIONS, for the whole instruction
         two_pass = Signal()  # this pass takes tokens token and token + 1
-        if L > C and out_words(C) == 1:  # (the writer holds token + 1's results in one word)
-            two_ok = (~pair_ok & several & (kept >= 2 * D)
+        if L > C:  # (the writer puts both tokens' words out before the next output beat)
+            two_ok = (~pair_ok & several & (kept >= 2 * out_words(C) * D)
                       & ((ins.out_stride == 0) | (ins.out_stride >= rows)))
         else:
             two_ok = 0
@@ -301,7 +302,7 @@ class MvUnit(wiring.Component):
 
         # ---- results into GLOBAL: output beat r holds rows r*L .. r*L + L - 1 (L lanes in use); in
         # a two-token pass token's rows r*C .. r*C + C - 1 (lanes C ..) now, token + 1's (lanes 0 ..
-        # C - 1, held in `second`) the next cycle
+        # C - 1, held in `second`) once token's words are out
         out_beats = Signal(_W)
         written = Signal(_W)
         beat_off = Signal(_W)  # written * (rows a beat): the beat's first result after out_t
@@ -309,35 +310,40 @@ class MvUnit(wiring.Component):
         src_mask = Signal(L)
         elem = Signal(signed(EVAL_BITS + 2 + _W))
         m.d.comb += [src_data.eq(eng.out.payload.as_value()), src_mask.eq(eng.out_mask), elem.eq(out_t + beat_off)]
+        W = self.out_words
+        draining = Signal()  # the last beat's other words go out (W > 1: below)
         if L > C:
             second = Signal(32 * C)
             second_mask = Signal(C)
             second_elem = Signal(signed(EVAL_BITS + 2 + _W))
-            second_valid = Signal()
-            m.d.sync += second_valid.eq(0)
+            second_pending = Signal()  # token + 1's results wait for token's words
+            second_go = Signal()  # ... and go out now (their first word)
+            m.d.comb += second_go.eq(second_pending & ~draining)
+            with m.If(second_go):
+                m.d.sync += second_pending.eq(0)
             with m.If(eng.out.valid & two_pass):
                 m.d.comb += [src_data.eq(eng.out.payload.as_value()[32 * C:]), src_mask.eq(eng.out_mask[C:])]
                 m.d.sync += [second.eq(eng.out.payload.as_value()[:32 * C]), second_mask.eq(eng.out_mask[:C]),
-                             second_elem.eq(elem + ins.out_stride), second_valid.eq(1)]
-            with m.If(second_valid):  # never with an output beat: a row takes two beats or more
+                             second_elem.eq(elem + ins.out_stride), second_pending.eq(1)]
+            with m.If(second_go):  # never with an output beat: a row takes 2 out_words(C) beats or more
                 m.d.comb += [src_data.eq(second), src_mask.eq(second_mask), elem.eq(second_elem)]
         else:
-            second_valid = 0
+            second_pending = second_go = 0
         byte = Signal(_W + 2)
         m.d.comb += byte.eq(elem << 2)
         mask = Cat(*[src_mask[j].replicate(4) for j in range(L)])
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0)]
-        W = self.out_words
         words_after = Mux(pair, out_words(L) - 1, out_words(C) - 1)  # the beat's words after its first
+        last_write = Signal()  # the pass's last GLOBAL write after its last output beat is now
         if W == 1:  # the beat lies within one word (L divides 16, and so does C)
             lane_off = byte[:6]
-            m.d.comb += [self.g_wr.data.eq(src_data << (lane_off * 8)), self.g_wr.mask.eq(mask << lane_off)]
-            draining = 0
+            m.d.comb += [self.g_wr.data.eq(src_data << (lane_off * 8)), self.g_wr.mask.eq(mask << lane_off),
+                         last_write.eq(second_go)]
         else:
             # the beat's words: its first now, the others from `rest` in the next cycles (the next beat
-            # comes no sooner: a row takes at least as many beats, or UNSUPPORTED; token + 1's
-            # results in a two-token pass come the next cycle, and such a pass needs each token's
-            # within one word).  The beat starts at a multiple of C (or 2C), so at a multiple of
+            # comes no sooner: a row takes at least as many beats, or UNSUPPORTED; in a two-token pass
+            # token + 1's words follow token's, and a row takes twice as many beats, or the tokens run
+            # one a pass).  The beat starts at a multiple of C (or 2C), so at a multiple of
             # g = gcd(C, 16) results into its word.
             g = math.gcd(C, BEAT_BYTES // 4)
             spread, spread_mask = Signal(8 * BEAT_BYTES * W), Signal(BEAT_BYTES * W)
@@ -348,8 +354,9 @@ class MvUnit(wiring.Component):
             rest, rest_mask = Signal(8 * BEAT_BYTES * (W - 1)), Signal(BEAT_BYTES * (W - 1))
             rest_addr = Signal.like(self.g_wr.addr)
             rest_left = Signal(range(W))
-            draining = Signal()
-            m.d.comb += draining.eq(rest_left != 0)
+            m.d.comb += [draining.eq(rest_left != 0),
+                         last_write.eq(Mux(draining, (rest_left == 1) & ~second_pending,
+                                           second_go & (words_after == 0)))]
             with m.If(draining):
                 m.d.comb += [self.g_wr.addr.eq(rest_addr), self.g_wr.data.eq(rest[:8 * BEAT_BYTES]),
                              self.g_wr.mask.eq(rest_mask[:BEAT_BYTES])]
@@ -357,7 +364,7 @@ class MvUnit(wiring.Component):
                              rest_addr.eq(rest_addr + 1), rest_left.eq(rest_left - 1)]
             with m.Else():
                 m.d.comb += [self.g_wr.data.eq(spread[:8 * BEAT_BYTES]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
-            with m.If(eng.out.valid):
+            with m.If(eng.out.valid | second_go):
                 m.d.sync += [rest.eq(spread[8 * BEAT_BYTES:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
                              rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after)]
 
@@ -382,6 +389,8 @@ class MvUnit(wiring.Component):
                 with m.If(self.issue.valid):
                     m.d.sync += [ins.eq(self.issue.payload.body[:layout.size]), opcode.eq(self.issue.payload.opcode),
                                  self.fault.eq(ErrorCode.NONE), written.eq(0), beat_off.eq(0), two_pass.eq(0)]
+                    if L > C:
+                        m.d.sync += second_pending.eq(0)
                     m.next = "SECTIONS"
             with m.State("SECTIONS"):
                 # a lane-interleaved tile (compiler/weight_image.py): rows padded to a multiple of
@@ -453,23 +462,16 @@ class MvUnit(wiring.Component):
                     m.next = "TOKEN"
 
             with m.State("RUN"):
-                m.d.comb += self.g_wr_valid.eq(eng.out.valid | second_valid | draining)
+                m.d.comb += self.g_wr_valid.eq(eng.out.valid | second_go | draining)
                 with m.If(eng.out.valid):
                     m.d.sync += [written.eq(written + 1), beat_off.eq(beat_off + (Mux(pair, L, C) if L > C else C))]
                     with m.If(written + 1 == out_beats):
-                        with m.If(two_pass):
-                            m.next = "SECOND"
-                        if W > 1:
-                            with m.Elif(words_after != 0):
-                                m.next = "DRAIN"
+                        with m.If(two_pass | (words_after != 0)):
+                            m.next = "FLUSH"
                         with m.Else():
                             next_pass()
-            if W > 1:
-                with m.State("DRAIN"):  # the last output beat's other words
-                    m.d.comb += self.g_wr_valid.eq(1)
-                    with m.If(rest_left == 1):
-                        next_pass()
-            with m.State("SECOND"):  # token + 1's last output beat
+            with m.State("FLUSH"):  # the last output beat's other words, token + 1's after token's
                 m.d.comb += self.g_wr_valid.eq(1)
-                next_pass()
+                with m.If(last_write):
+                    next_pass()
         return m

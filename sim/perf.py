@@ -135,7 +135,7 @@ RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until t
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
 RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
-RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), SECOND (its last output beat)
+RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), the first word of its last output beat
 # LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
 # the weight decoders' stalls (hw/weight_decoder.py, decoder_fetches): at the start and at each
 # row group change a decoder's bit windows ask for the words they do not hold (each window holds
@@ -220,9 +220,9 @@ class RtlTiming:
     config): each queue has its own unit (the LD and ST transfer engines, one beat a cycle each;
     the MV unit, two rows per chain a beat for dense weights whose results are aligned; the SFU
     with its attention unit), which holds one instruction from start to done.  What the RTL does
-    not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel, attention's products on
-    the MPE, and (with C chains whose C results may straddle two GLOBAL words: the boards' 100)
-    MM's two tokens a beat."""
+    not have yet and ``OpTiming`` assumes: one DMA per pseudo-channel and attention's products on
+    the MPE.  (MM's two tokens a pass it runs where a row outlasts both tokens' GLOBAL words,
+    ``token_pairs``; ``OpTiming`` takes them for every MM of two tokens or more.)"""
 
     cfg: AirfoilConfig
 
@@ -264,7 +264,7 @@ class RtlTiming:
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls + drain
 
     def gemm(self, f: dict) -> int:
-        from airfoil.hw.mv_unit import row_lanes, token_pairs
+        from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 
         c, n, tokens = self.cfg, f["pattern"].n, max(f["tokens"], 0)
         lanes = row_lanes(c.chains_per_core, n, f["out"], f["tokens"], f["out_stride"])
@@ -272,7 +272,8 @@ class RtlTiming:
         if token_pairs(c.chains_per_core, c.dsp_groups_per_chain, n, f["k"], f["rows"], f["out"], tokens,
                        f["out_stride"]):  # tokens two a pass, an odd last one alone
             pairs = tokens // 2
-            return RTL_MV_SETUP + pairs * (RTL_MV_TOKEN + RTL_MV_SECOND_TOKEN + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)
+            second = RTL_MV_SECOND_TOKEN + out_words(c.chains_per_core) - 1  # token + 1's last beat's other words too
+            return RTL_MV_SETUP + pairs * (RTL_MV_TOKEN + second + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)
         return RTL_MV_SETUP + round(tokens * (RTL_MV_TOKEN + engine))
 
     def sfu(self, f: dict) -> int:
@@ -517,9 +518,8 @@ def project(spec, plan, cfg: AirfoilConfig, context: int = 512, prompt: int = 12
                                "hbm_utilisation": round(d["hbm_utilisation"], 4)} for d in by_context],
         "calibrated": False,
         "calibration": "the target machine: one DMA per pseudo-channel, MV's two rows and MM's two tokens per "
-                       "chain beat, attention's products on the MPE; the RTL has MV's two rows at any chain "
-                       "count, MM's two tokens only where a token's C results lie in one 64-byte word (C of 1, "
-                       "2, 4, 8, 16; not the boards' 100), the rest not yet; the RTL as built is calibrated "
+                       "chain beat, attention's products on the MPE; the RTL has MV's two rows and MM's two "
+                       "tokens at any chain count, the rest not yet; the RTL as built is calibrated "
                        "(rtl_as_built, reports/calibration.json)",
         "rtl_as_built": built,
     }

@@ -62,4 +62,14 @@ def test_tokens_keep_a_pass_each_otherwise():
     assert not token_pairs(4, 2, 2, 32, rows=12, out=64, tokens=2, out_stride=12)  # a row of one beat
     assert not token_pairs(4, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=4)  # token 1's inside token 0's
     assert token_pairs(16, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=16)  # 16 results: one word a token
-    assert not token_pairs(6, 2, 8, 576, rows=12, out=60, tokens=2, out_stride=18)  # 6 results may span two words
+
+
+def test_tokens_share_a_pass_where_a_row_outlasts_both_tokens_words():
+    # 6 results may span two words: a beat's four words (two a token) take 4 beats of a row
+    assert token_pairs(6, 2, 8, 576, rows=12, out=60, tokens=2, out_stride=18)
+    assert token_pairs(6, 2, 4, 64, rows=12, out=60, tokens=2, out_stride=18)  # 16 kept weights: 4 beats of 4
+    assert not token_pairs(6, 2, 4, 48, rows=12, out=60, tokens=2, out_stride=18)  # 12 kept: 3 beats
+    # a U280 core: 100 results span up to 7 words, 14 a beat for both tokens, D = 16
+    assert token_pairs(100, 8, 8, 4096, rows=300, out=0, tokens=2, out_stride=300)
+    assert token_pairs(100, 8, 8, 448, rows=300, out=0, tokens=2, out_stride=300)  # 224 kept: 14 beats
+    assert not token_pairs(100, 8, 8, 416, rows=300, out=0, tokens=2, out_stride=300)  # 208 kept: 13 beats

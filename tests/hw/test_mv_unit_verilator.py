@@ -144,13 +144,16 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
 # Cores of 6 chains (no power of two; 6 and 12 results may straddle two GLOBAL words) and of 16
 # (16 results fill a word, 32 paired ones take two): the MM cases' result strides become
 # multiples of C, the same shapes otherwise (at 6 the last still puts token 1's results inside
-# token 0's).  chains: (MM cases, MV formats after them, seed, programs that pair rows, MMs of
-# two tokens a pass, whether the last, a row of one beat, is UNSUPPORTED).  At 16 chains an MV of
-# 40 rows fills paired beats' second words (the formats' rows are at most 12).
+# token 0's).  chains: (MM cases, MV formats or MMs after them, seed, programs that pair rows, MMs
+# of two tokens a pass, whether the last, a row of one beat, is UNSUPPORTED).  At 16 chains an MV
+# of 40 rows fills paired beats' second words (the formats' rows are at most 12).  At 6 a
+# two-token pass writes each token's 2 words of a beat, token 1's after token 0's; an MM whose rows
+# take 3 beats (12 kept weights: fewer than the 4 both tokens' words take) runs one token a pass.
 SHORT_ROW = (6, 32, 4, 2, 32)  # 4 kept weights a row (2:16 of 32): a row of one beat
+THREE_BEAT_MM = ((18, 48, 4, 4, 16), 2, 64, 18)  # 4:16 of 48 inputs: 12 kept weights, 3 beats of 4; 3 row groups
 ANY_CHAINS = {
     6: ([(0, 3, 592, 12), (4, 2, 336, 18), (2, 2, 272, 18), (7, 2, 1552, 6), (5, 3, 528, 0), (1, 2, 592, 6)],
-        [SHORT_ROW], 42, [0, 2, 8], [], True),
+        [THREE_BEAT_MM, SHORT_ROW], 42, [0, 2, 8], [9, 10, 11, 12], True),
     16: ([(0, 3, 592, 16), (4, 2, 336, 32), (2, 2, 272, 32), (7, 2, 1552, 16), (5, 3, 528, 0), (1, 2, 592, 16)],
          [(40, 128, 4, 16, 32), SHORT_ROW], 44, [0, 2, 10, 14], [8, 9, 11, 12, 13], False),
 }
@@ -160,8 +163,9 @@ ANY_CHAINS = {
 def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     """Row groups of C (a division by C in the unit), two rows per chain where the results start
     on a multiple of 2C, one elsewhere; output beats written over the GLOBAL words they reach
-    (at 6 chains every beat over 2 words, results at every even offset in a word, MMs one token
-    a pass; at 16, paired beats over 2 words beside two-token passes of one word a token).  The
+    (at 6 chains every beat over 2 words, results at every even offset in a word, two-token
+    passes of 2 words a token; at 16, paired beats over 2 words beside two-token passes of one
+    word a token).  The
     same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
     UNSUPPORTED, and so, where a beat of C results may take two words, does a row of one beat."""
     mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]

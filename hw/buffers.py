@@ -7,10 +7,13 @@ Every buffer has one write port, shared by its writers (the host, the LD unit, t
 results, the SFU) in that order of priority: the controller's write-port interlock runs one
 writing unit per buffer at a time, so the priority only matters to a harness that breaks it.
 Reads: one tagged read answered the next cycle (the ST unit), which the host also uses to read
-the buffers while the machine is idle; for the MV unit, ``weight_readers`` read ports on WEIGHT
+the buffers while the machine is idle, and on GLOBAL the SFU's element feed too: the feed's read
+(at most two words per 16 elements in a row) goes first, and the ST unit's waits (``rd_ready``);
+for the MV unit, ``weight_readers`` read ports on WEIGHT
 (one per weight decoder), ``act_readers`` on ACT (one per DSP group, twice that for MM's
-two-token passes) and its results' writes into GLOBAL; for the SFU unit (``sfu``), two read ports on GLOBAL, ACT and KV each (the
-attention's chunk windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
+two-token passes) and its results' writes into GLOBAL; for the SFU unit (``sfu``), its element
+feed's read on GLOBAL (the ST port's, above), two on ACT and KV each (the attention's chunk
+windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
 the memory in block RAM, except where a set of ports reads words close together: the MV unit's
 on ACT come in sets of ``act_set`` ports (one per DSP group), each set one copy split into
 ``act_bank_count`` word-interleaved banks, and the SFU's pairs on ACT and KV (the attention's
@@ -73,8 +76,8 @@ class BufferBank(wiring.Component):
             extra["global_wr_valid"] = In(1)
             extra["global_wr"] = In(write_request_layout())
         if sfu:
-            extra.update({"sfu_g_rd_en": In(2), "sfu_g_rd_addr": In(unsigned(32)).array(2),
-                          "sfu_g_rd_data": Out(unsigned(8 * BEAT_BYTES)).array(2),
+            extra.update({"sfu_g_rd_en": In(1), "sfu_g_rd_addr": In(unsigned(32)),
+                          "sfu_g_rd_data": Out(unsigned(8 * BEAT_BYTES)),
                           "sfu_g_wr_valid": In(1), "sfu_g_wr": In(write_request_layout()),
                           "sfu_a_wr_valid": In(1), "sfu_a_wr": In(write_request_layout()),
                           "sfu_a_rd_en": In(2), "sfu_a_rd_addr": In(unsigned(32)).array(2),
@@ -84,7 +87,7 @@ class BufferBank(wiring.Component):
         super().__init__({
             **extra,
             "wr_valid": In(1), "wr": In(write_request_layout()),
-            "rd_valid": In(1), "rd": In(read_request_layout(tag_bits)),
+            "rd_valid": In(1), "rd": In(read_request_layout(tag_bits)), "rd_ready": Out(1),
             "rd_resp_valid": Out(1), "rd_resp": Out(read_response_layout(tag_bits)),
             "host_we": In(1), "host_buffer": In(range(len(Buffer))), "host_addr": In(unsigned(aw)),
             "host_wdata": In(8 * BEAT_BYTES), "host_rdata": Out(8 * BEAT_BYTES),
@@ -93,8 +96,14 @@ class BufferBank(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         out_buf = Signal(range(len(Buffer)))
-        m.d.sync += [self.rd_resp_valid.eq(self.rd_valid), self.rd_resp.tag.eq(self.rd.tag), out_buf.eq(self.rd.space)]
-        sfu_readers = {Buffer.GLOBAL: "g", Buffer.ACT: "a", Buffer.KV: "kv"}
+        # the ST unit's read is taken unless the SFU's element feed reads GLOBAL, whose port it shares
+        if self.sfu:
+            m.d.comb += self.rd_ready.eq(~(self.sfu_g_rd_en & (self.rd.space == Buffer.GLOBAL)))
+        else:
+            m.d.comb += self.rd_ready.eq(1)
+        taken = self.rd_valid & self.rd_ready
+        m.d.sync += [self.rd_resp_valid.eq(taken), self.rd_resp.tag.eq(self.rd.tag), out_buf.eq(self.rd.space)]
+        sfu_readers = {Buffer.ACT: "a", Buffer.KV: "kv"}  # the attention's windows (GLOBAL: the ST port's)
         for b in DMA_BUFFERS:
             words = self.sizes[b] // BEAT_BYTES
             aw = ceil_log2(words)
@@ -121,8 +130,12 @@ class BufferBank(wiring.Component):
             m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
             # the ST unit's reads and the host's (while the machine idles) share one read port
             rp = mem.read_port()
-            st_read = self.rd_valid & (self.rd.space == b.value)
+            st_read = taken & (self.rd.space == b.value)
             m.d.comb += rp.addr.eq(Mux(st_read, self.rd.addr[:aw], self.host_addr))
+            if self.sfu and b == Buffer.GLOBAL:  # the SFU's element feed (both operands) first
+                with m.If(self.sfu_g_rd_en):
+                    m.d.comb += rp.addr.eq(self.sfu_g_rd_addr[:aw])
+                m.d.comb += self.sfu_g_rd_data.eq(rp.data)
             with m.If(out_buf == b.value):
                 m.d.comb += self.rd_resp.data.eq(rp.data)
             with m.If(self.host_buffer == b.value):
@@ -139,15 +152,10 @@ class BufferBank(wiring.Component):
                 for en, addr, rdata in ports:
                     port = mem.read_port()
                     m.d.comb += [port.en.eq(en), port.addr.eq(addr), rdata.eq(port.data)]
-            if self.sfu and b in sfu_readers:
+            if self.sfu and b in SFU_WINDOW_BUFFERS:  # the attention's chunk windows: words w and w + 1
                 en, addr, rdata = (getattr(self, f"sfu_{sfu_readers[b]}_rd_{x}") for x in ("en", "addr", "data"))
                 pair = [(en[i], addr[i][:aw], rdata[i]) for i in range(2)]
-                if b in SFU_WINDOW_BUFFERS:  # the attention's chunk windows: words w and w + 1
-                    self._banked_set(m, f"sfu_{name}", words, (w_addr, w_data, w_en), pair, 2)
-                else:
-                    for en_i, addr_i, rdata_i in pair:
-                        port = mem.read_port()
-                        m.d.comb += [port.en.eq(en_i), port.addr.eq(addr_i), rdata_i.eq(port.data)]
+                self._banked_set(m, f"sfu_{name}", words, (w_addr, w_data, w_en), pair, 2)
         return m
 
     def _banked_set(self, m: Module, name: str, words: int, write, ports, banks: int) -> None:

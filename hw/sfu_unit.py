@@ -5,7 +5,9 @@ SFU's function units and writes the results back.  The golden model is fsim's ``
                --> per row r: GLOBAL[src0 + stride0 r + j] and GLOBAL[src1 + stride1 r + j]
                    (RMSNORM: the gain GLOBAL[param + j]; ROPE: the pair x[j], x[j + hd/2] of
                    each head and the table's C, Sn at position pos + r) through a 4-deep FIFO
-                   into the function unit, one element (RoPE: one pair) per cycle
+                   into the function unit, one element (RoPE: one pair) per cycle; both
+                   operands through one GLOBAL read port (each keeps its last word, and a word is
+                   fetched an item ahead where both cross words together)
                --> INT8 codes into ACT[dst + stride_d r + j], the row's exponent into
                    ACT[dst + stride_d r + width]  (RMSNORM, SILU_MUL, REQUANT, RELU)
                    or INT32 into GLOBAL[dst + stride_d r + j]                    (ADD, ROPE)
@@ -42,10 +44,13 @@ from airfoil.hw.rmsnorm import RmsNormUnit
 from airfoil.hw.silu_mul import SiluMulUnit
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, SFU_DESTINATION, Buffer, ErrorCode, Opcode, SfuFunc
 
-__all__ = ["SfuUnit", "RopeTable", "SFU_SUPPORTED"]
+__all__ = ["SfuUnit", "RopeTable", "SFU_SUPPORTED", "SFU_TWO_OPERANDS"]
 
 SFU_SUPPORTED = (SfuFunc.RMSNORM, SfuFunc.SILU_MUL, SfuFunc.REQUANT, SfuFunc.RELU, SfuFunc.ADD, SfuFunc.ROPE,
                  SfuFunc.ATTENTION)
+# the functions whose element feed reads a second GLOBAL operand (b: the gain, up, the addend,
+# RoPE's x2); their first item waits a cycle for it (one read port)
+SFU_TWO_OPERANDS = (SfuFunc.RMSNORM, SfuFunc.SILU_MUL, SfuFunc.ADD, SfuFunc.ROPE)
 _ROWS_BITS = 24
 _FIFO_DEPTH = 4
 _LANES = BEAT_BYTES // 4  # INT32 elements per GLOBAL word
@@ -96,8 +101,7 @@ class SfuUnit(wiring.Component):
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
             "done": Out(1), "fault": Out(ErrorCode),
             "eps_q": In(unsigned(32)), "c_qk": In(unsigned(16)),
-            "g_rd_en": Out(2), "g_rd_addr": Out(unsigned(32)).array(2),
-            "g_rd_data": In(unsigned(8 * BEAT_BYTES)).array(2),
+            "g_rd_en": Out(1), "g_rd_addr": Out(unsigned(32)), "g_rd_data": In(unsigned(8 * BEAT_BYTES)),
             "g_wr_valid": Out(1), "g_wr": Out(write_request_layout()),
             "a_wr_valid": Out(1), "a_wr": Out(write_request_layout()),
             "act_rd_en": Out(2), "act_rd_addr": Out(unsigned(32)).array(2),
@@ -167,7 +171,13 @@ class SfuUnit(wiring.Component):
                             | (ins.pos + n_rows > self.max_positions))):
             m.d.comb += unsupported.eq(1)
 
-        # ---- the element feed: two GLOBAL reads per element (or pair), answered the next cycle
+        # ---- the element feed: each item (an element, or RoPE's pair) takes operand a (and b) from
+        # GLOBAL through one read port, answered the next cycle.  Each operand keeps the word it
+        # read last (its tag and data), so a row's operand needs the port once per 16 elements;
+        # where both need a new word for the same item (rows on the same alignment cross words
+        # together) the port fetches a's the item before, while that item finds both its words
+        # held, or else the item waits a cycle (a's first, then b's with the item).  One read port
+        # instead of two: GLOBAL is one block-RAM copy fewer (hw/buffers.py).
         row = Signal(_ROWS_BITS)
         j = Signal(24)  # items of this row issued (elements; RoPE: pairs)
         off, jj = Signal(24), Signal(24)  # the item's element offset in the row; RoPE: its pair in the head
@@ -176,12 +186,47 @@ class SfuUnit(wiring.Component):
         a_row, b_row = Signal(signed(EVAL_BITS)), Signal(signed(EVAL_BITS))
         table_row = Signal(signed(EVAL_BITS))  # (pos + row) * hd/2
         a_elem, b_elem = a_row + off, b_row + off
+        b_step = Mux(fn == SfuFunc.RMSNORM, 0, Mux(rope_fn, ins.stride0, ins.stride1))  # b_row's, a row on
         feeding = Signal()
         inflight, inflight_last = Signal(), Signal()
         a_lane, b_lane = Signal(4), Signal(4)
-        issue_read = feeding & (fifo.level + inflight < _FIFO_DEPTH)
-        m.d.comb += [self.g_rd_addr[0].eq(a_elem >> 4), self.g_rd_addr[1].eq(b_elem >> 4),
-                     self.g_rd_en.eq(Mux(issue_read, 0b11, 0))]
+        b_used = Signal()
+        with m.Switch(fn):
+            with m.Case(*SFU_TWO_OPERANDS):
+                m.d.comb += b_used.eq(1)
+        word_bits = EVAL_BITS - 4  # GLOBAL word addresses (the operands' are checked: within GLOBAL)
+        a_word, b_word = Signal(word_bits), Signal(word_bits)
+        m.d.comb += [a_word.eq(a_elem[4:]), b_word.eq(b_elem[4:])]
+        tag_a, tag_b, held_a, held_b = Signal(word_bits), Signal(word_bits), Signal(), Signal()
+        data_a, data_b = Signal(8 * BEAT_BYTES), Signal(8 * BEAT_BYTES)
+        miss_a = ~held_a | (tag_a != a_word)
+        miss_b = b_used & (~held_b | (tag_b != b_word))
+        # the next item's words (next_item's offsets, the next row's at a row's end)
+        row_end = j + 1 == items
+        next_off = Mux(row_end, 0, Mux(rope_fn & (jj + 1 == half), off + 1 + half, off + 1))
+        next_a = (Mux(row_end, a_row + ins.stride0, a_row) + next_off)[4:]
+        next_b = (Mux(row_end, b_row + b_step, b_row) + next_off)[4:]
+        has_next = ~row_end | (row + 1 != n_rows)
+        room = feeding & (fifo.level + inflight < _FIFO_DEPTH)
+        issue_read = room & ~(miss_a & miss_b)
+        fetch_a, fetch_b, prefetch_a = Signal(), Signal(), Signal()
+        m.d.comb += [fetch_a.eq(room & miss_a), fetch_b.eq(room & ~miss_a & miss_b),
+                     prefetch_a.eq(room & ~miss_a & ~miss_b & has_next & (tag_a != next_a[:word_bits])
+                                   & b_used & (tag_b != next_b[:word_bits]))]
+        m.d.comb += [self.g_rd_en.eq(fetch_a | fetch_b | prefetch_a),
+                     self.g_rd_addr.eq(Mux(fetch_b, b_word, Mux(fetch_a, a_word, next_a[:word_bits])))]
+        with m.If(fetch_a | prefetch_a):
+            m.d.sync += [tag_a.eq(Mux(fetch_a, a_word, next_a[:word_bits])), held_a.eq(1)]
+        with m.If(fetch_b):
+            m.d.sync += [tag_b.eq(b_word), held_b.eq(1)]
+        fill_a, fill_b = Signal(), Signal()  # the port's word this cycle is a's (b's)
+        a_from_port, b_from_port = Signal(), Signal()  # ... and the item in flight reads it
+        m.d.sync += [fill_a.eq(fetch_a | prefetch_a), fill_b.eq(fetch_b),
+                     a_from_port.eq(fetch_a), b_from_port.eq(fetch_b)]
+        with m.If(fill_a):
+            m.d.sync += data_a.eq(self.g_rd_data)
+        with m.If(fill_b):
+            m.d.sync += data_b.eq(self.g_rd_data)
         if self.rope:
             m.d.comb += table_rd.addr.eq(table_row + jj)
         m.d.sync += [inflight.eq(issue_read), inflight_last.eq(j + 1 == items)]
@@ -198,12 +243,11 @@ class SfuUnit(wiring.Component):
             next_item(off, jj)
             with m.If(j + 1 == items):
                 m.d.sync += [j.eq(0), off.eq(0), jj.eq(0), row.eq(row + 1), a_row.eq(a_row + ins.stride0),
-                             b_row.eq(b_row + Mux(fn == SfuFunc.RMSNORM, 0, Mux(rope_fn, ins.stride0, ins.stride1))),
-                             table_row.eq(table_row + half)]
+                             b_row.eq(b_row + b_step), table_row.eq(table_row + half)]
                 with m.If(row + 1 == n_rows):
                     m.d.sync += feeding.eq(0)
-        a_val = self.g_rd_data[0].word_select(a_lane, 32)
-        b_val = self.g_rd_data[1].word_select(b_lane, 32)
+        a_val = Mux(a_from_port, self.g_rd_data, data_a).word_select(a_lane, 32)
+        b_val = Mux(b_from_port, self.g_rd_data, data_b).word_select(b_lane, 32)
         cs = table_rd.data if self.rope else Const(0, 32)
         m.d.comb += [fifo.w_en.eq(inflight), fifo.w_data.eq(Cat(a_val, b_val, inflight_last, cs))]
 
@@ -330,7 +374,8 @@ class SfuUnit(wiring.Component):
                                  b_row.eq(Mux(fn == SfuFunc.RMSNORM, ins.param,
                                               Mux(rope_fn, ins.src0 + half, ins.src1))),
                                  table_row.eq(ins.pos * half),
-                                 out_row.eq(0), oj.eq(0), o_off.eq(0), o_jj.eq(0), d_row.eq(ins.dst), feeding.eq(1)]
+                                 out_row.eq(0), oj.eq(0), o_off.eq(0), o_jj.eq(0), d_row.eq(ins.dst), feeding.eq(1),
+                                 held_a.eq(0), held_b.eq(0)]  # GLOBAL may have changed since the last
                     m.next = "RUN"
                 with m.Else():
                     m.d.sync += slot.eq(slot + 1)

@@ -308,7 +308,11 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
         as_built.update(buildable=True, row_lanes_per_core=lanes, lane_parts=lane_counts,
                         buffer_copy_bytes_per_core=copies)
     else:
-        as_built = {"buildable": False, "fits": False, "reason": unbuildable, "row_lanes_per_core": lanes}
+        # the buffers do not depend on the weight path: their copies are counted all the same
+        as_built = {"buildable": False, "fits": False, "reason": unbuildable, "row_lanes_per_core": lanes,
+                    "on_chip": _fit({"on_chip_bytes": sum(copies.values()) * n},
+                                    {"on_chip_bytes": have["on_chip_bytes"]}),
+                    "buffer_copy_bytes_per_core": copies}
     as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders and one "
                          f"requantiser per row lane synthesised and counted; every buffer one copy per read port or banked reader set; the "
                          f"other units as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's "

@@ -177,10 +177,10 @@ class AirfoilKernel(wiring.Component):
         m.d.comb += [bufs.sfu_g_rd_en.eq(sfu.g_rd_en), bufs.sfu_a_rd_en.eq(sfu.act_rd_en),
                      bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
                      bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
-                     bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr)]
+                     bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr),
+                     bufs.sfu_g_rd_addr.eq(sfu.g_rd_addr), sfu.g_rd_data.eq(bufs.sfu_g_rd_data)]
         for i in range(2):
-            m.d.comb += [bufs.sfu_g_rd_addr[i].eq(sfu.g_rd_addr[i]), sfu.g_rd_data[i].eq(bufs.sfu_g_rd_data[i]),
-                         bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
+            m.d.comb += [bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
                          bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]), sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
 
         units = {Queue.LOAD: ld, Queue.COMPUTE: mv, Queue.SFU: sfu, Queue.STORE: st}
@@ -253,7 +253,7 @@ def connect_transfers(m: Module, ld: TransferEngine, st: TransferEngine, bufs: B
     m.d.comb += [rd.rd_valid.eq(ld.src_valid), rd.rd.eq(ld.src), ld.src_ready.eq(rd.rd_ready),
                  ld.src_resp_valid.eq(rd.rd_resp_valid), ld.src_resp.eq(rd.rd_resp), rd.rd_resp_ready.eq(ld.src_resp_ready),
                  bufs.wr_valid.eq(ld.dst_valid), bufs.wr.eq(ld.dst),
-                 bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src), st.src_ready.eq(wr.room),
+                 bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src), st.src_ready.eq(wr.room & bufs.rd_ready),
                  st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
                  wr.wr_valid.eq(st.dst_valid), wr.wr.eq(st.dst), st.dst_idle.eq(wr.idle)]
 

@@ -147,6 +147,9 @@ RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), the firs
 RTL_ENGINE_PIPELINE = 13
 RTL_FETCH_LATENCY = 1
 # SfuUnit: START, CHECK (4 address slots), the FIFO and the last write (measured); no rows: 2.
+# A function of two GLOBAL operands waits one cycle more for its first item's second word (the
+# element feed's one read port; it fetches ahead after that, so rows on the same alignment,
+# whose operands cross words together, cost nothing more: measured exact on SmolLM2).
 # Per row, cycles per element (RMSNorm: in, squares, normalise; the block quantiser's row
 # memory: in, out; RoPE: a pair per two cycles) and a constant (measured: RMSNorm's divider
 # and square root, the sigmoid table's read); RMSNorm's last row adds its output pass, which
@@ -286,8 +289,11 @@ class RtlTiming:
             return RTL_ATTENTION_SETUP + per_row
         if fn not in RTL_SFU_PER_ELEMENT:
             raise PerfError(f"SFU {fn.name}: not in the RTL yet (hw/sfu_unit.py stops with UNSUPPORTED)")
+        from airfoil.hw.sfu_unit import SFU_TWO_OPERANDS
+
         last = width + RTL_RMSNORM_LAST_ROW if fn == SfuFunc.RMSNORM else 0
-        return RTL_SFU_SETUP + rows * (RTL_SFU_PER_ELEMENT[fn] * width + RTL_SFU_PER_ROW[fn]) + last
+        second = int(fn in SFU_TWO_OPERANDS)  # the first item's second operand: one read port
+        return RTL_SFU_SETUP + second + rows * (RTL_SFU_PER_ELEMENT[fn] * width + RTL_SFU_PER_ROW[fn]) + last
 
 
 @dataclass

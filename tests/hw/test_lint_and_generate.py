@@ -71,7 +71,9 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
 def test_device_fit_names_what_cannot_be_built_for_100_chains():
     """The U280 preset's 100 chains of 16 DSPs: a row group's unit of codes (100 x 16 x 8 bits) is
     wider than the 512-bit weight buffer word, so the kernel's decoder cannot be built; the fit
-    says so instead of counting it, and the target is still checked."""
+    says so instead of counting it, and the target is still checked.  The buffers are counted all
+    the same: GLOBAL once (the ST unit's and the host's port, which the SFU's element feed shares),
+    and over the device's block RAM and UltraRAM."""
     from airfoil.config import preset
     from airfoil.hw.synth import device_fit
 
@@ -80,3 +82,6 @@ def test_device_fit_names_what_cannot_be_built_for_100_chains():
     assert fit["as_built"]["buildable"] is False and fit["fits"] is False
     assert "512-bit buffer word" in fit["as_built"]["reason"] and "code" in fit["as_built"]["reason"]
     assert fit["target"]["need"]["dsp"] == 3 * (1600 + _measured_units_without_mv()["dsp48e2"])
+    copies, on_chip = fit["as_built"]["buffer_copy_bytes_per_core"], fit["as_built"]["on_chip"]
+    assert copies["global"] == preset("u280").global_buffer_kib * 1024
+    assert on_chip["need"]["on_chip_bytes"] == 3 * sum(copies.values()) and on_chip["fits"] is False

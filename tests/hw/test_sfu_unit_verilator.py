@@ -1,8 +1,9 @@
 """The SFU unit behind the controller, in Verilator, against fsim's ``_sfu``: programs that load
 rows into the buffers from HBM, run RMSNORM, SILU_MUL, REQUANT, RELU, ADD, ROPE or the fused
 ATTENTION over them (several rows, strides, any alignment, in a loop with register-dependent
-addresses, ADD and RoPE in place, attention at positions 0 to 20 with heads of 32 and 64) and
-store the results back leave HBM and every buffer exactly as fsim leaves them; an operand
+addresses, ADD and RoPE in place, attention at positions 0 to 20 with heads of 32 and 64, an ADD
+beside a store that reads GLOBAL through the same port) and store the results back leave HBM
+and every buffer exactly as fsim leaves them; an operand
 outside its buffer stops with ADDRESS before anything is written, a shape the unit does not run
 yet with UNSUPPORTED."""
 import numpy as np
@@ -147,9 +148,29 @@ def _attention_program(rng, hbm, cursor, ch, hd=None):
                     Instruction(Opcode.BARRIER, {}), Instruction(Opcode.END, {})]
 
 
+def _store_beside(program, rng):
+    """``program`` (LDs, then one SFU, then its ST) with an ST of the SFU's second operand rows that
+    runs beside the SFU (it waits for the loads, not the SFU): the ST unit reads GLOBAL through the
+    port the SFU's element feed takes first (hw/buffers.py), so its reads wait whenever the feed
+    reads."""
+    pc = next(i for i, ins in enumerate(program) if ins.opcode == Opcode.SFU)
+    sfu, last_load = program[pc], program[pc - 1]
+    f = sfu.fields
+    span = f["stride1"] * (f["rows"].base - 1) + f["width"]
+    beside = row_transfer(Opcode.ST, Buffer.GLOBAL, DATAPATH_CHANNEL_BYTES - 4096 + 4 * int(rng.integers(0, 16)),
+                          f["src1"].base, 4 * span, (pc + 2) % CFG.hbm_channels, wait={Queue.LOAD})
+    return (program[:pc - 1] + [Instruction(Opcode.LD, last_load.fields, release={Queue.SFU, Queue.STORE}), sfu, beside]
+            + program[pc + 1:])
+
+
 def test_sfu_programs_leave_fsims_memory(tmp_path):
     rng = np.random.default_rng(7)
     hbm, programs, kinds, cursor = _case(rng)
+    # SmolLM2's residual ADD (576 elements, one row) with its addend's rows stored beside it
+    wide_add = programs[len(kinds) - 1]
+    assert kinds[-1] == (SfuFunc.ADD, 1, "one")
+    programs.append(_store_beside(wide_add, rng))
+    kinds.append((SfuFunc.ADD, 1, "beside a store"))
     for i in range(3):
         programs.append(_rope_program(rng, hbm, cursor, i % CFG.hbm_channels))
         kinds.append((SfuFunc.ROPE, None, "one"))

@@ -106,10 +106,10 @@ class TransferHarness(wiring.Component):
             m.d.comb += [sfu.eps_q.eq(self.eps_q), sfu.c_qk.eq(self.c_qk), bufs.sfu_g_rd_en.eq(sfu.g_rd_en),
                          bufs.sfu_a_rd_en.eq(sfu.act_rd_en), bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
                          bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
-                         bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr)]
+                         bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr),
+                         bufs.sfu_g_rd_addr.eq(sfu.g_rd_addr), sfu.g_rd_data.eq(bufs.sfu_g_rd_data)]
             for i in range(2):
-                m.d.comb += [bufs.sfu_g_rd_addr[i].eq(sfu.g_rd_addr[i]), sfu.g_rd_data[i].eq(bufs.sfu_g_rd_data[i]),
-                             bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
+                m.d.comb += [bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
                              bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]),
                              sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
             units[Queue.SFU] = sfu

@@ -27,11 +27,11 @@ the DSPs' two lanes carry tokens t and t + 1 on one row per chain (the chain's M
 packing of ``hw/mpe_schedule.py``), so such an MM of T tokens costs ceil(T / 2) passes, not T.
 An output beat then holds C rows of each token, written into GLOBAL one after the other: token
 t's ``out_words(C)`` words, then token t + 1's as many, before the next output beat (a row takes
-at least twice that many beats, ``kept >= 2 D out_words(C)``; 2 beats for C of 1, 2, 4, 8 or 16,
-14 for a board's 100; a shorter row runs one token a pass).  Token t + 1's results must not be overwritten by token t's later rows, as
-they would be where they start inside token t's (``0 < out_stride < rows``): there the tokens
-run one a pass, in fsim's order (so where ``out_stride`` is 0 token t + 1's results, written
-last, are the ones left).
+at least twice that many beats, ``kept >= 2 D out_words(C)``; 2 beats for C of 1, 2, 4, 8 or
+16, 14 for a board's 100; a shorter row runs one token a pass).  Token t + 1's results must not
+be overwritten by token t's later rows, as they would be where they start inside token t's
+(``0 < out_stride < rows``): there the tokens run one a pass, in fsim's order (so where
+``out_stride`` is 0 token t + 1's results, written last, are the ones left).
 
 What this build does not execute yet stops the machine with UNSUPPORTED (fsim executes it):
 ``accumulate``, raw sums (``requantise`` 0), quant groups that are not a power of two or hold

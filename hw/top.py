@@ -167,21 +167,9 @@ class AirfoilKernel(wiring.Component):
 
         connect_transfers(m, ld, st, bufs, hbm_rd, hbm_wr)
 
-        # ---- MV on WEIGHT and ACT, results into GLOBAL
-        m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.weight_readers)]
-        m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data),
-                     bufs.act_rd_en.eq(mv.a_rd_en), bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
-                     bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]
+        connect_mv_unit(m, mv, bufs)
 
-        # ---- the SFU on GLOBAL, ACT and KV
-        m.d.comb += [bufs.sfu_g_rd_en.eq(sfu.g_rd_en), bufs.sfu_a_rd_en.eq(sfu.act_rd_en),
-                     bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
-                     bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
-                     bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr),
-                     bufs.sfu_g_rd_addr.eq(sfu.g_rd_addr), sfu.g_rd_data.eq(bufs.sfu_g_rd_data)]
-        for i in range(2):
-            m.d.comb += [bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
-                         bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]), sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
+        connect_sfu_unit(m, sfu, bufs)
 
         units = {Queue.LOAD: ld, Queue.COMPUTE: mv, Queue.SFU: sfu, Queue.STORE: st}
         for q, unit in units.items():
@@ -256,6 +244,28 @@ def connect_transfers(m: Module, ld: TransferEngine, st: TransferEngine, bufs: B
                  bufs.rd_valid.eq(st.src_valid), bufs.rd.eq(st.src), st.src_ready.eq(wr.room & bufs.rd_ready),
                  st.src_resp_valid.eq(bufs.rd_resp_valid), st.src_resp.eq(bufs.rd_resp),
                  wr.wr_valid.eq(st.dst_valid), wr.wr.eq(st.dst), st.dst_idle.eq(wr.idle)]
+
+
+def connect_mv_unit(m: Module, mv: MvUnit, bufs: BufferBank) -> None:
+    """The MV unit on WEIGHT (a port a lane group decoder) and ACT (its reader sets), its results
+    into GLOBAL."""
+    m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.weight_readers)]
+    m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data),
+                 bufs.act_rd_en.eq(mv.a_rd_en), bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
+                 bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]
+
+
+def connect_sfu_unit(m: Module, sfu: SfuUnit, bufs: BufferBank) -> None:
+    """The SFU on GLOBAL (its element feed's one read, and its writes), ACT and KV (the
+    attention's chunk windows; RMSNorm's and the quantisers' codes into ACT)."""
+    m.d.comb += [bufs.sfu_g_rd_en.eq(sfu.g_rd_en), bufs.sfu_a_rd_en.eq(sfu.act_rd_en),
+                 bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
+                 bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
+                 bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr),
+                 bufs.sfu_g_rd_addr.eq(sfu.g_rd_addr), sfu.g_rd_data.eq(bufs.sfu_g_rd_data)]
+    for i in range(2):
+        m.d.comb += [bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
+                     bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]), sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
 
 
 def connect_axi_master(m: Module, top, prefix: str, rd: AxiReadBridge, wr: AxiWriteBridge | None, i: int) -> None:

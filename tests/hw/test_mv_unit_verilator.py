@@ -165,8 +165,7 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     on a multiple of 2C, one elsewhere; output beats written over the GLOBAL words they reach
     (at 6 chains every beat over 2 words, results at every even offset in a word, two-token
     passes of 2 words a token; at 16, paired beats over 2 words beside two-token passes of one
-    word a token).  The
-    same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
+    word a token).  The same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
     UNSUPPORTED, and so, where a beat of C results may take two words, does a row of one beat."""
     mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]
     # 16 chains pad the 3-row tile of 1,536 inputs to a whole row group of 16 rows (the image's

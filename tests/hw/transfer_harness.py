@@ -21,7 +21,7 @@ from airfoil.hw.dispatcher import PC_BITS
 from airfoil.hw.hbm_model import BEAT_BYTES, MAX_BURST_BEATS, HbmAxiModel
 from airfoil.hw.mv_unit import MvUnit, act_readers, weight_readers
 from airfoil.hw.sfu_unit import SfuUnit
-from airfoil.hw.top import connect_host_ports, connect_transfers
+from airfoil.hw.top import connect_host_ports, connect_mv_unit, connect_sfu_unit, connect_transfers
 from airfoil.hw.transfer_engine import TAG_LAYOUT, TransferEngine
 from airfoil.isa import INSTR_BITS, REG_BITS, Buffer, ErrorCode, Queue
 from tests.hw.controller_harness import LatencyUnit
@@ -94,24 +94,14 @@ class TransferHarness(wiring.Component):
         if self.mv:
             sizes = self.buffer_sizes
             m.submodules.mv = mv = MvUnit(*self.mv, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
-            m.d.comb += [bufs.weight_rd_addr[j].eq(mv.w_rd_addr[j]) for j in range(mv.weight_readers)]
-            m.d.comb += [bufs.weight_rd_en.eq(mv.w_rd_en), mv.w_rd_data.eq(bufs.weight_rd_data), bufs.act_rd_en.eq(mv.a_rd_en),
-                         bufs.act_rd_addr.eq(mv.a_rd_addr), mv.a_rd_data.eq(bufs.act_rd_data),
-                         bufs.global_wr_valid.eq(mv.g_wr_valid), bufs.global_wr.eq(mv.g_wr)]
+            connect_mv_unit(m, mv, bufs)
             units[Queue.COMPUTE] = mv
         if self.sfu:
             sizes = self.buffer_sizes
             m.submodules.sfu = sfu = SfuUnit(act_bytes=sizes[Buffer.ACT], global_bytes=sizes[Buffer.GLOBAL],
                                              kv_bytes=sizes[Buffer.KV], **self.sfu)
-            m.d.comb += [sfu.eps_q.eq(self.eps_q), sfu.c_qk.eq(self.c_qk), bufs.sfu_g_rd_en.eq(sfu.g_rd_en),
-                         bufs.sfu_a_rd_en.eq(sfu.act_rd_en), bufs.sfu_kv_rd_en.eq(sfu.kv_rd_en),
-                         bufs.sfu_g_wr_valid.eq(sfu.g_wr_valid), bufs.sfu_g_wr.eq(sfu.g_wr),
-                         bufs.sfu_a_wr_valid.eq(sfu.a_wr_valid), bufs.sfu_a_wr.eq(sfu.a_wr),
-                         bufs.sfu_g_rd_addr.eq(sfu.g_rd_addr), sfu.g_rd_data.eq(bufs.sfu_g_rd_data)]
-            for i in range(2):
-                m.d.comb += [bufs.sfu_a_rd_addr[i].eq(sfu.act_rd_addr[i]), sfu.act_rd_data[i].eq(bufs.sfu_a_rd_data[i]),
-                             bufs.sfu_kv_rd_addr[i].eq(sfu.kv_rd_addr[i]),
-                             sfu.kv_rd_data[i].eq(bufs.sfu_kv_rd_data[i])]
+            m.d.comb += [sfu.eps_q.eq(self.eps_q), sfu.c_qk.eq(self.c_qk)]
+            connect_sfu_unit(m, sfu, bufs)
             units[Queue.SFU] = sfu
         for q in Queue:
             if q in units:

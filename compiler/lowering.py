@@ -605,7 +605,8 @@ def build_images(prog: Program, compressed, encoded: dict[str, bytes]) -> list[b
         c = compressed.linears[name]
         o, k = c.shape
         rows = w["rows"]
-        interleave = lane_interleave(prog.cfg.chains_per_core, prog.cfg.dsp_per_chain, c.n, c.group_size)
+        interleave = lane_interleave(prog.cfg.chains_per_core, prog.cfg.dsp_per_chain, c.n, c.group_size,
+                                     prog.cfg.axi_data_bits)
         for t in range(w["tiles"]):
             r0, r1 = t * rows, min(o, (t + 1) * rows)
             blob = pack_tile(c.codes[r0:r1], c.mask[r0:r1], c.scale[r0:r1], c.zero[r0:r1], c.bits, c.n, c.group_size,

@@ -24,6 +24,17 @@ the largest power of two dividing ``lanes`` (``padded_rows``: 4 rows of 4 or of 
 6; code 0, zero point 0, scale 0, the first N positions of each block kept), and every section
 starts at a whole AXI beat (a buffer word).  Otherwise the bits are the plain order's, permuted.
 
+**Decoder slices** (``slice_lanes``).  Where one unit of a whole row group's 8-bit codes, ``lanes
+x d`` bytes, is wider than a buffer word (the boards' 100 chains of D = 16: 1,600 bytes against
+64), no one decoder can read a row group a beat; the group is cut into slices of ``slice_lanes``
+lanes (``decoder_slice_lanes``), each its own decoder on its own part of the weight buffer.  The
+tile is then one *sub-tile* per slice, one after the other: sub-tile s holds lanes s L .. s L +
+L - 1 of every row group (L = ``slice_lanes``), and is itself a lane-interleaved tile of L lanes
+(its sections whole beats, its last group padded).  Slices past the tile's last rows hold one
+group fewer, or nothing: the sub-tiles take three sizes, and none is padded to another's, so the
+tile's bytes grow only by the sub-tiles' section paddings (none at all for LLaMA2-7B's shapes,
+whose rows are whole words in every section).
+
 A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
 of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
 whole tile at the aggregate bandwidth of C channels.
@@ -36,7 +47,8 @@ from airfoil.compiler.compress import SCALE_BITS
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
-           "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment", "core_tile_bytes"]
+           "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment", "core_tile_bytes",
+           "decoder_slice_lanes", "slice_rows"]
 
 AXI_BEAT = 64
 
@@ -67,10 +79,40 @@ def tile_sections(rows: int, k: int, bits: int, n: int, group_size: int, lanes: 
     return sizes
 
 
-def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1) -> int:
-    """Bytes of one tile in the weight image (padded to an AXI beat); ``lanes``: its interleave."""
+def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1, d: int = 1,
+               slice_lanes: int = 0) -> int:
+    """Bytes of one tile in the weight image (padded to an AXI beat); ``lanes``: its interleave;
+    ``slice_lanes`` below ``lanes``: one sub-tile per decoder slice."""
+    if 0 < slice_lanes < lanes:
+        return sum(tile_bytes(r, k, bits, n, group_size, slice_lanes) for r in slice_row_counts(rows, lanes, slice_lanes))
     total = sum(tile_sections(rows, k, bits, n, group_size, lanes))
     return -(-total // AXI_BEAT) * AXI_BEAT
+
+
+def decoder_slice_lanes(chains: int, d: int, word_bits: int) -> int:
+    """Row lanes one weight decoder slice takes (the module docstring): a whole row group where
+    one unit of its 8-bit codes (``chains`` x ``d`` bytes) fits a ``word_bits`` buffer word, else
+    the largest power of two of lanes whose unit fits and which divides ``chains``."""
+    if chains * d * 8 <= word_bits:
+        return chains
+    lanes = 1
+    while 2 * lanes * d * 8 <= word_bits and chains % (2 * lanes) == 0:
+        lanes *= 2
+    return lanes
+
+
+def slice_row_counts(rows: int, lanes: int, slice_lanes: int) -> list[int]:
+    """Rows of each slice's sub-tile: whole row groups of ``slice_lanes`` and the share of the
+    tile's last, short group that falls in the slice's lanes."""
+    full, last = divmod(rows, lanes)
+    return [full * slice_lanes + min(max(last - s * slice_lanes, 0), slice_lanes) for s in range(lanes // slice_lanes)]
+
+
+def slice_rows(rows: int, lanes: int, slice_lanes: int) -> list[np.ndarray]:
+    """The tile's rows each slice's sub-tile holds, in its order: lanes s L .. s L + L - 1 of every
+    row group of ``lanes``."""
+    r = np.arange(rows)
+    return [r[(r % lanes) // slice_lanes == s] for s in range(lanes // slice_lanes)]
 
 
 def pack_bits(values: np.ndarray, width: int) -> bytes:
@@ -102,18 +144,21 @@ def _positions(mask: np.ndarray, n: int) -> np.ndarray:
     return np.nonzero(blocks)[2].reshape(rows, k // SPARSE_M, n)
 
 
-def lane_interleave(chains: int, d: int, n: int, group_size: int) -> tuple[int, int]:
-    """``(lanes, d)`` of a tile's lane interleave on a core of ``chains`` chains taking ``d`` kept
-    weights a beat, as the compiler packs it and fsim and the MV unit read it: row groups of the
-    chain count, for the formats the MV unit decodes (quant groups spanning whole beats, ``group
-    N / 16 >= d``); other formats (which the RTL refuses as UNSUPPORTED) keep the plain order."""
-    return (chains, d) if group_size * n // SPARSE_M >= d else (1, 1)
+def lane_interleave(chains: int, d: int, n: int, group_size: int, word_bits: int = 8 * AXI_BEAT) -> tuple[int, int, int]:
+    """``(lanes, d, slice_lanes)`` of a tile's lane interleave on a core of ``chains`` chains taking
+    ``d`` kept weights a beat, as the compiler packs it and fsim and the MV unit read it: row groups
+    of the chain count, in decoder slices of ``decoder_slice_lanes``, for the formats the MV unit
+    decodes (quant groups spanning whole beats, ``group N / 16 >= d``); other formats (which the
+    RTL refuses as UNSUPPORTED) keep the plain order."""
+    if group_size * n // SPARSE_M >= d:
+        return chains, d, decoder_slice_lanes(chains, d, word_bits)
+    return 1, 1, 0
 
 
 def core_tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, cfg) -> int:
     """``tile_bytes`` of a tile as the compiler packs it for ``cfg``'s core (its lane interleave)."""
-    lanes, _ = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, group_size)
-    return tile_bytes(rows, k, bits, n, group_size, lanes)
+    return tile_bytes(rows, k, bits, n, group_size,
+                      *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, group_size, cfg.axi_data_bits))
 
 
 def position_unit_blocks(n: int, d: int) -> int:
@@ -162,10 +207,14 @@ def _section_units(rows: int, k: int, n: int, group_size: int, d: int) -> list[t
 
 
 def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.ndarray, bits: int, n: int,
-              group_size: int, lanes: int = 1, d: int = 1) -> bytes:
+              group_size: int, lanes: int = 1, d: int = 1, slice_lanes: int = 0) -> bytes:
     """One tile (rows x k) of a compressed layer in the decoder's byte order (``lanes`` > 1: the
-    lane interleave of groups of ``lanes`` rows, beats of ``d`` kept weights)."""
+    lane interleave of groups of ``lanes`` rows, beats of ``d`` kept weights; ``slice_lanes``
+    below ``lanes``: one sub-tile per decoder slice)."""
     rows, k = codes.shape
+    if 0 < slice_lanes < lanes:
+        return b"".join(pack_tile(codes[r], mask[r], scale[r], zero[r], bits, n, group_size, slice_lanes, d)
+                        for r in slice_rows(rows, lanes, slice_lanes) if len(r))
     if lanes > 1 and padded_rows(rows, lanes) > rows:  # weights code 0 - zero 0, scale 0
         pad = padded_rows(rows, lanes) - rows
         filler = np.zeros((pad, k // SPARSE_M, SPARSE_M), bool)
@@ -191,10 +240,20 @@ def pack_tile(codes: np.ndarray, mask: np.ndarray, scale: np.ndarray, zero: np.n
 
 
 def unpack_tile(buf: bytes | np.ndarray, rows: int, k: int, bits: int, n: int,
-                group_size: int, lanes: int = 1, d: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                group_size: int, lanes: int = 1, d: int = 1, slice_lanes: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The weight decoder: (w8 [rows, k] signed operands, 0 where pruned; S [rows, groups]);
-    ``lanes``, ``d``: the tile's lane interleave, as ``pack_tile`` took them."""
+    ``lanes``, ``d``, ``slice_lanes``: the tile's lane interleave, as ``pack_tile`` took them."""
     raw = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, (bytes, bytearray)) else np.asarray(buf, np.uint8)
+    if 0 < slice_lanes < lanes:
+        w8, scale = np.zeros((rows, k), np.int64), np.zeros((rows, k // group_size), np.int64)
+        off = 0
+        for r in slice_rows(rows, lanes, slice_lanes):
+            if not len(r):
+                continue
+            size = tile_bytes(len(r), k, bits, n, group_size, slice_lanes)
+            w8[r], scale[r] = unpack_tile(raw[off:off + size], len(r), k, bits, n, group_size, slice_lanes, d)
+            off += size
+        return w8, scale
     s_codes, s_pos, s_scale, s_zero = tile_sections(rows, k, bits, n, group_size, lanes)
     rows_out, rows = rows, padded_rows(rows, lanes)
     kept = k * n // SPARSE_M

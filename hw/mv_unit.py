@@ -56,7 +56,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
-from airfoil.compiler.weight_image import AXI_BEAT
+from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
@@ -121,12 +121,16 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
 def mv_unit_problem(chains: int, groups: int) -> str | None:
     """Why the MV unit cannot be built for a core of ``chains`` chains of ``groups`` DSP groups,
     or None: its lane group decoders' windows must fit the 512-bit buffer word
-    (``lane_group_windows``).  Any chain count is built: row groups divide by C (``reciprocal``),
-    and an output beat of C results is written over ``out_words`` GLOBAL words."""
+    (``lane_group_windows``); where they do not, the compiler cuts the tiles in decoder slices
+    (``weight_image.decoder_slice_lanes``), whose decoders the MV unit does not build yet.  Any
+    chain count is built: row groups divide by C (``reciprocal``), and an output beat of C results
+    is written over ``out_words`` GLOBAL words."""
     try:
         lane_group_windows(2 * groups, chains, 8 * BEAT_BYTES)
     except ValueError as e:
-        return str(e)
+        lanes = decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
+        return (f"{e}; the compiler cuts its tiles in {chains // lanes} decoder slices of {lanes} lanes, a decoder "
+                f"each, which the MV unit does not build yet")
     return None
 
 

@@ -295,7 +295,8 @@ class FunctionalSimulator:
         raw = self.buf[Buffer.WEIGHT][w:w + size].tobytes()
         key = (hash(raw), rows, k, bits, n, gs)
         if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
-            w8, s = unpack_tile(raw, rows, k, bits, n, gs, *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs))
+            w8, s = unpack_tile(raw, rows, k, bits, n, gs,
+                                *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs, cfg.axi_data_bits))
             self._decoded[key] = (w8.astype(np.int16), s.astype(np.int32), raw)
         w8, s, seen = self._decoded[key]
         if seen != raw:

@@ -170,13 +170,14 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
                     word_bits: int) -> tuple[int, int]:
     """The weight decoders' fetches that stall a tile (``LinearEngine``: one ``LaneGroupDecoder``
     takes every row group of ``chains`` rows of the lane-interleaved tile, or, where rows
-    ``pair``, two take the even and the odd groups): (words fetched, summed over the group
+    ``pair``, two take the even and the odd groups; each one a decoder per slice where the
+    tile is cut in decoder slices): (words fetched, summed over the group
     changes of the decoder that fetches most; steps that fetch).  At the start every window is
     empty (two words each).  At a group change a window at word w of the group's last unit holds
     words w .. w + WINDOW_SLOTS - 1, and the next group's first unit wants the two words its
     address spans: a decoder taking every group finds them there (its next group starts where
     the last ended), one taking every other group jumps.  Dense tiles have no position window."""
-    from airfoil.compiler.weight_image import position_unit_blocks
+    from airfoil.compiler.weight_image import decoder_slice_lanes, position_unit_blocks, slice_row_counts
     from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits
 
     kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
@@ -185,16 +186,19 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     n_groups = -(-rows // chains)
     step = 2 if pair else 1
     per_change = np.zeros(max(-(-n_groups // step) - 1, 0), np.int64)  # the decoders change groups together
-    for geo in engine_geometries(0, rows, k, bits, n, group_size, chains, pair):
-        g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
-        fetch = np.zeros(len(g), np.int64)
-        for s in sections:
-            base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
-            held = (base + g * stride + (units[s] - 1) * chains * lane_unit_bits(s, bits, n, d)) // word_bits
-            want = (base + (g + 1) * stride) // word_bits
-            for w in (want, want + 1):
-                fetch += (w < held) | (w >= held + WINDOW_SLOTS)
-        np.maximum.at(per_change, g, fetch)
+    # every decoder slice reads its own sub-tile (weight_image's decoder slices), all in step
+    lanes = decoder_slice_lanes(chains, d, word_bits)
+    for sub_rows in slice_row_counts(rows, chains, lanes):
+        for geo in engine_geometries(0, sub_rows, k, bits, n, group_size, lanes, pair):
+            g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
+            fetch = np.zeros(len(g), np.int64)
+            for s in sections:
+                base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
+                held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d)) // word_bits
+                want = (base + (g + 1) * stride) // word_bits
+                for w in (want, want + 1):
+                    fetch += (w < held) | (w >= held + WINDOW_SLOTS)
+            np.maximum.at(per_change, g, fetch)
     start = 2 * len(sections) if rows else 0
     return start + int(per_change.sum()), int(rows > 0) + int((per_change > 0).sum())
 

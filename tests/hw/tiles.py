@@ -19,11 +19,11 @@ def random_tile(rng, T, K, R, n, extreme=False):
     return x, np.where(mask, w, 0), mask
 
 
-def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1, cfg=None) -> bytes:
+def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1, cfg=None, slice_lanes=0) -> bytes:
     """A random tile in the weight image's format (exactly n kept per 16-block; zero 128 at 8
     bits), lane-interleaved for ``lanes`` > 1, or as the compiler packs it for ``cfg``'s core."""
     if cfg is not None:
-        lanes, d = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs)
+        lanes, d, slice_lanes = lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, gs, cfg.axi_data_bits)
     groups = k // gs
     mask = np.zeros((rows, k // SPARSE_M, SPARSE_M), bool)
     for r in range(rows):
@@ -33,4 +33,4 @@ def random_packed_tile(rng, rows, k, bits, n, gs, lanes=1, d=1, cfg=None) -> byt
     codes = rng.integers(0, 1 << bits, (rows, k))
     zero = np.full((rows, groups), 128) if bits == 8 else rng.integers(0, 1 << bits, (rows, groups))
     scale = rng.integers(0, 1 << 16, (rows, groups))
-    return pack_tile(codes, mask, scale, zero, bits, n, gs, lanes=lanes, d=d)
+    return pack_tile(codes, mask, scale, zero, bits, n, gs, lanes=lanes, d=d, slice_lanes=slice_lanes)

@@ -175,6 +175,9 @@ def _generate_kernel(args, cfg, out: Path) -> int:
     if problem:
         raise AirfoilError(f"--block kernel: the {cfg.board} config's {cfg.chains_per_core} chains a core cannot be "
                            f"built as a kernel yet: {problem}; use --board sim or --set chains_per_core=N")
+    if cfg.cores > 1:  # AirfoilKernel is one core, its buffers the config's whole machine's
+        raise AirfoilError(f"--block kernel: the {cfg.board} config has {cfg.cores} cores (one per SLR); the kernel is "
+                           f"built for one core only so far; use --set cores=1")
     try:
         spec = model_spec(args.model)
     except (KeyError, ValueError, ModelError) as e:

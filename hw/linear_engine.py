@@ -21,6 +21,12 @@ when both have one (a decoder out of groups counts as ready with zero weights, a
 lane without a row in the tile's last group), with the activation blocks the low decoder's DSP
 groups name (all lanes share them).
 
+Where a unit of a row group's 8-bit codes is wider than a buffer word, the tiles come in
+*decoder slices* (``weight_image.decoder_slice_lanes``: 25 of 4 lanes at 100 chains of D = 16),
+and each side is one decoder a slice, each on its own sub-tile and its own read port: "the low
+lanes' decoder" is then all the low lanes' slices in step (slice 0's sub-tile has every row
+group, so its beats lead).
+
 With ``two_tokens`` (MM's two-token pass, where rows cannot pair: the chain's MM mode) the low
 lanes' decoder carries the rows, one per chain, and each beat's weights meet two tokens'
 activations: token 0's blocks from the ``a_rd_*`` ports, token 1's from ``a1_rd_data`` (the
@@ -43,6 +49,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from airfoil.compiler.weight_image import decoder_slice_lanes
 from airfoil.config import SPARSE_M
 from airfoil.hw.requantise import LATENCY as REQUANT_LATENCY, RequantisePath
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
@@ -71,10 +78,15 @@ class LinearEngine(wiring.Component):
         self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
         self.own_buffers = own_buffers
-        # the high lanes only ever take paired rows, which are dense: no position window there
-        self.decoders = [LaneGroupDecoder(self.d, chains, word_bits, wdepth)]
+        # one decoder per slice of a row group (weight_image's decoder slices: one slice of all C
+        # lanes where a unit of their codes fits a word); the low lanes' slices, then the high
+        # lanes'.  The high lanes only ever take paired rows, which are dense: no position window
+        self.slice_lanes = decoder_slice_lanes(chains, self.d, word_bits)
+        self.slices = chains // self.slice_lanes
+        self.decoders = [LaneGroupDecoder(self.d, self.slice_lanes, word_bits, wdepth) for _ in range(self.slices)]
         if pairs:
-            self.decoders.append(LaneGroupDecoder(self.d, chains, word_bits, wdepth, dense_only=True))
+            self.decoders += [LaneGroupDecoder(self.d, self.slice_lanes, word_bits, wdepth, dense_only=True)
+                              for _ in range(self.slices)]
         nd = len(self.decoders)
         geo = self.decoders[0].geometry_layout
         block = data.ArrayLayout(signed(8), SPARSE_M)
@@ -101,6 +113,11 @@ class LinearEngine(wiring.Component):
             "out": Out(stream.Signature(data.ArrayLayout(signed(32), self.lanes))),
             "out_mask": Out(self.lanes),  # which lanes' results ``out`` carries this cycle
         })
+
+    def decoder_of(self, lane: int) -> int:
+        """The decoder of row lane ``lane``: its side (low lanes, high lanes), then its slice."""
+        side, j = divmod(lane, self.chains)
+        return side * self.slices + j // self.slice_lanes
 
     def elaborate(self, platform):
         m = Module()
@@ -132,7 +149,7 @@ class LinearEngine(wiring.Component):
 
         # ---- feeder stage 1: take a beat from every decoder, read the activation blocks
         # a decoder that has emitted all its groups counts as ready with zero weights; the low
-        # lanes' decoder always has the most
+        # lanes' first slice always has the most (its sub-tile has every row group)
         all_valid = Signal()
         m.d.comb += all_valid.eq(beats[0].valid & Cat(*(b.valid | ~d.busy for b, d in zip(beats, self.decoders))).all())
         for b in beats:
@@ -146,9 +163,12 @@ class LinearEngine(wiring.Component):
         with m.If(all_valid):
             m.d.sync += [h.eq(Mux(b.valid, b.payload.as_value(), 0)) for h, b in zip(held, beats)]
 
+        def lane_beat(j: int):  # row lane j's decoder's beat, and j's lane in it
+            return held[self.decoder_of(j)], j % self.slice_lanes
+
         def lane_weight(j: int):  # row lane j's beat (zero where its lane has no row in the group)
-            h = held[j // C]
-            return Mux(h.lanes[j % C], h.weight[j % C].as_value(), 0)
+            h, i = lane_beat(j)
+            return Mux(h.lanes[i], h.weight[i].as_value(), 0)
 
         # the beat's place in its quant group (all chains' rows share the pattern)
         in_group = Signal(8)
@@ -177,9 +197,10 @@ class LinearEngine(wiring.Component):
             if L > C and not self.own_buffers:
                 m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
         for c in range(C):
+            h, i = lane_beat(c)
             m.d.comb += [op.weight_lo[c].eq(lane_weight(c)),
                          op.weight_hi[c].eq(Mux(two, lane_weight(c), lane_weight(C + c)) if L > C else 0),
-                         op.index[c].eq(held[0].index[c])]
+                         op.index[c].eq(h.index[i])]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE
         entry = data.StructLayout({"scale": data.ArrayLayout(unsigned(16), L), "row_first": 1, "row_last": 1})
@@ -191,8 +212,13 @@ class LinearEngine(wiring.Component):
             m.d.sync += [e.row_first.eq(~row_open), e.row_last.eq(held[0].last), row_open.eq(~held[0].last),
                          tail.eq(tail + 1)]
             # a two-token pass's high lanes (token 0) have the low lanes' rows, and their scales
-            m.d.sync += [e.scale[j].eq(Mux(two, held[0].scale[j - C], held[1].scale[j - C]) if j >= C
-                                       else held[0].scale[j]) for j in range(L)]
+            for j in range(L):
+                h, i = lane_beat(j)
+                if j >= C:
+                    lo, i_lo = lane_beat(j - C)
+                    m.d.sync += e.scale[j].eq(Mux(two, lo.scale[i_lo], h.scale[i]))
+                else:
+                    m.d.sync += e.scale[j].eq(h.scale[i])
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
         res = mpe.results
@@ -218,8 +244,8 @@ class LinearEngine(wiring.Component):
         rows_done = [Signal(16, name=f"rows_done{j}") for j in range(L)]
 
         def lane_rows(j: int):  # rows of lane j: every group of its decoder but the last, then the last's
-            geo = self.geometry[j // C]
-            return Mux(geo.groups == 0, 0, geo.groups - 1 + (j % C < geo.last_lanes))
+            geo = self.geometry[self.decoder_of(j)]
+            return Mux(geo.groups == 0, 0, geo.groups - 1 + (j % self.slice_lanes < geo.last_lanes))
 
         for j in range(L):
             mask = rows_done[j] < lane_rows(j)

@@ -65,7 +65,7 @@ from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
 __all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes",
-           "token_pairs", "weight_readers"]
+           "slice_walk_cycles", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
@@ -121,23 +121,30 @@ def row_lanes(chains: int, n: int, out: int, tokens: int, out_stride: int) -> in
 def mv_unit_problem(chains: int, groups: int) -> str | None:
     """Why the MV unit cannot be built for a core of ``chains`` chains of ``groups`` DSP groups,
     or None: its lane group decoders' windows must fit the 512-bit buffer word
-    (``lane_group_windows``); where they do not, the compiler cuts the tiles in decoder slices
-    (``weight_image.decoder_slice_lanes``), whose decoders the MV unit does not build yet.  Any
-    chain count is built: row groups divide by C (``reciprocal``), and an output beat of C results
-    is written over ``out_words`` GLOBAL words."""
+    (``lane_group_windows``), one decoder a slice of the row group where the compiler cuts the
+    tiles in decoder slices (``weight_image.decoder_slice_lanes``).  Any chain count is built: row
+    groups divide by C (``reciprocal``), and an output beat of C results is written over
+    ``out_words`` GLOBAL words."""
     try:
-        lane_group_windows(2 * groups, chains, 8 * BEAT_BYTES)
+        lane_group_windows(2 * groups, decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES), 8 * BEAT_BYTES)
     except ValueError as e:
-        lanes = decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
-        return (f"{e}; the compiler cuts its tiles in {chains // lanes} decoder slices of {lanes} lanes, a decoder "
-                f"each, which the MV unit does not build yet")
+        return str(e)
     return None
 
 
-def weight_readers(chains: int) -> int:
-    """WEIGHT read ports the MV unit takes: one per lane group decoder, the high lanes' too where
-    it has 2C lanes (``LinearEngine``)."""
-    return 2 if lane_count(chains) > chains else 1
+def slice_walk_cycles(chains: int, groups: int) -> int:
+    """Cycles the MV unit spends on an instruction's decoder slices before it checks it: where the
+    tile is cut in S > 1 slices, one to size the two sub-tiles (with and without a row of the
+    tile's last group) and one a slice to place each sub-tile after the last; none for one slice."""
+    slices = chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
+    return slices + 1 if slices > 1 else 0
+
+
+def weight_readers(chains: int, groups: int) -> int:
+    """WEIGHT read ports the MV unit takes: one per lane group decoder (one a decoder slice), the
+    high lanes' too where it has 2C lanes (``LinearEngine``)."""
+    slices = chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
+    return slices * (2 if lane_count(chains) > chains else 1)
 
 
 def act_readers(chains: int, groups: int) -> int:
@@ -174,7 +181,8 @@ class MvUnit(wiring.Component):
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
                                    pairs=self.lanes > chains)
-        self.weight_readers = nw = weight_readers(chains)
+        self.slices, self.slice_lanes = self.engine.slices, self.engine.slice_lanes
+        self.weight_readers = nw = weight_readers(chains, groups)
         assert nw == len(self.engine.decoders)
         wa = exact_log2(weight_bytes // BEAT_BYTES)
         super().__init__({
@@ -230,7 +238,26 @@ class MvUnit(wiring.Component):
                  "zero": section["code"] + section["pos"] + section["scale"]}
         tile_bytes = Signal(_W + 26)
         total = section["code"] + section["pos"] + section["scale"] + section["zero"]
-        m.d.comb += tile_bytes.eq((total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT))
+        plain_bytes = (total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT)
+        # decoder slices (weight_image's: S > 1 where a row group's codes exceed a word): sub-tile
+        # s holds lanes s Ls .. s Ls + Ls - 1 of every row group, and the first q slices (those with
+        # a row in the tile's last group, padded to a whole group: Ls is a power of two) take one
+        # group more than the others; their sections, their offsets in the tile and its size
+        S, Ls = self.slices, self.slice_lanes
+        full_groups = Signal(17)  # registered in SECTIONS: rows // C
+        last_part = Signal(range(C + 1))  # rows in the tile's last, short group (0: none)
+        q = Signal(range(S + 1))  # slices with a row in it
+        if S > 1:  # Ls a power of two
+            m.d.comb += [last_part.eq(rows - full_groups * C), q.eq((last_part + Ls - 1) >> exact_log2(Ls))]
+        sub = {c: {x: Signal(_W + 24, name=f"{x}_bytes_{c}") for x in per_row} for c in ("more", "fewer")}
+        sub_total = {c: sum(sub[c].values()) for c in sub}
+        offset = [Signal(_W + 26, name=f"slice{i}_offset") for i in range(S)]
+        walk = Signal(range(S + 1))
+        walk_at = Signal(_W + 26)  # the next sub-tile's offset: the tile's size once the walk is done
+        if S > 1:
+            m.d.comb += tile_bytes.eq(Mux(interleaved, walk_at, plain_bytes))
+        else:
+            m.d.comb += tile_bytes.eq(plain_bytes)
 
         # ---- the token in flight (and token + 1 in a two-token pass): its activation row and its
         # results' first element
@@ -269,16 +296,28 @@ class MvUnit(wiring.Component):
         m.d.comb += last_rows.eq(rows - (row_groups - 1) * C)
         for i in range(len(eng.decoders)):
             geo = eng.geometry[i]
-            for s in per_row:
-                stride = Mux(pair, per_row[s] * L, per_row[s] * C) if L > C else per_row[s] * C
-                m.d.comb += [getattr(geo, f"{s}_base").eq(8 * (ins.weight + start[s]) + per_row[s] * (i * C)),
-                             getattr(geo, f"{s}_stride").eq(stride)]
-            if i == 0:
-                groups_i = Mux(pair, (row_groups + 1) >> 1, row_groups)
-                last_i = Mux(~pair | row_groups[0], last_rows, C)
+            side, sl = divmod(i, S)  # the low or the high lanes' decoder of slice sl
+            if S == 1:  # the tile is the one sub-tile
+                sub_at, sub_start, sub_groups, sub_last = 0, start, row_groups, last_rows
+            else:
+                more = Signal(name=f"slice{sl}_side{side}_more")  # the slice has a row in the last group
+                m.d.comb += more.eq(sl < q)
+                sec = {x: Mux(more, sub["more"][x], sub["fewer"][x]) for x in per_row}
+                sub_at, sub_start = offset[sl], {"code": 0, "pos": sec["code"], "scale": sec["code"] + sec["pos"],
+                                                 "zero": sec["code"] + sec["pos"] + sec["scale"]}
+                sub_groups = full_groups + more
+                sub_last = Mux(more & (last_part < (sl + 1) * Ls), last_part - sl * Ls, Ls)
+            for x in per_row:
+                stride = Mux(pair, per_row[x] * 2 * Ls, per_row[x] * Ls) if L > C else per_row[x] * Ls
+                m.d.comb += [getattr(geo, f"{x}_base").eq(8 * (ins.weight + sub_at + sub_start[x])
+                                                          + per_row[x] * (side * Ls)),
+                             getattr(geo, f"{x}_stride").eq(stride)]
+            if side == 0:
+                groups_i = Mux(pair, (sub_groups + 1) >> 1, sub_groups)
+                last_i = Mux(~pair | sub_groups[0], sub_last, Ls)
             else:  # the odd groups, where rows pair
-                groups_i = Mux(pair, row_groups >> 1, 0)
-                last_i = Mux(row_groups[0], C, last_rows)
+                groups_i = Mux(pair, sub_groups >> 1, 0)
+                last_i = Mux(sub_groups[0], Ls, sub_last)
             m.d.comb += [geo.groups.eq(Mux(rows > 0, groups_i, 0)), geo.last_lanes.eq(last_i), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
         m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass), eng.shift.eq(shift), eng.shift_token1.eq(shift1),
@@ -416,7 +455,28 @@ class MvUnit(wiring.Component):
                 m.d.sync += [pair.eq(pair_ok), two.eq(two_ok), token.eq(0), act_t.eq(ins.act),
                              out_t.eq(ins.out), last_act.eq(ins.act + (ins.tokens - 1) * ins.act_stride),
                              last_out.eq(ins.out + (ins.tokens - 1) * ins.out_stride)]
-                m.next = "CHECK"
+                if S > 1:
+                    m.d.sync += full_groups.eq(_quotient(rows, C, 25))
+                    m.next = "SUB_TILES"
+                else:
+                    m.next = "CHECK"
+            if S > 1:
+                with m.State("SUB_TILES"):  # the two sub-tile sizes: whole groups of Ls rows, one more or not
+                    for c, extra in (("more", Ls), ("fewer", 0)):
+                        sub_rows = (full_groups << exact_log2(Ls)) + extra
+                        for x in per_row:
+                            m.d.sync += sub[c][x].eq(((sub_rows * per_row[x] + 8 * AXI_BEAT - 1)
+                                                      >> exact_log2(8 * AXI_BEAT)) << exact_log2(AXI_BEAT))
+                    m.d.sync += [walk.eq(0), walk_at.eq(0)]
+                    m.next = "SLICES"
+                with m.State("SLICES"):  # sub-tile s after sub-tile s - 1: one adder, a slice a cycle
+                    for i in range(S):
+                        with m.If(walk == i):
+                            m.d.sync += offset[i].eq(walk_at)
+                    m.d.sync += [walk_at.eq(walk_at + Mux(walk < q, sub_total["more"], sub_total["fewer"])),
+                                 walk.eq(walk + 1)]
+                    with m.If(walk == S - 1):
+                        m.next = "CHECK"
             with m.State("CHECK"):
                 # fsim's order: the tile, then the activation row, then the results
                 m.d.sync += out_beats.eq(Mux(pair, _quotient(rows + L - 1, L, 25), row_groups) if L > C else row_groups)

@@ -243,15 +243,15 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     MPE (``mpe``: DSP48E2, LUT, LUTRAM and FF counts):
 
     * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
-      decoders (one ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
-      where rows pair) and one requantiser per row lane, synthesised here at the config's D and
-      weight-buffer depth; every buffer one copy per read port, or per banked reader set (the
-      ``BufferBank`` this config gets, in bytes of whole 512-word block-RAM columns against the
-      device's block RAM and UltraRAM).  The core's other units count
-      as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit left out);
-      the MV unit's own control is not counted: a lower bound.  Where the MV unit cannot be built
-      (``mv_unit_problem``: a row group's unit wider than the 512-bit buffer word, as the boards'
-      100 chains), ``buildable`` is false and the reason given.
+      decoders (a ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
+      where rows pair; each one a decoder per slice where the tiles come in decoder slices, as
+      the boards' 100 chains: 25 of 4 lanes) and one requantiser per row lane, synthesised here
+      at the config's D and weight-buffer depth; every buffer one copy per read port, or per
+      banked reader set (the ``BufferBank`` this config gets, in bytes of whole 512-word
+      block-RAM columns against the device's block RAM and UltraRAM).  The core's other units
+      count as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit
+      left out); the MV unit's own control is not counted: a lower bound.  Where the MV unit
+      cannot be built (``mv_unit_problem``), ``buildable`` is false and the reason given.
     * ``target``: the design the projections assume: the MPEs, the same other units, each
       buffer once (the config's estimates) and *no* weight path; what is left of the device per
       row lane is what the weight path may cost."""
@@ -259,6 +259,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
 
     from amaranth.hdl import Fragment
 
+    from airfoil.compiler.weight_image import decoder_slice_lanes
     from airfoil.hw.buffers import BufferBank, buffer_bytes
     from airfoil.hw.hbm_model import BEAT_BYTES
     from airfoil.hw.mv_unit import act_readers, lane_count, mv_unit_problem, weight_readers
@@ -276,10 +277,13 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     # the lanes' parts, as LinearEngine builds them
     unbuildable = mv_unit_problem(C, G)
     parts = {}
-    if unbuildable is None:
-        parts["decoder"] = (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth), 1)
+    slice_lanes = decoder_slice_lanes(C, 2 * G, 8 * BEAT_BYTES)
+    if unbuildable is None:  # a decoder per slice of the row group (one slice where its codes fit a word)
+        slices = C // slice_lanes
+        parts["decoder"] = (LaneGroupDecoder(2 * G, slice_lanes, 8 * BEAT_BYTES, wdepth), slices)
         if lanes > C:
-            parts["decoder_dense_only"] = (LaneGroupDecoder(2 * G, C, 8 * BEAT_BYTES, wdepth, dense_only=True), 1)
+            parts["decoder_dense_only"] = (LaneGroupDecoder(2 * G, slice_lanes, 8 * BEAT_BYTES, wdepth,
+                                                            dense_only=True), slices)
         parts["requantise"] = (RequantisePath(), lanes)
     lane_counts = {}
     for name, (unit, count) in parts.items():
@@ -288,7 +292,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     measured = json.loads((REPORTS / "synth_top.json").read_text())
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
-    bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C), act_readers(C, G), sfu=True, act_set=G)
+    bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C, G), act_readers(C, G), sfu=True, act_set=G)
     # in whole block-RAM columns (512 words deep at 72 bits): a banked memory's words need not fill its last
     copies = {name: -(-m["words"] // BRAM_DEPTH) * BRAM_DEPTH * m["bits"] // 8 * m["read_ports"]
               for name, m in buffer_memories(bank).items()}
@@ -313,7 +317,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
                     "on_chip": _fit({"on_chip_bytes": sum(copies.values()) * n},
                                     {"on_chip_bytes": have["on_chip_bytes"]}),
                     "buffer_copy_bytes_per_core": copies}
-    as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders and one "
+    as_built["decoder_slices"] = {"slices": C // slice_lanes, "lanes": slice_lanes}
+    as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders (one a "
+                         f"decoder slice of {slice_lanes} lanes, {C // slice_lanes} a side) and one "
                          f"requantiser per row lane synthesised and counted; every buffer one copy per read port or banked reader set; the "
                          f"other units as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's "
                          f"own control not counted (a lower bound)")

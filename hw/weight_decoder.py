@@ -213,14 +213,24 @@ def group_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, gr
 
 
 def engine_geometries(base_byte: int, tile_rows: int, k: int, bits: int, n: int, group_size: int, chains: int,
-                      pair: bool) -> list[dict]:
-    """The ``LinearEngine``'s two decoders' geometries, as the MV unit sets them: the low lanes'
+                      pair: bool, d: int = 0, word_bits: int = 512) -> list[dict]:
+    """The ``LinearEngine``'s decoders' geometries, as the MV unit sets them: the low lanes'
     decoder takes every row group of ``chains`` rows, or the even ones where rows ``pair``; the
-    high lanes' the odd ones, or none."""
+    high lanes' the odd ones, or none.  With the beat's ``d``, where the tile is cut in decoder
+    slices (``weight_image.decoder_slice_lanes``), each side has a decoder per slice, each on its
+    sub-tile: the low lanes' slices, then the high lanes'."""
+    from airfoil.compiler.weight_image import decoder_slice_lanes, slice_row_counts, tile_bytes
+
     step = 2 if pair else 1
-    high = 1 if pair else -(-tile_rows // chains)  # past the last group: no groups
-    return [group_geometry(base_byte, tile_rows, k, bits, n, group_size, chains, 0, step),
-            group_geometry(base_byte, tile_rows, k, bits, n, group_size, chains, high, step)]
+    lanes = decoder_slice_lanes(chains, d, word_bits) if d else chains
+    sides: list[list[dict]] = [[], []]
+    at = base_byte
+    for rows in slice_row_counts(tile_rows, chains, lanes):
+        high = 1 if pair else -(-rows // lanes)  # past the last group: no groups
+        for side, first in enumerate((0, high)):
+            sides[side].append(group_geometry(at, rows, k, bits, n, group_size, lanes, first, step))
+        at += tile_bytes(rows, k, bits, n, group_size, lanes)
+    return sides[0] + sides[1]
 
 
 def group_beat_layout(d: int, lanes: int) -> data.StructLayout:

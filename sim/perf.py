@@ -133,7 +133,7 @@ RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until t
 # cycle.  So the last beat is read later than it was asked for, by the most any burst k still has
 # to read after the requests end: max_k (n_k - idle request cycles after k), RTL_ROW a row.
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
-RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK
+RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK (and its decoder slices' walk: slice_walk_cycles)
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
 RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), the first word of its last output beat
 # LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
@@ -177,7 +177,7 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     words w .. w + WINDOW_SLOTS - 1, and the next group's first unit wants the two words its
     address spans: a decoder taking every group finds them there (its next group starts where
     the last ended), one taking every other group jumps.  Dense tiles have no position window."""
-    from airfoil.compiler.weight_image import decoder_slice_lanes, position_unit_blocks, slice_row_counts
+    from airfoil.compiler.weight_image import decoder_slice_lanes, position_unit_blocks
     from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits
 
     kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
@@ -188,17 +188,16 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     per_change = np.zeros(max(-(-n_groups // step) - 1, 0), np.int64)  # the decoders change groups together
     # every decoder slice reads its own sub-tile (weight_image's decoder slices), all in step
     lanes = decoder_slice_lanes(chains, d, word_bits)
-    for sub_rows in slice_row_counts(rows, chains, lanes):
-        for geo in engine_geometries(0, sub_rows, k, bits, n, group_size, lanes, pair):
-            g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
-            fetch = np.zeros(len(g), np.int64)
-            for s in sections:
-                base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
-                held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d)) // word_bits
-                want = (base + (g + 1) * stride) // word_bits
-                for w in (want, want + 1):
-                    fetch += (w < held) | (w >= held + WINDOW_SLOTS)
-            np.maximum.at(per_change, g, fetch)
+    for geo in engine_geometries(0, rows, k, bits, n, group_size, chains, pair, d, word_bits):
+        g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
+        fetch = np.zeros(len(g), np.int64)
+        for s in sections:
+            base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
+            held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d)) // word_bits
+            want = (base + (g + 1) * stride) // word_bits
+            for w in (want, want + 1):
+                fetch += (w < held) | (w >= held + WINDOW_SLOTS)
+        np.maximum.at(per_change, g, fetch)
     start = 2 * len(sections) if rows else 0
     return start + int(per_change.sum()), int(rows > 0) + int((per_change > 0).sum())
 
@@ -271,17 +270,18 @@ class RtlTiming:
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls + drain
 
     def gemm(self, f: dict) -> int:
-        from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
+        from airfoil.hw.mv_unit import out_words, row_lanes, slice_walk_cycles, token_pairs
 
         c, n, tokens = self.cfg, f["pattern"].n, max(f["tokens"], 0)
         lanes = row_lanes(c.chains_per_core, n, f["out"], f["tokens"], f["out_stride"])
+        setup = RTL_MV_SETUP + slice_walk_cycles(c.chains_per_core, c.dsp_groups_per_chain)
         engine = self.engine(f["rows"], f["k"], f["width"].bits, n, f["group_size"], lanes)
         if token_pairs(c.chains_per_core, c.dsp_groups_per_chain, n, f["k"], f["rows"], f["out"], tokens,
                        f["out_stride"]):  # tokens two a pass, an odd last one alone
             pairs = tokens // 2
             second = RTL_MV_SECOND_TOKEN + out_words(c.chains_per_core) - 1  # token + 1's last beat's other words too
-            return RTL_MV_SETUP + pairs * (RTL_MV_TOKEN + second + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)
-        return RTL_MV_SETUP + round(tokens * (RTL_MV_TOKEN + engine))
+            return setup + pairs * (RTL_MV_TOKEN + second + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)
+        return setup + round(tokens * (RTL_MV_TOKEN + engine))
 
     def sfu(self, f: dict) -> int:
         fn, rows, width = f["func"], f["rows"], f["width"]

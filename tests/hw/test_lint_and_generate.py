@@ -27,8 +27,9 @@ def test_generate_unknown_block_exits_2(tmp_path, capsys):
 def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     """A U280 MPE of 40 small chains: synthesised as one chain, scaled and labelled. The device
     fit of the three cores as the projections assume it (MPEs, the other units, each buffer
-    once); as built there is no such kernel (a row group's 40 lanes of codes are wider than the
-    weight word), and the fit says why instead of counting it."""
+    once), and as built: a row group's 40 lanes of codes are wider than the weight word, so its
+    tiles come in 5 decoder slices of 8 lanes, a decoder each a side (each on its own read port:
+    11 copies of the weight buffer, which do not fit the device)."""
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=40",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
@@ -42,7 +43,14 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     assert target["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"])
     assert target["fits"] is True and all(0 < u <= 1 for u in target["utilisation"].values())
     assert target["lut_left_per_row_lane"] == (1_303_680 - target["need"]["lut"]) // (3 * 40)
-    assert built["buildable"] is False and dev["fits"] is False and "512-bit buffer word" in built["reason"]
+    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 5, "lanes": 8}
+    parts = built["lane_parts"]
+    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 5, "decoder_dense_only": 5,
+                                                                  "requantise": 80}
+    assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"]
+                                        + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))
+    assert built["buffer_copy_bytes_per_core"]["weight"] == 11 * 2 * 1024 * 1024
+    assert built["fits"] is False and built["utilisation"]["on_chip_bytes"] > 1 and dev["fits"] is False
 
 
 def _measured_units_without_mv() -> dict:
@@ -68,20 +76,28 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     assert built["fits"] is True
 
 
-def test_device_fit_names_what_cannot_be_built_for_100_chains():
+def test_device_fit_of_100_chains_counts_a_decoder_a_slice():
     """The U280 preset's 100 chains of 16 DSPs: a row group's unit of codes (100 x 16 x 8 bits) is
-    wider than the 512-bit weight buffer word, so the kernel's decoder cannot be built; the fit
-    says so instead of counting it, and the target is still checked.  The buffers are counted all
-    the same: GLOBAL once (the ST unit's and the host's port, which the SFU's element feed shares),
-    and over the device's block RAM and UltraRAM."""
+    wider than the 512-bit weight buffer word, so the tiles come in 25 decoder slices of 4 lanes
+    (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 25 times a
+    core, with 200 requantisers.  As built the kernel does not fit: each decoder's read port is a
+    copy of the 2 MiB weight buffer (51 a core).  The buffers are counted all the same: GLOBAL once
+    (the ST unit's and the host's port, which the SFU's element feed shares)."""
     from airfoil.config import preset
     from airfoil.hw.synth import device_fit
 
     mpe = {"dsp48e2": 1600, "lut": 303_000, "lutram": 0, "ff": 218_000}  # one core's, as the scaled chain gives
     fit = device_fit(preset("u280"), mpe, progress=lambda _: None)
-    assert fit["as_built"]["buildable"] is False and fit["fits"] is False
-    assert "512-bit buffer word" in fit["as_built"]["reason"] and "code" in fit["as_built"]["reason"]
-    assert fit["target"]["need"]["dsp"] == 3 * (1600 + _measured_units_without_mv()["dsp48e2"])
-    copies, on_chip = fit["as_built"]["buffer_copy_bytes_per_core"], fit["as_built"]["on_chip"]
-    assert copies["global"] == preset("u280").global_buffer_kib * 1024
-    assert on_chip["need"]["on_chip_bytes"] == 3 * sum(copies.values()) and on_chip["fits"] is False
+    built = fit["as_built"]
+    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 25, "lanes": 4}
+    parts = built["lane_parts"]
+    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 25, "decoder_dense_only": 25,
+                                                                  "requantise": 200}
+    assert parts["decoder"]["lut"] > parts["decoder_dense_only"]["lut"] > 10 * parts["requantise"]["lut"]
+    others = _measured_units_without_mv()
+    assert built["need"]["dsp"] == 3 * (1600 + others["dsp48e2"] + 200 * parts["requantise"]["dsp48e2"])
+    assert fit["target"]["need"]["dsp"] == 3 * (1600 + others["dsp48e2"])
+    copies = built["buffer_copy_bytes_per_core"]
+    assert copies["weight"] == 51 * 2 * 1024 * 1024 and copies["global"] == preset("u280").global_buffer_kib * 1024
+    assert built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
+    assert built["fits"] is False and fit["fits"] is False

@@ -7,7 +7,7 @@ UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
-from airfoil.compiler.weight_image import core_tile_bytes
+from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
@@ -196,3 +196,29 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     for r in out[n_ok:]:
         assert ErrorCode(r["error"]) == ErrorCode.UNSUPPORTED and r["error_pc"] == 2
         assert r["fsim_code"] == ErrorCode.NONE
+
+
+def test_mv_programs_on_decoder_slices(tmp_path):
+    """A core of 6 chains of D = 16: a row group's codes (6 x 16 bytes) exceed the 64-byte weight
+    word, so the tiles come in 3 decoder slices of 2 lanes (``weight_image.decoder_slice_lanes``),
+    a decoder each (and each its own read port), in step.  The formats' row counts give every
+    mix of sub-tiles: with a row in the short last group or a group fewer (10, 7, 9 rows), the
+    last group's share partial (7, 9, 3), none short (12, 6), every slice in the last group (5),
+    and a slice with no rows at all (3).  The MVs and MMs (rows paired, two tokens a pass, one
+    row a chain) leave fsim's memory."""
+    cfg = CFG.replace(chains_per_core=6, dsp_groups_per_chain=8)
+    C, G = 6, 8
+    assert lane_interleave(C, 2 * G, 16, 32, cfg.axi_data_bits) == (C, 2 * G, 2)
+    mm_cases = ANY_CHAINS[6][0]
+    rng = np.random.default_rng(46)
+    hbm, programs = _case(rng, cfg, mm_cases)
+    fields = [p[2].fields for p in programs]
+    assert {f["rows"] for f in fields} >= {10, 12, 7, 9, 5, 6, 3}
+    lanes = [row_lanes(C, f["pattern"].n, f["out"].base, f["tokens"].base, f["out_stride"]) for f in fields]
+    two = [token_pairs(C, G, f["pattern"].n, f["k"], f["rows"], f["out"].base, f["tokens"].base, f["out_stride"])
+           for f in fields]
+    assert 2 * C in lanes and C in lanes and any(two)
+    out = run_programs(tmp_path, "mv_6x8_slices_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
+                       mv=(C, G), imem_depth=64, watchdog_cycles=1 << 16)
+    for i, r in enumerate(out):
+        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"

@@ -77,16 +77,17 @@ def test_connectivity_puts_each_buffer_in_its_pseudo_channel():
         assert f"-busif {b} -clock ap_clk" in tcl
 
 
-def test_kernel_for_a_config_the_mv_unit_cannot_take_exits_2(tmp_path, capsys):
-    """The boards' 100 chains and the sim preset with 32 (a row group's codes wider than the
-    weight word): exit 2, the reason named, nothing written."""
+def test_kernel_for_a_config_the_kernel_cannot_take_exits_2(tmp_path, capsys):
+    """The boards' three cores (the kernel is one core so far) and a chain of 96 DSPs (its 96 8-bit
+    codes a beat wider than the weight word, even one lane a decoder slice): exit 2, the reason
+    named, nothing written."""
     assert main(["generate", "--block", "kernel", "--board", "u280", "-o", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
-    assert "100 chains" in err and "512-bit buffer word" in err and not (tmp_path / "k").exists()
-    assert main(["generate", "--block", "kernel", "--board", "sim", "--set", "chains_per_core=32",
+    assert "3 cores" in err and "--set cores=1" in err and not (tmp_path / "k").exists()
+    assert main(["generate", "--block", "kernel", "--board", "sim", "--set", "dsp_groups_per_chain=48",
                  "-o", str(tmp_path / "k")]) == 2
     err = capsys.readouterr().err
-    assert "32 chains" in err and "512-bit buffer word" in err and not (tmp_path / "k").exists()
+    assert "512-bit buffer word" in err and not (tmp_path / "k").exists()
     assert main(["generate", "--block", "kernel", "--model", "no-such-model", "-o", str(tmp_path / "k")]) == 2
     assert not (tmp_path / "k").exists()
 

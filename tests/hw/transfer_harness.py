@@ -83,7 +83,7 @@ class TransferHarness(wiring.Component):
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
         chains, groups = self.mv or (0, 0)  # MvUnit's decoders read WEIGHT, one port each
-        w_ports, act_ports = (weight_readers(chains), act_readers(chains, groups)) if chains else (0, 0)
+        w_ports, act_ports = (weight_readers(chains, groups), act_readers(chains, groups)) if chains else (0, 0)
         m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, w_ports, act_ports,
                                                  sfu=bool(self.sfu), act_set=max(groups, 1))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)

@@ -101,3 +101,7 @@ def test_device_fit_of_100_chains_counts_a_decoder_a_slice():
     assert copies["weight"] == 51 * 2 * 1024 * 1024 and copies["global"] == preset("u280").global_buffer_kib * 1024
     assert built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
     assert built["fits"] is False and fit["fits"] is False
+    # the committed report (docs/accelerator.md's figures) holds the same parts and copies
+    report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "device_fit_u280.json").read_text())
+    assert report["device"]["as_built"]["lane_parts"] == parts
+    assert report["device"]["as_built"]["buffer_copy_bytes_per_core"] == copies

@@ -31,9 +31,10 @@ lanes (``decoder_slice_lanes``), each its own decoder on its own part of the wei
 tile is then one *sub-tile* per slice, one after the other: sub-tile s holds lanes s L .. s L +
 L - 1 of every row group (L = ``slice_lanes``), and is itself a lane-interleaved tile of L lanes
 (its sections whole beats, its last group padded).  Slices past the tile's last rows hold one
-group fewer, or nothing: the sub-tiles take three sizes, and none is padded to another's, so the
-tile's bytes grow only by the sub-tiles' section paddings (none at all for LLaMA2-7B's shapes,
-whose rows are whole words in every section).
+group fewer, or nothing; none is padded to another's (L being a power of two, the slice partly
+in the last group is padded to the full ones' size: two sizes), so the tile's bytes grow only by
+the sub-tiles' section paddings (none for LLaMA2-7B's 4-bit layers, whose rows are whole words
+in every section).
 
 A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
 of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
@@ -82,7 +83,8 @@ def tile_sections(rows: int, k: int, bits: int, n: int, group_size: int, lanes: 
 def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1, d: int = 1,
                slice_lanes: int = 0) -> int:
     """Bytes of one tile in the weight image (padded to an AXI beat); ``lanes``: its interleave;
-    ``slice_lanes`` below ``lanes``: one sub-tile per decoder slice."""
+    ``slice_lanes`` below ``lanes``: one sub-tile per decoder slice (``d`` changes nothing: it
+    takes a ``lane_interleave`` triple as it is)."""
     if 0 < slice_lanes < lanes:
         return sum(tile_bytes(r, k, bits, n, group_size, slice_lanes) for r in slice_row_counts(rows, lanes, slice_lanes))
     total = sum(tile_sections(rows, k, bits, n, group_size, lanes))

@@ -125,10 +125,13 @@ def mv_unit_problem(chains: int, groups: int) -> str | None:
     tiles in decoder slices (``weight_image.decoder_slice_lanes``).  Any chain count is built: row
     groups divide by C (``reciprocal``), and an output beat of C results is written over
     ``out_words`` GLOBAL words."""
+    lanes = decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
     try:
-        lane_group_windows(2 * groups, decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES), 8 * BEAT_BYTES)
+        lane_group_windows(2 * groups, lanes, 8 * BEAT_BYTES)
     except ValueError as e:
         return str(e)
+    if lanes == 1 < chains:  # the image's one-lane sub-tiles keep the plain order, which no decoder reads
+        return f"{chains} chains of {2 * groups} DSPs: an odd chain count whose row group exceeds the weight word"
     return None
 
 
@@ -136,15 +139,20 @@ def slice_walk_cycles(chains: int, groups: int) -> int:
     """Cycles the MV unit spends on an instruction's decoder slices before it checks it: where the
     tile is cut in S > 1 slices, one to size the two sub-tiles (with and without a row of the
     tile's last group) and one a slice to place each sub-tile after the last; none for one slice."""
-    slices = chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
+    slices = _decoder_slices(chains, groups)
     return slices + 1 if slices > 1 else 0
 
 
 def weight_readers(chains: int, groups: int) -> int:
     """WEIGHT read ports the MV unit takes: one per lane group decoder (one a decoder slice), the
     high lanes' too where it has 2C lanes (``LinearEngine``)."""
-    slices = chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
-    return slices * (2 if lane_count(chains) > chains else 1)
+    return _decoder_slices(chains, groups) * (2 if lane_count(chains) > chains else 1)
+
+
+def _decoder_slices(chains: int, groups: int) -> int:
+    """Decoder slices of a row group (``weight_image.decoder_slice_lanes``), as ``LinearEngine``
+    builds them from the buffer word."""
+    return chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
 
 
 def act_readers(chains: int, groups: int) -> int:

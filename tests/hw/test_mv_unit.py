@@ -37,6 +37,7 @@ def test_any_chain_count_builds_where_a_decoder_slice_holds_a_unit():
     assert mv_unit_problem(100, 8) is None and weight_readers(100, 8) == 50 and slice_walk_cycles(100, 8) == 26
     assert weight_readers(4, 2) == 2 and slice_walk_cycles(4, 2) == 0  # the sim kernel: one slice
     assert "512" in mv_unit_problem(4, 48)  # 96 codes of a beat: wider than the word even for one lane
+    assert "odd chain count" in mv_unit_problem(65, 4)  # slices of one lane (the plain order): not built
 
 
 def test_dense_aligned_rows_pair():

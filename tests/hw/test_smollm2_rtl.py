@@ -38,16 +38,27 @@ def test_prefill_and_a_decode_token_in_rtl_equal_fsim_and_the_reference(compress
                   f"({run.run_seconds:.1f} s; {run.wall_seconds:.1f} s with images in and out); busy {run.busy}")
 
 
-def test_a_decode_token_on_a_core_of_six_chains(compressed_default, capsys):
-    """The same model on a core of 6 chains (no power of two: row groups of 6, output beats of 6 or
-    12 results over two GLOBAL words): the chat prompt's prefill in fsim, then one decode
-    token in RTL equal to fsim byte for byte and to the reference, in the cycles the RTL's cycle
-    model (``RtlTiming``) predicts within 1%."""
-    from airfoil.sim.perf import PerfModel
+# Other cores than the sim preset's: 6 chains (no power of two: row groups of 6, output beats of 6
+# or 12 results over two GLOBAL words), and 6 chains of D = 16, whose row group's codes (6 x 16
+# bytes) exceed the weight word, so the tiles come in 3 decoder slices of 2 lanes, a decoder each
+# a side (with the ``w4-dense`` plan: the default plan's 4:16 layers, groups of 32, keep 8 weights
+# a group, fewer than a beat of 16).
+OTHER_CORES = {"six_chains": ("default", 6, 2, 6), "decoder_slices": ("w4-dense", 6, 8, 2)}
 
-    cm = compressed_default
+
+@pytest.mark.parametrize("core", sorted(OTHER_CORES))
+def test_a_decode_token_on_another_core(core, capsys):
+    """The chat prompt's prefill in fsim, then one decode token in RTL equal to fsim byte for byte
+    and to the reference, in the cycles the RTL's cycle model (``RtlTiming``) predicts within 1%."""
+    from airfoil.compiler.weight_image import lane_interleave
+    from airfoil.sim.perf import PerfModel
+    from tests.conftest import cached_compressed
+
+    plan, chains, groups, slice_lanes = OTHER_CORES[core]
+    cm = cached_compressed(plan)
     prompt = chat_prompt(load_tokenizer(cm.metadata["source"]), "What is the capital of France?")
-    cfg = preset("sim").replace(chains_per_core=6)
+    cfg = preset("sim").replace(chains_per_core=chains, dsp_groups_per_chain=groups)
+    assert lane_interleave(chains, 2 * groups, 16, cm.plan.group_size, cfg.axi_data_bits)[2] == slice_lanes
     prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, len(prompt) + 2, cm)
     backend = RtlBackend(prog, cm, check=True, prefill="fsim")
     gen = generate(backend, prompt, 2, checker=ReferenceBackend(cm, "cpu"))
@@ -57,33 +68,6 @@ def test_a_decode_token_on_a_core_of_six_chains(compressed_default, capsys):
     assert run.status == ErrorCode.NONE and not run.hung and run.ap_done
     model = PerfModel(prog, timing="rtl").run("decode", 1, len(prompt)).cycles
     with capsys.disabled():
-        print(f"\nSmolLM2 decode on 6 chains in RTL: {run.cycles:,} cycles (model {model:,}), "
-              f"{run.cycles_per_second:,.0f} cycles/s")
-    assert abs(model / run.cycles - 1) < 0.01, (model, run.cycles)
-
-
-def test_a_decode_token_on_decoder_slices(capsys):
-    """SmolLM2 on a core of 6 chains of D = 16, whose row group's codes (6 x 16 bytes) exceed the
-    weight word: the tiles in 3 decoder slices of 2 lanes, a decoder each a side.  The ``w4-dense``
-    plan (the default plan's 4:16 layers, groups of 32, keep 8 weights a group: fewer than a beat
-    of 16).  One decode token in RTL equal to fsim byte for byte and to the reference, in the
-    cycles the RTL's cycle model predicts within 1%."""
-    from airfoil.compiler.weight_image import lane_interleave
-    from airfoil.sim.perf import PerfModel
-    from tests.conftest import cached_compressed
-
-    cm = cached_compressed("w4-dense")
-    prompt = chat_prompt(load_tokenizer(cm.metadata["source"]), "What is the capital of France?")
-    cfg = preset("sim").replace(chains_per_core=6, dsp_groups_per_chain=8)
-    prog = compile_model(cm.spec, cm.plan.resolve(cm.spec), cm.plan.group_size, cfg, len(prompt) + 2, cm)
-    backend = RtlBackend(prog, cm, check=True, prefill="fsim")
-    assert lane_interleave(6, 16, 16, cm.plan.group_size, cfg.axi_data_bits) == (6, 16, 2)  # 3 slices of 2
-    gen = generate(backend, prompt, 2, checker=ReferenceBackend(cm, "cpu"))
-    assert gen.check == "passed", str(gen.mismatch)
-    run = backend.runs[0]
-    assert run.status == ErrorCode.NONE and not run.hung and run.ap_done
-    model = PerfModel(prog, timing="rtl").run("decode", 1, len(prompt)).cycles
-    with capsys.disabled():
-        print(f"\nSmolLM2 (w4-dense) decode on 6 chains of D = 16 in RTL: {run.cycles:,} cycles (model {model:,}), "
-              f"{run.cycles_per_second:,.0f} cycles/s")
+        print(f"\nSmolLM2 ({plan}) decode on {chains} chains of D = {2 * groups} in RTL: {run.cycles:,} cycles "
+              f"(model {model:,}), {run.cycles_per_second:,.0f} cycles/s")
     assert abs(model / run.cycles - 1) < 0.01, (model, run.cycles)

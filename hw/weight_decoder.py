@@ -322,7 +322,15 @@ class LaneGroupDecoder(wiring.Component):
         # ---- where the beat is: the row group, the kept index of its first weight, each section's
         # group base and the running address of its current unit
         group = Signal(16)
+        # the kept index of the beat's first weight, a multiple of d: kept as its beat count, so
+        # that synthesis sees its low bits constant (each weight's index and block then follow
+        # from s, not from an adder)
+        beat_in_row = Signal(16 - exact_log2(d))
         kbase = Signal(16)
+        m.d.comb += kbase.eq(Cat(Const(0, exact_log2(d)), beat_in_row))
+
+        def kept_index(s: int) -> Value:  # the beat's weight s: kbase + s with no adder
+            return Cat(Const(s, exact_log2(d)), beat_in_row)
         gbase = {s: Signal(ab, name=f"{s}_group_base") for s in win}
         addr = {s: Signal(ab, name=f"{s}_addr") for s in win}
         for s in win:
@@ -361,7 +369,7 @@ class LaneGroupDecoder(wiring.Component):
         pw = win["pos"].window if "pos" in win else None
         for g in range(d // 2):
             block = Signal(16, name=f"block{g}")
-            self._block_of(m, geo, block, kbase + 2 * g)
+            self._block_of(m, geo, block, kept_index(2 * g))
             m.d.comb += beat.block[g].eq(block)
         for j in range(L):
             m.d.comb += [beat.scale[j].eq(sw[j * SCALE_BITS:(j + 1) * SCALE_BITS]), beat.lanes[j].eq(j < in_group)]
@@ -374,7 +382,7 @@ class LaneGroupDecoder(wiring.Component):
                         m.d.comb += [codes[s].eq(cw[(j * d + s) * b:(j * d + s + 1) * b]) for s in range(d)]
             for s in range(d):
                 m.d.comb += beat.weight[j][s].eq(codes[s] - zero)
-                self._index(m, geo, pw, beat.index[j][s], kbase, j, s)
+                self._index(m, geo, pw, beat.index[j][s], kept_index(s), j, s)
         last_in_row = Signal()
         m.d.comb += [last_in_row.eq(kbase + d == geo.kept), beat.row.eq(group), beat.first.eq(kbase == 0),
                      beat.last.eq(last_in_row)]
@@ -389,7 +397,7 @@ class LaneGroupDecoder(wiring.Component):
         with m.If(self.beats.valid & self.beats.ready):
             m.d.sync += self.beats.valid.eq(0)
         with m.If(running & hit & free):
-            m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), kbase.eq(nxt),
+            m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), beat_in_row.eq(beat_in_row + 1),
                          addr["code"].eq(addr["code"] + code_unit)]
             if pw is not None:
                 with m.If((nxt & pos_span_mask) == 0):
@@ -397,13 +405,13 @@ class LaneGroupDecoder(wiring.Component):
             with m.If((nxt & quant_mask) == 0):
                 m.d.sync += [addr["scale"].eq(addr["scale"] + scale_unit), addr["zero"].eq(addr["zero"] + zero_unit)]
             with m.If(last_in_row):  # the next row group: every section from its next base
-                m.d.sync += [kbase.eq(0), group.eq(group + 1)]
+                m.d.sync += [beat_in_row.eq(0), group.eq(group + 1)]
                 m.d.sync += [gbase[s].eq(gbase[s] + geo[f"{s}_stride"]) for s in win]
                 m.d.sync += [addr[s].eq(gbase[s] + geo[f"{s}_stride"]) for s in win]
                 with m.If(last_group):
                     m.d.sync += running.eq(0)
         with m.If(self.start):
-            m.d.sync += [geo.eq(self.geometry), group.eq(0), kbase.eq(0), running.eq(self.geometry.groups != 0)]
+            m.d.sync += [geo.eq(self.geometry), group.eq(0), beat_in_row.eq(0), running.eq(self.geometry.groups != 0)]
             m.d.sync += [gbase[s].eq(self.geometry[f"{s}_base"]) for s in win]
             m.d.sync += [addr[s].eq(self.geometry[f"{s}_base"]) for s in win]
         m.d.comb += self.busy.eq(running | self.beats.valid)
@@ -418,12 +426,11 @@ class LaneGroupDecoder(wiring.Component):
                 with m.Case(c):
                     m.d.comb += block.eq(kept_index >> exact_log2(n))
 
-    def _index(self, m: Module, geo, pw, index, kbase, j: int, s: int) -> None:
+    def _index(self, m: Module, geo, pw, index, kidx, j: int, s: int) -> None:
         """Lane j's weight s: its position in its 16-block.  Dense: the kept index itself.  N <= 4:
         the 4-bit index at its place in the lane's unit (a unit covers max(d, N) kept weights).
         N = 8: the rank-th set bit of its block's mask, rank = kept index mod 8."""
         d = self.d
-        kidx = kbase + s
         if pw is None:
             m.d.comb += index.eq(kidx[:4])
             return

@@ -60,8 +60,9 @@ def _group_cases(d, rng):
                 yield int(rng.integers(1, 12)), k, bits, n, gs
 
 
-# lanes = 4, d = 4: the sim preset's chains; 3 lanes: a chain count that is no power of two
-@pytest.mark.parametrize("lanes,d", [(4, 4), (3, 8)])
+# lanes = 4, d = 4: the sim preset's chains; 3 lanes: a chain count that is no power of two;
+# 4 lanes of d = 16: a decoder slice of the boards' 100 chains
+@pytest.mark.parametrize("lanes,d", [(4, 4), (3, 8), (4, 16)])
 def test_lane_group_decoder_matches_unpack_tile(tmp_path, lanes, d):
     harness = DecoderHarness(LaneGroupDecoder(d, lanes, WORD_BITS, DEPTH))
     layout, beat_layout = harness.decoder.geometry_layout, harness.decoder.beat_layout
@@ -122,4 +123,6 @@ def test_lane_group_decoder_matches_unpack_tile(tmp_path, lanes, d):
         assert (got_s[mine] == scale[mine]).all(), f"{what}: scales differ"
     rate = len(out[-1]["beats"]) / out[-1]["cycles"]
     print(f"lanes={lanes} d={d}: {len(out[-1]['beats'])} beats in {out[-1]['cycles']} cycles on a SmolLM2 tile")
-    assert rate >= 0.95
+    # the stalls are the windows' first words and the group changes' fetches: a few cycles a tile,
+    # a larger share of d = 16's 144 beats (153 cycles) than of d = 4's 576
+    assert rate >= (0.95 if d <= 8 else 0.93)

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
-from airfoil.compiler.weight_image import unit_alignment
+from airfoil.compiler.weight_image import unit_alignment, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
@@ -203,7 +203,7 @@ def group_geometry(base_byte: int, tile_rows: int, k: int, bits: int, n: int, gr
     s_codes, s_pos, s_scale, _ = tile_sections(tile_rows, k, bits, n, group_size, lanes)
     kept, groups = k * n // SPARSE_M, k // group_size
     per_row = {"code": kept * bits, "pos": (k // SPARSE_M) * position_bits_per_block(n),
-               "scale": groups * SCALE_BITS, "zero": groups * bits}
+               "scale": groups * SCALE_BITS, "zero": groups * zero_field_bits(bits, lanes)}
     start = {"code": 0, "pos": s_codes, "scale": s_codes + s_pos, "zero": s_codes + s_pos + s_scale}
     g = {f"{s}_base": 8 * (base_byte + start[s]) + first_group * lanes * per_row[s] for s in per_row}
     g.update({f"{s}_stride": group_step * lanes * per_row[s] for s in per_row})
@@ -249,7 +249,7 @@ def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
 def lane_unit_bits(section: str, bits: int, n: int, d: int) -> int:
     """Bits of one lane's unit in a lane-interleaved section (``compiler/weight_image.py``)."""
     return {"code": d * bits, "pos": _pos_lane_bits(n, d) if n < SPARSE_M else 0, "scale": SCALE_BITS,
-            "zero": bits}[section]
+            "zero": zero_field_bits(bits, 2)}[section]
 
 
 def _pos_lane_bits(n: int, d: int) -> int:
@@ -264,7 +264,7 @@ def lane_group_windows(d: int, lanes: int, word_bits: int, dense_only: bool = Fa
     """The bit windows' widths of a ``LaneGroupDecoder`` (one unit of every lane, at the widest
     format); ValueError where one is wider than the buffer word it reads."""
     widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
-              "scale": lanes * SCALE_BITS, "zero": lanes * 8}
+              "scale": lanes * SCALE_BITS, "zero": lanes * zero_field_bits(8, 2)}
     if dense_only:
         del widths["pos"]
     too_wide = {s: w for s, w in widths.items() if w > word_bits}
@@ -345,7 +345,9 @@ class LaneGroupDecoder(wiring.Component):
         image_lanes = Signal(range(L + step))
         m.d.comb += image_lanes.eq((in_group + step - 1) & ~(step - 1))
         code_unit = _times_bits(m, image_lanes * d, geo.bits, ab, "code_unit")
-        zero_unit = _times_bits(m, image_lanes, geo.bits, ab, "zero_unit")
+        # a zero point's field (weight_image.zero_field_bits): a byte at 8-bit codes, else a nibble
+        wide_zero = geo.bits == BITS_CODE[8]
+        zero_unit = Mux(wide_zero, image_lanes * 8, image_lanes * 4)
         scale_unit = image_lanes * SCALE_BITS
         pos_unit = Signal(ab)
         with m.Switch(geo.n):
@@ -373,12 +375,11 @@ class LaneGroupDecoder(wiring.Component):
             m.d.comb += beat.block[g].eq(block)
         for j in range(L):
             m.d.comb += [beat.scale[j].eq(sw[j * SCALE_BITS:(j + 1) * SCALE_BITS]), beat.lanes[j].eq(j < in_group)]
-            zero = Signal(8, name=f"zero_lane{j}")
+            zero = Mux(wide_zero, zw[j * 8:(j + 1) * 8], zw[j * 4:(j + 1) * 4])
             codes = [Signal(8, name=f"code_lane{j}_{s}") for s in range(d)]
             with m.Switch(geo.bits):
                 for b, c in BITS_CODE.items():
                     with m.Case(c):
-                        m.d.comb += zero.eq(zw[j * b:(j + 1) * b])
                         m.d.comb += [codes[s].eq(cw[(j * d + s) * b:(j * d + s + 1) * b]) for s in range(d)]
             for s in range(d):
                 m.d.comb += beat.weight[j][s].eq(codes[s] - zero)

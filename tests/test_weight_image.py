@@ -46,9 +46,11 @@ def test_lane_interleaved_tile_round_trip(bits, n, lanes, d, rows):
     sections = tile_sections(rows, k, bits, n, 32, lanes)
     assert all(s % AXI_BEAT == 0 for s in sections)
     kept, groups = k * n // 16, k // 32
-    row_bits = kept * bits + (k // 16) * position_bits_per_block(n) + groups * (16 + bits)
+    row_bits = kept * bits + (k // 16) * position_bits_per_block(n) + groups * (16 + max(bits, 4))
     pad_rows = padded_rows(rows, lanes) - rows
-    assert len(blob) - len(plain) < 4 * AXI_BEAT + pad_rows * row_bits // 8 + 4  # the paddings, no more
+    widened = -(-padded_rows(rows, lanes) * groups * (max(bits, 4) - bits) // 8)  # zero points of a nibble
+    # the paddings and the zeros' bytes, no more
+    assert len(blob) - len(plain) < 4 * AXI_BEAT + pad_rows * row_bits // 8 + widened + 4
     w8, s = unpack_tile(blob, rows, k, bits, n, 32, lanes=lanes, d=d)
     assert np.array_equal(w8, c.operand()) and np.array_equal(s, c.scale)
     codes = unpack_bits(blob, bits, padded_rows(rows, lanes) * kept)
@@ -67,8 +69,8 @@ def test_lane_interleaved_tile_round_trip(bits, n, lanes, d, rows):
     # every unit's bit address: section start + group stride + unit steps, all multiples
     align = unit_alignment(lanes, d)
     per_row = {"code": kept * bits, "pos": (k // 16) * position_bits_per_block(n), "scale": groups * 16,
-               "zero": groups * bits}
-    lane_unit = {"code": d * bits, "scale": 16, "zero": bits,
+               "zero": groups * max(bits, 4)}  # zero points of at least a nibble when interleaved
+    lane_unit = {"code": d * bits, "scale": 16, "zero": max(bits, 4),
                  "pos": position_unit_blocks(n, d) * position_bits_per_block(n)}
     starts = dict(zip(("code", "pos", "scale", "zero"), np.cumsum([0, *sections[:3]]) * 8))
     for sec in ("code", "scale", "zero") + (("pos",) if n < 16 else ()):
@@ -132,6 +134,6 @@ def test_decoder_slices_cost_llama2_almost_no_bytes():
 
 def test_unit_alignment_of_the_presets():
     """The sim preset's decoder (4 lanes of d 4) and a board's slices (4 lanes of d 16)."""
-    assert unit_alignment(4, 4) == {"code": 16, "pos": 64, "scale": 64, "zero": 4}
-    assert unit_alignment(4, 16) == {"code": 64, "pos": 128, "scale": 64, "zero": 4}
-    assert unit_alignment(6, 4) == {"code": 8, "pos": 32, "scale": 32, "zero": 2}
+    assert unit_alignment(4, 4) == {"code": 16, "pos": 64, "scale": 64, "zero": 16}
+    assert unit_alignment(4, 16) == {"code": 64, "pos": 128, "scale": 64, "zero": 16}
+    assert unit_alignment(6, 4) == {"code": 8, "pos": 32, "scale": 32, "zero": 8}

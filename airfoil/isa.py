@@ -251,7 +251,7 @@ BODY_LAYOUTS: dict[Opcode, data.StructLayout] = {
         "channel": unsigned(7), "channels": unsigned(7), "phase": AFFINE_LAYOUT[24], "buffer": Buffer,
         "hbm": AFFINE_LAYOUT[36],
         "buf": AFFINE_LAYOUT[24], "rows": AFFINE_LAYOUT[24], "row_bytes": unsigned(24), "hbm_stride": unsigned(32),
-        "buf_stride": unsigned(24), "elem_bytes": unsigned(3)}),
+        "buf_stride": unsigned(24), "elem_bytes": unsigned(3), "buf_group_stride": unsigned(24)}),
     Opcode.MM: data.StructLayout({
         "pattern": SparsePattern, "width": WeightWidth, "act": AFFINE_LAYOUT[24], "act_stride": unsigned(24),
         "weight": AFFINE_LAYOUT[24], "out": AFFINE_LAYOUT[24], "out_stride": unsigned(24), "rows": unsigned(24),
@@ -292,6 +292,10 @@ FIELD_DOCS = {
     "row_bytes": "HBM bytes per row (> 0)",
     "hbm_stride": "HBM bytes between a channel's consecutive rows",
     "buf_stride": "buffer elements between rows",
+    "buf_group_stride": "buffer elements added each time the rows wrap to the first of the channels: row i at "
+                        "buf + i * buf_stride + w * buf_group_stride, w = (phase + i) div channels - phase div "
+                        "channels (0 for contiguous rows; a tile's decoder slices, each striped over the channels, "
+                        "one per bank)",
     "elem_bytes": "HBM bytes per buffer element: the buffer's element size (GLOBAL: 4, INT32 little-endian; the "
                   "others: 1); row_bytes is a multiple of it",
     "pattern": "N:16 sparsity of the weights (SparsePattern)",

@@ -300,7 +300,7 @@ def _ld(buffer, channel, channels, hbm, buf, rows, row_bytes, hbm_stride=0, buf_
     return Instruction(op, {"channel": channel, "channels": channels, "phase": phase, "buffer": buffer, "hbm": hbm,
                             "buf": buf,
                             "rows": rows, "row_bytes": row_bytes, "hbm_stride": hbm_stride, "buf_stride": buf_stride,
-                            "elem_bytes": elem_bytes}, wait, release)
+                            "elem_bytes": elem_bytes, "buf_group_stride": 0}, wait, release)
 
 
 def _sfu(func, src0=Affine(0), stride0=0, src1=Affine(0), stride1=0, src2=Affine(0), dst=Affine(0), stride_d=0,

@@ -3,7 +3,11 @@ beat per cycle, any byte alignment at either end.  The golden model is fsim's ``
 element is the buffer's ``elem_bytes`` little-endian bytes, so a transfer is a byte copy.
 
 Row i of an LD/ST (j = phase + i) lives in channel ``channel + j mod channels`` at HBM byte
-``hbm + (j div channels) * hbm_stride`` and in the buffer at element ``buf + i * buf_stride``.
+``hbm + (j div channels) * hbm_stride`` and in the buffer at element ``buf + i * buf_stride + w *
+buf_group_stride``, w the times the rows have wrapped to the first channel since row 0 ((j div
+channels) - (phase div channels)).  The buffer side's two levels mirror the HBM side's, so one LD
+can bring a tile whose decoder slices are each striped over the channels on its own into a bank
+a slice.
 The unit divides ``phase`` by ``channels`` once per instruction (only when phase >= channels)
 and then steps channel and address row by row.
 
@@ -177,8 +181,9 @@ class TransferEngine(wiring.Component):
                         m.next = "NEXT_ROW"
             with m.State("NEXT_ROW"):  # also the free cycle for the row's last spill
                 m.d.sync += [i.eq(i + 1), buf_elem.eq(buf_elem + ins.buf_stride)]
-                with m.If(r + 1 == ins.channels):
-                    m.d.sync += [r.eq(0), hbm_addr.eq(hbm_addr + ins.hbm_stride)]
+                with m.If(r + 1 == ins.channels):  # the rows wrap to the first channel
+                    m.d.sync += [r.eq(0), hbm_addr.eq(hbm_addr + ins.hbm_stride),
+                                 buf_elem.eq(buf_elem + ins.buf_stride + ins.buf_group_stride)]
                 with m.Else():
                     m.d.sync += r.eq(r + 1)
                 with m.If(i + 1 == rows):

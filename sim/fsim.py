@@ -265,7 +265,7 @@ class FunctionalSimulator:
                 raise FsimError(f"{op.name}: HBM channel {ch} bytes [{a}, {a + n}) outside its {len(mem)} bytes",
                                 ErrorCode.ADDRESS)
             self.stats.channel_bytes[ch] += n
-            dst = f["buf"] + i * f["buf_stride"]
+            dst = f["buf"] + i * f["buf_stride"] + (j // f["channels"] - f["phase"] // f["channels"]) * f["buf_group_stride"]
             if buf == Buffer.WEIGHT:
                 if dst < 0 or dst + n > len(self.buf[buf]):
                     raise FsimError(f"{op.name}: WEIGHT bytes [{dst}, {dst + n}) outside the buffer", ErrorCode.ADDRESS)

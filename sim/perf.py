@@ -246,7 +246,8 @@ class RtlTiming:
         if op == Opcode.LD:  # the source beats: HBM bytes of each row, or the buffer's
             src = f["hbm"] + ((f["phase"] + i) // f["channels"]) * f["hbm_stride"]
         else:
-            src = (f["buf"] + i * f["buf_stride"]) * BUFFER_ELEMENT_BYTES[f["buffer"]]
+            wraps = (f["phase"] + i) // f["channels"] - f["phase"] // f["channels"]
+            src = (f["buf"] + i * f["buf_stride"] + wraps * f["buf_group_stride"]) * BUFFER_ELEMENT_BYTES[f["buffer"]]
         beats = (src + n - 1) // beat - src // beat + 1
         if op == Opcode.LD:
             cyc += _burst_backlog(src // beat, beats)

@@ -160,7 +160,7 @@ def test_assembler_reads_affine_and_queue_syntax():
         # the length registers drive addresses and trip counts
         SETR rd=2 rs=0 use_rs=1 mul=1 rt=0 use_rt=0 mul_t=0 add=15 shift=4 lo=0 hi=4096  # R2 = ceil(R0 / 16)
         LOOP count=R2 body=1 reg=3
-        LD channel=1 channels=1 phase=0 buffer=ACT hbm=4096+576*R3 buf=0 rows=16 row_bytes=576 hbm_stride=576 buf_stride=576 elem_bytes=1 release=COMPUTE
+        LD channel=1 channels=1 phase=0 buffer=ACT hbm=4096+576*R3 buf=0 rows=16 row_bytes=576 hbm_stride=576 buf_stride=576 elem_bytes=1 buf_group_stride=0 release=COMPUTE
         END
     """)
     assert [i.opcode for i in prog] == [Opcode.SETR, Opcode.LOOP, Opcode.LD, Opcode.END]

@@ -83,14 +83,16 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
 
 
 def row_transfer(op: Opcode, buffer: Buffer, hbm: int, buf: int, n: int, channel: int = 0, *, rows: int = 1,
-                 hbm_stride: int = 0, buf_stride: int = 0, channels: int = 1, phase: int = 0, **kw) -> Instruction:
+                 hbm_stride: int = 0, buf_stride: int = 0, channels: int = 1, phase: int = 0, buf_group_stride: int = 0,
+                 **kw) -> Instruction:
     """A LD or ST of ``rows`` rows of ``n`` bytes (one by default) between HBM byte ``hbm`` of
     ``channel`` (over ``channels`` from ``phase``, ``hbm_stride`` apart) and element ``buf`` of
-    ``buffer`` (``buf_stride`` elements apart); ``kw``: the dependency tokens."""
+    ``buffer`` (``buf_stride`` elements apart, ``buf_group_stride`` more at each wrap to the first
+    channel); ``kw``: the dependency tokens."""
     return Instruction(op, {"channel": channel, "channels": channels, "phase": Affine(phase), "buffer": buffer,
                             "hbm": Affine(hbm), "buf": Affine(buf), "rows": Affine(rows), "row_bytes": n,
                             "hbm_stride": hbm_stride, "buf_stride": buf_stride,
-                            "elem_bytes": BUFFER_ELEMENT_BYTES[buffer]}, **kw)
+                            "elem_bytes": BUFFER_ELEMENT_BYTES[buffer], "buf_group_stride": buf_group_stride}, **kw)
 
 
 # MV/MM formats the MV unit runs, (rows, k, bits, N, group) with kg = group * N / 16 >= D: every

@@ -38,21 +38,24 @@ def _ldst(rng, op: Opcode, regs_used: bool, bad: str | None = None) -> Instructi
     hbm = int(rng.integers(0, CHANNEL_BYTES - row_bytes - q_max * hbm_stride + 1)) if q_max * hbm_stride + row_bytes < CHANNEL_BYTES else 0
     elems = SIZES[buf] // es
     buf_stride = int(rng.integers(0, 150))
-    top = elems - row_bytes // es - (max(rows, 1) - 1) * buf_stride
+    # half the cases add a buffer step each time the rows wrap to the first channel
+    group_stride = int(rng.integers(0, 400)) if rng.random() < 0.5 else 0
+    wraps = (phase + max(rows, 1) - 1) // channels - phase // channels
+    top = elems - row_bytes // es - (max(rows, 1) - 1) * buf_stride - wraps * group_stride
     if top < 0:
-        buf_stride, top = 0, elems - row_bytes // es
+        buf_stride, group_stride, top = 0, 0, elems - row_bytes // es
     base = int(rng.integers(0, top + 1))
     rows_a = Affine(rows)
     if regs_used and rows:  # rows = R0 + (rows - R0): the loop register path
         rows_a = Affine(rows - 1, 0, 1)
     f = {"channel": channel, "channels": channels, "phase": Affine(phase), "buffer": buf, "hbm": Affine(hbm),
          "buf": Affine(base), "rows": rows_a, "row_bytes": row_bytes, "hbm_stride": hbm_stride,
-         "buf_stride": buf_stride, "elem_bytes": es}
+         "buf_stride": buf_stride, "elem_bytes": es, "buf_group_stride": group_stride}
     if bad == "hbm":
         f["hbm"], f["rows"] = Affine(CHANNEL_BYTES - row_bytes + int(rng.integers(1, 64))), Affine(1)
     elif bad == "buffer":
         f["buf"], f["rows"] = Affine(elems - row_bytes // es + int(rng.integers(1, 64))), Affine(2)
-        f["buf_stride"] = 0
+        f["buf_stride"] = f["buf_group_stride"] = 0
     elif bad == "negative":
         f["hbm"], f["rows"], f["phase"] = Affine(-64), Affine(1), Affine(0)
     elif bad == "phase":

@@ -12,8 +12,8 @@ from airfoil.compiler.plans import plan_path
 from airfoil.config import preset
 from airfoil.hw.mpe_schedule import schedule
 from airfoil.hw.sparse_chain import CHAIN_LATENCY, ChainMode
-from airfoil.isa import Opcode, SparsePattern
-from airfoil.sim.perf import REQUANT_LATENCY, OpTiming, PerfModel
+from airfoil.isa import Buffer, Opcode, SparsePattern
+from airfoil.sim.perf import REQUANT_LATENCY, OpTiming, PerfModel, RtlTiming
 from tests.hw.tiles import random_tile
 
 CFG = preset("sim")
@@ -40,6 +40,18 @@ def smollm2_sim():
     spec = model_spec("smollm2")
     plan = CompressionPlan.load(plan_path("default"))
     return compile_model(spec, plan.resolve(spec), plan.group_size, CFG, 512)
+
+
+def test_st_cycles_follow_the_buffer_group_stride():
+    """An ST's source beats are its buffer rows: with ``buf_group_stride`` the rows step once more
+    at each wrap to the first channel, so on one channel (a wrap every row) it costs what a plain
+    stride of both does, and on two channels the rows' byte offsets in their words change."""
+    t = RtlTiming(CFG)
+    f = {"buffer": Buffer.ACT, "channel": 0, "channels": 1, "phase": 0, "hbm": 0, "buf": 3, "rows": 9,
+         "row_bytes": 70, "hbm_stride": 128, "buf_stride": 80, "buf_group_stride": 13, "elem_bytes": 1}
+    assert t.transfer(Opcode.ST, f) == t.transfer(Opcode.ST, f | {"buf_stride": 93, "buf_group_stride": 0})
+    two = f | {"channels": 2, "buf_stride": 64}
+    assert t.transfer(Opcode.ST, two | {"buf_group_stride": 0}) < t.transfer(Opcode.ST, two | {"buf_group_stride": 30})
 
 
 def test_decode_respects_bandwidth_and_compute_bounds(smollm2_sim):

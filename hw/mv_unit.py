@@ -56,7 +56,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
-from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes
+from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
@@ -216,10 +216,11 @@ class MvUnit(wiring.Component):
         n_log2 = Signal(3)  # log2 N: 1..4
         m.d.comb += n_log2.eq(ins.pattern.as_value() + 1)
         bits = Signal(4)
+        zero_bits = Signal(4)  # a zero point's field in the lane-interleaved image (zero_field_bits)
         with m.Switch(ins.width):
             for w in WeightWidth:
                 with m.Case(w):
-                    m.d.comb += bits.eq(w.bits)
+                    m.d.comb += [bits.eq(w.bits), zero_bits.eq(zero_field_bits(w.bits, self.slice_lanes))]
         kept = Signal(_W)
         m.d.comb += kept.eq((k << n_log2) >> 4)
         pos_bits = Signal(5)
@@ -240,7 +241,7 @@ class MvUnit(wiring.Component):
         per_row = {"code": Signal(_W, name="code_per_row"), "pos": Signal(_W, name="pos_per_row"),
                    "scale": Signal(_W, name="scale_per_row"), "zero": Signal(_W, name="zero_per_row")}
         m.d.comb += [per_row["code"].eq(kept * bits), per_row["pos"].eq((k >> 4) * pos_bits),
-                     per_row["scale"].eq(groups * SCALE_BITS), per_row["zero"].eq(groups * Mux(interleaved & (bits < 4), 4, bits))]
+                     per_row["scale"].eq(groups * SCALE_BITS), per_row["zero"].eq(groups * Mux(interleaved, zero_bits, bits))]
         section = {s: Signal(_W + 24, name=f"{s}_bytes") for s in per_row}  # registered: rows * per_row / 8
         start = {"code": 0, "pos": section["code"], "scale": section["code"] + section["pos"],
                  "zero": section["code"] + section["pos"] + section["scale"]}

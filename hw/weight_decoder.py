@@ -246,10 +246,10 @@ def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
     })
 
 
-def lane_unit_bits(section: str, bits: int, n: int, d: int) -> int:
-    """Bits of one lane's unit in a lane-interleaved section (``compiler/weight_image.py``)."""
+def lane_unit_bits(section: str, bits: int, n: int, d: int, lanes: int) -> int:
+    """Bits of one lane's unit in a section of a tile interleaved in ``lanes`` lanes (``compiler/weight_image.py``)."""
     return {"code": d * bits, "pos": _pos_lane_bits(n, d) if n < SPARSE_M else 0, "scale": SCALE_BITS,
-            "zero": zero_field_bits(bits, 2)}[section]
+            "zero": zero_field_bits(bits, lanes)}[section]
 
 
 def _pos_lane_bits(n: int, d: int) -> int:
@@ -264,7 +264,7 @@ def lane_group_windows(d: int, lanes: int, word_bits: int, dense_only: bool = Fa
     """The bit windows' widths of a ``LaneGroupDecoder`` (one unit of every lane, at the widest
     format); ValueError where one is wider than the buffer word it reads."""
     widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
-              "scale": lanes * SCALE_BITS, "zero": lanes * zero_field_bits(8, 2)}
+              "scale": lanes * SCALE_BITS, "zero": lanes * max(zero_field_bits(b, lanes) for b in BITS_CODE)}
     if dense_only:
         del widths["pos"]
     too_wide = {s: w for s, w in widths.items() if w > word_bits}
@@ -345,9 +345,16 @@ class LaneGroupDecoder(wiring.Component):
         image_lanes = Signal(range(L + step))
         m.d.comb += image_lanes.eq((in_group + step - 1) & ~(step - 1))
         code_unit = _times_bits(m, image_lanes * d, geo.bits, ab, "code_unit")
-        # a zero point's field (weight_image.zero_field_bits): a byte at 8-bit codes, else a nibble
-        wide_zero = geo.bits == BITS_CODE[8]
-        zero_unit = Mux(wide_zero, image_lanes * 8, image_lanes * 4)
+        # a zero point's field: weight_image.zero_field_bits (a nibble, or a byte at 8-bit codes)
+        # (one case per field width, not per code width: at L > 1 the choice is two-way)
+        zero_unit = Signal(ab)
+        zero_cases: dict[int, list[int]] = {}
+        for b, c in BITS_CODE.items():
+            zero_cases.setdefault(zero_field_bits(b, L), []).append(c)
+        with m.Switch(geo.bits):
+            for z, cases in zero_cases.items():
+                with m.Case(*cases):
+                    m.d.comb += zero_unit.eq(image_lanes * z)
         scale_unit = image_lanes * SCALE_BITS
         pos_unit = Signal(ab)
         with m.Switch(geo.n):
@@ -375,8 +382,12 @@ class LaneGroupDecoder(wiring.Component):
             m.d.comb += beat.block[g].eq(block)
         for j in range(L):
             m.d.comb += [beat.scale[j].eq(sw[j * SCALE_BITS:(j + 1) * SCALE_BITS]), beat.lanes[j].eq(j < in_group)]
-            zero = Mux(wide_zero, zw[j * 8:(j + 1) * 8], zw[j * 4:(j + 1) * 4])
+            zero = Signal(8, name=f"zero_lane{j}")
             codes = [Signal(8, name=f"code_lane{j}_{s}") for s in range(d)]
+            with m.Switch(geo.bits):
+                for z, cases in zero_cases.items():
+                    with m.Case(*cases):
+                        m.d.comb += zero.eq(zw[j * z:(j + 1) * z])
             with m.Switch(geo.bits):
                 for b, c in BITS_CODE.items():
                     with m.Case(c):

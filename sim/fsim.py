@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from airfoil.errors import AirfoilError
-from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SFU_DESTINATION, SfuFunc
+from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SFU_DESTINATION, SfuFunc, transfer_buffer_element
 from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
@@ -265,7 +265,7 @@ class FunctionalSimulator:
                 raise FsimError(f"{op.name}: HBM channel {ch} bytes [{a}, {a + n}) outside its {len(mem)} bytes",
                                 ErrorCode.ADDRESS)
             self.stats.channel_bytes[ch] += n
-            dst = f["buf"] + i * f["buf_stride"] + (j // f["channels"] - f["phase"] // f["channels"]) * f["buf_group_stride"]
+            dst = transfer_buffer_element(f, i)
             if buf == Buffer.WEIGHT:
                 if dst < 0 or dst + n > len(self.buf[buf]):
                     raise FsimError(f"{op.name}: WEIGHT bytes [{dst}, {dst + n}) outside the buffer", ErrorCode.ADDRESS)

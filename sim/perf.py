@@ -193,7 +193,7 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
         fetch = np.zeros(len(g), np.int64)
         for s in sections:
             base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
-            held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d)) // word_bits
+            held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d, lanes)) // word_bits
             want = (base + (g + 1) * stride) // word_bits
             for w in (want, want + 1):
                 fetch += (w < held) | (w >= held + WINDOW_SLOTS)
@@ -233,7 +233,7 @@ class RtlTiming:
     cfg: AirfoilConfig
 
     def transfer(self, op: Opcode, f: dict) -> int:
-        from airfoil.isa import BUFFER_ELEMENT_BYTES
+        from airfoil.isa import BUFFER_ELEMENT_BYTES, transfer_buffer_element
 
         beat = self.cfg.axi_bytes_per_cycle
         cyc = RTL_TRANSFER_SETUP + (RTL_LD_DRAIN if op == Opcode.LD else RTL_ST_DRAIN)
@@ -246,8 +246,7 @@ class RtlTiming:
         if op == Opcode.LD:  # the source beats: HBM bytes of each row, or the buffer's
             src = f["hbm"] + ((f["phase"] + i) // f["channels"]) * f["hbm_stride"]
         else:
-            wraps = (f["phase"] + i) // f["channels"] - f["phase"] // f["channels"]
-            src = (f["buf"] + i * f["buf_stride"] + wraps * f["buf_group_stride"]) * BUFFER_ELEMENT_BYTES[f["buffer"]]
+            src = transfer_buffer_element(f, i) * BUFFER_ELEMENT_BYTES[f["buffer"]]
         beats = (src + n - 1) // beat - src // beat + 1
         if op == Opcode.LD:
             cyc += _burst_backlog(src // beat, beats)

@@ -37,7 +37,7 @@ from amaranth.lib import data, enum
 from airfoil.errors import AirfoilError
 
 __all__ = ["INSTR_BITS", "INSTR_BYTES", "N_REGS", "REG_BITS", "EVAL_BITS", "MAX_LOOP_DEPTH", "ErrorCode", "BUFFER_ELEMENT_BYTES",
-           "ISSUED_LAYOUTS", "ISSUE_LAYOUT", "transfer_buffer_element", "issued_fields", "issue_word", "Opcode", "Queue", "Buffer", "SfuFunc",
+           "ISSUED_LAYOUTS", "ISSUE_LAYOUT", "transfer_hbm_address", "transfer_buffer_element", "issued_fields", "issue_word", "Opcode", "Queue", "Buffer", "SfuFunc",
            "SparsePattern", "WeightWidth", "SFU_DESTINATION", "written_buffer", "Affine", "AFFINE_LAYOUT", "HEADER_LAYOUT", "BODY_LAYOUTS",
            "INSTRUCTION_LAYOUT", "OPCODE_QUEUE", "Instruction", "IsaError", "encode", "decode",
            "assemble", "disassemble", "encode_program", "decode_program", "isa_markdown", "encode_with_amaranth"]
@@ -198,6 +198,13 @@ def written_buffer(op: "Opcode", fields: Mapping[str, object]) -> "Buffer | None
     if op == Opcode.SFU:
         return SFU_DESTINATION.get(SfuFunc(fields["func"]))
     return None
+
+
+def transfer_hbm_address(fields: Mapping[str, object], i):
+    """The HBM byte address of an evaluated LD/ST's row ``i`` (an int or a numpy array of rows) in
+    its channel, ``channel + (phase + i) mod channels``: ``hbm + ((phase + i) div channels) *
+    hbm_stride``."""
+    return fields["hbm"] + ((fields["phase"] + i) // fields["channels"]) * fields["hbm_stride"]
 
 
 def transfer_buffer_element(fields: Mapping[str, object], i):

@@ -241,7 +241,8 @@ class MvUnit(wiring.Component):
         per_row = {"code": Signal(_W, name="code_per_row"), "pos": Signal(_W, name="pos_per_row"),
                    "scale": Signal(_W, name="scale_per_row"), "zero": Signal(_W, name="zero_per_row")}
         m.d.comb += [per_row["code"].eq(kept * bits), per_row["pos"].eq((k >> 4) * pos_bits),
-                     per_row["scale"].eq(groups * SCALE_BITS), per_row["zero"].eq(groups * Mux(interleaved, zero_bits, bits))]
+                     per_row["scale"].eq(groups * SCALE_BITS),
+                     per_row["zero"].eq(groups * Mux(interleaved, zero_bits, bits))]
         section = {s: Signal(_W + 24, name=f"{s}_bytes") for s in per_row}  # registered: rows * per_row / 8
         start = {"code": 0, "pos": section["code"], "scale": section["code"] + section["pos"],
                  "zero": section["code"] + section["pos"] + section["scale"]}

@@ -247,7 +247,8 @@ def group_beat_layout(d: int, lanes: int) -> data.StructLayout:
 
 
 def lane_unit_bits(section: str, bits: int, n: int, d: int, lanes: int) -> int:
-    """Bits of one lane's unit in a section of a tile interleaved in ``lanes`` lanes (``compiler/weight_image.py``)."""
+    """Bits of one lane's unit in a section of a tile interleaved in ``lanes`` lanes
+    (``compiler/weight_image.py``)."""
     return {"code": d * bits, "pos": _pos_lane_bits(n, d) if n < SPARSE_M else 0, "scale": SCALE_BITS,
             "zero": zero_field_bits(bits, lanes)}[section]
 
@@ -345,8 +346,8 @@ class LaneGroupDecoder(wiring.Component):
         image_lanes = Signal(range(L + step))
         m.d.comb += image_lanes.eq((in_group + step - 1) & ~(step - 1))
         code_unit = _times_bits(m, image_lanes * d, geo.bits, ab, "code_unit")
-        # a zero point's field: weight_image.zero_field_bits (a nibble, or a byte at 8-bit codes)
-        # (one case per field width, not per code width: at L > 1 the choice is two-way)
+        # a zero point's field (weight_image.zero_field_bits: a nibble, a byte at 8-bit codes), one
+        # case per field width rather than per code width, so at L > 1 the choice is two-way
         zero_unit = Signal(ab)
         zero_cases: dict[int, list[int]] = {}
         for b, c in BITS_CODE.items():

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from airfoil.errors import AirfoilError
-from airfoil.isa import EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SFU_DESTINATION, SfuFunc, transfer_buffer_element
+from airfoil.isa import (EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, SFU_DESTINATION, Affine, Buffer, ErrorCode, Instruction,
+                         Opcode, Queue, SfuFunc, transfer_buffer_element, transfer_hbm_address)
 from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
@@ -258,7 +259,7 @@ class FunctionalSimulator:
         for i in range(f["rows"]):
             j = f["phase"] + i  # the row's index in the striped region
             ch = f["channel"] + j % f["channels"]
-            a = f["hbm"] + (j // f["channels"]) * f["hbm_stride"]
+            a = transfer_hbm_address(f, i)
             n = f["row_bytes"]
             mem = self.hbm[ch]
             if a < 0 or a + n > len(mem):

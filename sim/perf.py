@@ -233,7 +233,7 @@ class RtlTiming:
     cfg: AirfoilConfig
 
     def transfer(self, op: Opcode, f: dict) -> int:
-        from airfoil.isa import BUFFER_ELEMENT_BYTES, transfer_buffer_element
+        from airfoil.isa import BUFFER_ELEMENT_BYTES, transfer_buffer_element, transfer_hbm_address
 
         beat = self.cfg.axi_bytes_per_cycle
         cyc = RTL_TRANSFER_SETUP + (RTL_LD_DRAIN if op == Opcode.LD else RTL_ST_DRAIN)
@@ -244,7 +244,7 @@ class RtlTiming:
             cyc += RTL_DIVIDE
         i = np.arange(rows)
         if op == Opcode.LD:  # the source beats: HBM bytes of each row, or the buffer's
-            src = f["hbm"] + ((f["phase"] + i) // f["channels"]) * f["hbm_stride"]
+            src = transfer_hbm_address(f, i)
         else:
             src = transfer_buffer_element(f, i) * BUFFER_ELEMENT_BYTES[f["buffer"]]
         beats = (src + n - 1) // beat - src // beat + 1

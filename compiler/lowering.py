@@ -36,7 +36,8 @@ from airfoil.isa import (INSTR_BYTES, Affine, Buffer, Instruction, Opcode, Queue
                          WeightWidth, encode_program)
 from airfoil.compiler.compress import LayerRecipe
 from airfoil.compiler.model import ModelSpec
-from airfoil.compiler.weight_image import AXI_BEAT, core_tile_bytes, lane_interleave, pack_tile
+from airfoil.compiler.weight_image import (AXI_BEAT, core_sub_tile_bytes, core_weight_bank_bytes, lane_interleave,
+                                           pack_tile)
 
 __all__ = ["LoweringError", "GraphOp", "Graph", "build_graph", "tile_linears", "place_hbm", "allocate_buffers",
            "LengthAdaptiveLowering", "Program", "compile_model", "PASSES", "program_stats", "exact_macs", "dispatched"]
@@ -116,22 +117,59 @@ def _linear_shape(g: Graph, name: str) -> tuple[int, int]:
     return g.spec.linear_shapes()[name]
 
 
+@dataclass(frozen=True)
+class SubTileStripe:
+    """Consecutive sub-tiles of a tile striped alike (``tile_stripes``): slices ``first`` ..
+    ``first + count - 1``, each in chunks of ``chunk`` bytes, one a channel."""
+
+    first: int
+    count: int
+    chunk: int
+
+
+def tile_stripes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> list[SubTileStripe]:
+    """How a tile lies in HBM (weight_image's module docstring): each sub-tile striped over the
+    channels on its own, in equal chunks of whole AXI beats, its chunks after the previous
+    sub-tile's in every channel; runs of sub-tiles of one chunk size (two at most: those with a
+    row of the tile's last group and those without) are one stripe, one LD.  A tile not cut in
+    slices is one stripe of one."""
+    C = cfg.hbm_channels
+    out: list[SubTileStripe] = []
+    for s, size in enumerate(core_sub_tile_bytes(rows, k, r.bits, r.n, group_size, cfg)):
+        if not size:
+            continue
+        chunk = _align(-(-size // C))
+        if out and out[-1].chunk == chunk and out[-1].first + out[-1].count == s:
+            out[-1] = SubTileStripe(out[-1].first, out[-1].count + 1, chunk)
+        else:
+            out.append(SubTileStripe(s, 1, chunk))
+    return out
+
+
 def striped_bytes(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> int:
-    """A tile's bytes once striped: one equal chunk a channel, each a whole number of AXI beats."""
-    channels = cfg.hbm_channels
-    return channels * _align(-(-core_tile_bytes(rows, k, r.bits, r.n, group_size, cfg) // channels))
+    """A tile's bytes once striped (``tile_stripes``), padding included."""
+    return cfg.hbm_channels * sum(st.count * st.chunk for st in tile_stripes(rows, k, r, group_size, cfg))
+
+
+def tile_fits(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilConfig) -> bool:
+    """Whether a tile fits its place in a half of the weight buffer: a tile cut in slices each
+    sub-tile in its slice's bank (``core_weight_bank_bytes``), any other the half."""
+    stripes = tile_stripes(rows, k, r, group_size, cfg)
+    if len(core_sub_tile_bytes(rows, k, r.bits, r.n, group_size, cfg)) == 1:
+        return striped_bytes(rows, k, r, group_size, cfg) <= cfg.weight_half_bytes
+    return all(cfg.hbm_channels * st.chunk <= core_weight_bank_bytes(cfg) for st in stripes)
 
 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
-    """Rows per weight tile.  A tile fits half the weight buffer; among the sizes that do, the one
-    with the least decode time, counting each tile as the longer of its HBM load (the whole
+    """Rows per weight tile.  A tile fits half the weight buffer (``tile_fits``: its sub-tiles
+    their banks); among the sizes that do, the one with the least decode time, counting each tile as the longer of its HBM load (the whole
     striped chunk, padding included) and its MV on the MPE (whole beats of ``rows_per_beat``
     rows: 2 per chain dense, 1 per chain N:16 sparse)."""
     half = cfg.weight_half_bytes
     chains = cfg.cores * cfg.chains_per_core
 
     def fits(rows, k, r):
-        return striped_bytes(rows, k, r, g.group_size, cfg) <= half
+        return tile_fits(rows, k, r, g.group_size, cfg)
 
     for op in g.ops:
         if op.kind != "linear":
@@ -143,7 +181,8 @@ def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
                                 f"{g.group_size}; the MPE cannot tile it")
         if not fits(1, k, r):
             raise LoweringError(f"{op.name}: one row of {k} inputs ({striped_bytes(1, k, r, g.group_size, cfg)} "
-                                f"bytes striped) exceeds half the weight buffer ({half} bytes)")
+                                f"bytes striped) exceeds half the weight buffer ({half} bytes) or a decoder "
+                                f"slice's bank of it ({core_weight_bank_bytes(cfg)} bytes)")
         lo, hi = 1, o  # the most rows that fit
         while lo < hi:
             mid = (lo + hi + 1) // 2
@@ -189,7 +228,7 @@ def place_hbm(g: Graph, cfg: AirfoilConfig, max_len: int) -> Graph:
         r = g.recipes[op.name]
         rows = g.tiles[op.name]
         n_tiles = -(-o // rows)
-        chunk = _align(-(-core_tile_bytes(rows, k, r.bits, r.n, g.group_size, cfg) // C))
+        chunk = striped_bytes(rows, k, r, g.group_size, cfg) // C  # the tile's bytes in each channel
         weights[op.name] = {"offset": off, "chunk": chunk, "tiles": n_tiles, "rows": rows}
         off += n_tiles * chunk
     d = spec.d_model
@@ -296,11 +335,11 @@ def _loop(count: Affine, body: list, reg: int) -> list:
 
 
 def _ld(buffer, channel, channels, hbm, buf, rows, row_bytes, hbm_stride=0, buf_stride=0, elem_bytes=1,
-        wait=(), release=(), op=Opcode.LD, phase=Affine(0)) -> Instruction:
+        wait=(), release=(), op=Opcode.LD, phase=Affine(0), buf_group_stride=0) -> Instruction:
     return Instruction(op, {"channel": channel, "channels": channels, "phase": phase, "buffer": buffer, "hbm": hbm,
                             "buf": buf,
                             "rows": rows, "row_bytes": row_bytes, "hbm_stride": hbm_stride, "buf_stride": buf_stride,
-                            "elem_bytes": elem_bytes, "buf_group_stride": 0}, wait, release)
+                            "elem_bytes": elem_bytes, "buf_group_stride": buf_group_stride}, wait, release)
 
 
 def _sfu(func, src0=Affine(0), stride0=0, src1=Affine(0), stride1=0, src2=Affine(0), dst=Affine(0), stride_d=0,
@@ -345,6 +384,7 @@ class LengthAdaptiveLowering:
 
     def lower(self, decode: bool) -> list[Instruction]:
         spec, g = self.spec, self.g
+        self._next_half = 0
         tc = 1 if decode else g.buffers["chunk"]
         log2 = int(math.log2(tc))
         hb = g.hbm
@@ -376,10 +416,12 @@ class LengthAdaptiveLowering:
             nxt = g.ops[i + 1].kind if i + 1 < len(g.ops) else None
             insts = self._with_tokens(op, prev, nxt, decode, tc)
             if op.kind == "linear" and prev == "attention" and kv_stage_at is not None:
-                # the output projection's first weight load goes before the K/V staging loads, so
-                # the HBM streams it while the attention waits for the new K/V rows' stores
-                body.insert(kv_stage_at, insts[0])
-                insts = insts[1:]
+                # the output projection's first weight loads (a tile's stripes) go before the K/V
+                # staging loads, so the HBM streams them while the attention waits for the new K/V
+                # rows' stores
+                n_lds = next(j for j, ins in enumerate(insts) if ins.opcode != Opcode.LD)
+                body[kv_stage_at:kv_stage_at] = insts[:n_lds]
+                insts = insts[n_lds:]
                 kv_stage_at = None
             if op.kind == "attention":
                 kv_stage_at = len(body) + next(j for j, ins in enumerate(insts) if ins.opcode == Opcode.LD
@@ -472,10 +514,25 @@ class LengthAdaptiveLowering:
         rows_t, n_tiles = w["rows"], w["tiles"]
         opcode = Opcode.MV if decode or last_token else Opcode.MM
 
+        bank = core_weight_bank_bytes(self.cfg)
+
+        h0 = self._next_half  # tile t in half (h0 + t) mod 2
+
         def tile(t_aff: Affine, t_half: int, n_rows: int, first: bool, last: bool) -> list:
-            ld = _ld(Buffer.WEIGHT, 0, C, Affine(w["offset"], t_aff.reg, w["chunk"] * t_aff.scale) + w["chunk"] * t_aff.base
-                     if t_aff.reg is not None else Affine(w["offset"] + w["chunk"] * t_aff.base),
-                     Affine(t_half * half), Affine(C), w["chunk"], 0, w["chunk"], release=(C_,))
+            t_half ^= h0
+            # one LD a stripe (weight_image's module docstring): row s C + c is sub-tile s's chunk
+            # in channel c, at s chunks into the tile there, and lands at bank s, chunk c
+            at = (Affine(w["offset"], t_aff.reg, w["chunk"] * t_aff.scale) + w["chunk"] * t_aff.base
+                  if t_aff.reg is not None else Affine(w["offset"] + w["chunk"] * t_aff.base))
+            lds = []
+            stripes = tile_stripes(n_rows, k, r, g.group_size, self.cfg)
+            for j, st in enumerate(stripes):
+                banked = st.count > 1
+                lds.append(_ld(Buffer.WEIGHT, 0, C, at, Affine(t_half * half + st.first * bank), Affine(st.count * C),
+                               st.chunk, st.chunk if banked else 0, st.chunk,
+                               release=(C_,) if j == len(stripes) - 1 else (),
+                               buf_group_stride=bank - C * st.chunk if banked else 0))
+                at = at + st.count * st.chunk
             out_aff = (Affine(G[dst], t_aff.reg, rows_t * t_aff.scale) + rows_t * t_aff.base
                        if t_aff.reg is not None else Affine(G[dst] + rows_t * t_aff.base))
             wait = {L_} | ({S_} if first and first_wait else set())
@@ -485,7 +542,7 @@ class LengthAdaptiveLowering:
                 "weight": Affine(t_half * half), "out": out_aff, "out_stride": out_stride, "rows": n_rows, "k": k,
                 "tokens": tokens, "accumulate": 0, "requantise": 1, "out_frac": frac,
                 "scale_exp": g.scale_exp.get(op.name, 0), "group_size": g.group_size}, wait, release)
-            return [ld, mm]
+            return [*lds, mm]
 
         # tile 0 and the last tile are unrolled (they carry the SFU tokens); the rest loop in pairs
         insts: list[Instruction] = []
@@ -505,6 +562,9 @@ class LengthAdaptiveLowering:
                 insts += tile(Affine(t), t % 2, rows_t, False, False)
                 t += 1
             insts += tile(Affine(t), t % 2, last_rows, False, True)
+        # the next linear's first tile goes into the other half than this one's last, so that it
+        # loads while this last tile's MV runs
+        self._next_half = h0 ^ (n_tiles % 2)
         return insts
 
     def _attention(self, layer: int, tc: int) -> list[Instruction]:
@@ -611,10 +671,16 @@ def build_images(prog: Program, compressed, encoded: dict[str, bytes]) -> list[b
             r0, r1 = t * rows, min(o, (t + 1) * rows)
             blob = pack_tile(c.codes[r0:r1], c.mask[r0:r1], c.scale[r0:r1], c.zero[r0:r1], c.bits, c.n, c.group_size,
                              *interleave)
-            blob = blob + bytes(C * w["chunk"] - len(blob))
-            for ch in range(C):
-                off = w["offset"] + t * w["chunk"]
-                images[ch][off:off + w["chunk"]] = blob[ch * w["chunk"]:(ch + 1) * w["chunk"]]
+            sizes = core_sub_tile_bytes(r1 - r0, k, c.bits, c.n, c.group_size, prog.cfg)
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            off = w["offset"] + t * w["chunk"]  # each sub-tile striped on its own (tile_stripes)
+            for st in tile_stripes(r1 - r0, k, prog.graph.recipes[name], c.group_size, prog.cfg):
+                for s in range(st.first, st.first + st.count):
+                    sub = blob[starts[s]:starts[s + 1]]
+                    sub += bytes(C * st.chunk - len(sub))
+                    for ch in range(C):
+                        images[ch][off:off + st.chunk] = sub[ch * st.chunk:(ch + 1) * st.chunk]
+                    off += st.chunk
     spec = g.spec
     names = [f"layers.{i}.{n}" for i in range(spec.n_layers) for n in ("attn_norm", "ffn_norm")] + ["final_norm"]
     gains = np.concatenate([gain_q(compressed.floats[n].numpy()).astype(np.int32) for n in names]).tobytes()

@@ -43,9 +43,19 @@ in the last group is padded to the full ones' size: two sizes), so the tile's by
 the sub-tiles' section paddings (none for LLaMA2-7B's 4-bit layers, whose rows are whole words
 in every section).
 
-A tile's bytes are striped over the HBM pseudo-channels in equal chunks (``TileStripe``): chunk c
-of every tile sits in channel ``c`` at the same offset, so one LD with ``channels = C`` reads a
-whole tile at the aggregate bandwidth of C channels.
+**Weight banks** (``weight_bank_bytes``).  Each decoder slice reads only its own sub-tile, so in
+the weight buffer sub-tile s of a tile at address ``w`` lies at ``w + s * bank`` (``sub_tile_bytes``
+its size): each half of the double buffer is cut in one bank a slice, which the hardware builds
+as a memory of its own read by that slice's decoders alone, instead of a copy of the whole buffer
+a decoder.  A tile that is not cut (one slice, or a format in the plain order) lies as one piece
+at ``w``.
+
+In HBM a tile's bytes are striped over the pseudo-channels in equal chunks of whole AXI beats:
+chunk c in channel ``c``, every tile at the same offset in each, so that one LD with ``channels
+= C`` reads it at the aggregate bandwidth of C channels.  A tile cut in slices is striped sub-tile
+by sub-tile (the compiler's ``tile_stripes``): sub-tile s's chunks follow sub-tile s - 1's in
+every channel, so that an LD whose buffer side steps a bank each time its rows wrap to the first
+channel (``buf_group_stride``) lands each sub-tile in its bank.
 """
 from __future__ import annotations
 
@@ -56,7 +66,8 @@ from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["AXI_BEAT", "tile_sections", "tile_bytes", "pack_tile", "unpack_tile", "pack_bits", "unpack_bits",
            "position_unit_blocks", "lane_interleave", "padded_rows", "unit_alignment", "core_tile_bytes",
-           "decoder_slice_lanes", "slice_rows", "zero_field_bits"]
+           "decoder_slice_lanes", "slice_rows", "zero_field_bits", "sub_tile_bytes", "weight_bank_bytes",
+           "core_sub_tile_bytes", "core_weight_bank_bytes"]
 
 AXI_BEAT = 64
 
@@ -117,6 +128,23 @@ def decoder_slice_lanes(chains: int, d: int, word_bits: int) -> int:
     return lanes
 
 
+def sub_tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int = 1, d: int = 1,
+                   slice_lanes: int = 0) -> list[int]:
+    """Bytes of each decoder slice's sub-tile of a tile (``tile_bytes``'s terms: 0 for a slice
+    without rows); one entry, the whole tile's bytes, where the tile is not cut in slices."""
+    if 0 < slice_lanes < lanes:
+        return [tile_bytes(r, k, bits, n, group_size, slice_lanes) if r else 0
+                for r in slice_row_counts(rows, lanes, slice_lanes)]
+    return [tile_bytes(rows, k, bits, n, group_size, lanes, d)]
+
+
+def weight_bank_bytes(half_bytes: int, slices: int) -> int:
+    """Bytes of one decoder slice's bank in a half of the weight buffer: the half cut in
+    ``slices`` equal banks of whole AXI beats (what is left, under a beat a slice, unused); the
+    whole half for one slice."""
+    return half_bytes if slices <= 1 else half_bytes // slices // AXI_BEAT * AXI_BEAT
+
+
 def slice_row_counts(rows: int, lanes: int, slice_lanes: int) -> list[int]:
     """Rows of each slice's sub-tile: whole row groups of ``slice_lanes`` and the share of the
     tile's last, short group that falls in the slice's lanes."""
@@ -175,6 +203,18 @@ def core_tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, cfg) 
     """``tile_bytes`` of a tile as the compiler packs it for ``cfg``'s core (its lane interleave)."""
     return tile_bytes(rows, k, bits, n, group_size,
                       *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, group_size, cfg.axi_data_bits))
+
+
+def core_sub_tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, cfg) -> list[int]:
+    """``sub_tile_bytes`` of a tile as the compiler packs it for ``cfg``'s core."""
+    return sub_tile_bytes(rows, k, bits, n, group_size,
+                          *lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, n, group_size, cfg.axi_data_bits))
+
+
+def core_weight_bank_bytes(cfg) -> int:
+    """``weight_bank_bytes`` of ``cfg``'s weight buffer: a half cut in one bank a decoder slice."""
+    lanes = decoder_slice_lanes(cfg.chains_per_core, cfg.dsp_per_chain, cfg.axi_data_bits)
+    return weight_bank_bytes(cfg.weight_half_bytes, cfg.chains_per_core // lanes)
 
 
 def position_unit_blocks(n: int, d: int) -> int:

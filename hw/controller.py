@@ -12,8 +12,9 @@ The rules are fsim's (``sim.fsim.drain_queues``):
 * queue q starts its head when every ``wait`` bit a has a token in the counter a -> q (it takes
   one from each) and, for a LD into the weight buffer, the addressed half is free;
 * when the unit is done, one token goes into q -> b for every ``release`` bit b;
-* a LD into the weight buffer marks its half full at its start; the MM/MV reading that half
-  frees it when done;
+* a LD into the weight buffer that releases a token (the one that hands its tile over: a tile
+  cut in decoder slices takes an LD per stripe of sub-tiles) marks its half full at its start;
+  the MM/MV reading that half frees it when done;
 * BARRIER and END wait until every FIFO is empty and every unit idle; a token left over then
   stops the machine with TOKENS_LEFT (fsim raises the same);
 * the write-port interlock: each on-chip buffer has one write port, so queue q does not start an
@@ -181,7 +182,7 @@ class Controller(wiring.Component):
             m.d.sync += full.bit_select(cbody.weight >= self.half_bytes, 1).eq(0)
         lhead = ld(heads[Queue.LOAD.value][1].body[:ld.size])
         with m.If(starts[Queue.LOAD.value] & (heads[Queue.LOAD.value][1].opcode == Opcode.LD)
-                  & (lhead.buffer == Buffer.WEIGHT)):
+                  & (lhead.buffer == Buffer.WEIGHT) & heads[Queue.LOAD.value][1].release.any()):
             m.d.sync += full.bit_select(lhead.buf >= self.half_bytes, 1).eq(1)
 
         idle = Signal()

@@ -56,7 +56,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
-from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, zero_field_bits
+from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, weight_bank_bytes, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
@@ -65,7 +65,7 @@ from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 
 __all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes",
-           "slice_walk_cycles", "token_pairs", "weight_readers"]
+           "sub_tile_cycles", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
@@ -135,12 +135,11 @@ def mv_unit_problem(chains: int, groups: int) -> str | None:
     return None
 
 
-def slice_walk_cycles(chains: int, groups: int) -> int:
+def sub_tile_cycles(chains: int, groups: int) -> int:
     """Cycles the MV unit spends on an instruction's decoder slices before it checks it: where the
     tile is cut in S > 1 slices, one to size the two sub-tiles (with and without a row of the
-    tile's last group) and one a slice to place each sub-tile after the last; none for one slice."""
-    slices = _decoder_slices(chains, groups)
-    return slices + 1 if slices > 1 else 0
+    tile's last group; each lies in its slice's bank, at a constant place); none for one slice."""
+    return 1 if _decoder_slices(chains, groups) > 1 else 0
 
 
 def weight_readers(chains: int, groups: int) -> int:
@@ -246,13 +245,13 @@ class MvUnit(wiring.Component):
         section = {s: Signal(_W + 24, name=f"{s}_bytes") for s in per_row}  # registered: rows * per_row / 8
         start = {"code": 0, "pos": section["code"], "scale": section["code"] + section["pos"],
                  "zero": section["code"] + section["pos"] + section["scale"]}
-        tile_bytes = Signal(_W + 26)
         total = section["code"] + section["pos"] + section["scale"] + section["zero"]
         plain_bytes = (total + AXI_BEAT - 1) >> exact_log2(AXI_BEAT) << exact_log2(AXI_BEAT)
         # decoder slices (weight_image's: S > 1 where a row group's codes exceed a word): sub-tile
         # s holds lanes s Ls .. s Ls + Ls - 1 of every row group, and the first q slices (those with
         # a row in the tile's last group, padded to a whole group: Ls is a power of two) take one
-        # group more than the others; their sections, their offsets in the tile and its size
+        # group more than the others; their sections, and each sub-tile in its slice's bank of the
+        # weight buffer, at weight + s bank (weight_image's weight banks)
         S, Ls = self.slices, self.slice_lanes
         full_groups = Signal(17)  # registered in SECTIONS: rows // C
         last_part = Signal(range(C + 1))  # rows in the tile's last, short group (0: none)
@@ -261,13 +260,7 @@ class MvUnit(wiring.Component):
             m.d.comb += [last_part.eq(rows - full_groups * C), q.eq((last_part + Ls - 1) >> exact_log2(Ls))]
         sub = {c: {x: Signal(_W + 24, name=f"{x}_bytes_{c}") for x in per_row} for c in ("more", "fewer")}
         sub_total = {c: sum(sub[c].values()) for c in sub}
-        offset = [Signal(_W + 26, name=f"slice{i}_offset") for i in range(S)]
-        walk = Signal(range(S + 1))
-        walk_at = Signal(_W + 26)  # the next sub-tile's offset: the tile's size once the walk is done
-        if S > 1:
-            m.d.comb += tile_bytes.eq(Mux(interleaved, walk_at, plain_bytes))
-        else:
-            m.d.comb += tile_bytes.eq(plain_bytes)
+        bank = weight_bank_bytes(self.weight_bytes // 2, S)
 
         # ---- the token in flight (and token + 1 in a two-token pass): its activation row and its
         # results' first element
@@ -313,7 +306,7 @@ class MvUnit(wiring.Component):
                 more = Signal(name=f"slice{sl}_side{side}_more")  # the slice has a row in the last group
                 m.d.comb += more.eq(sl < q)
                 sec = {x: Mux(more, sub["more"][x], sub["fewer"][x]) for x in per_row}
-                sub_at, sub_start = offset[sl], {"code": 0, "pos": sec["code"], "scale": sec["code"] + sec["pos"],
+                sub_at, sub_start = sl * bank, {"code": 0, "pos": sec["code"], "scale": sec["code"] + sec["pos"],
                                                  "zero": sec["code"] + sec["pos"] + sec["scale"]}
                 sub_groups = full_groups + more
                 sub_last = Mux(more & (last_part < (sl + 1) * Ls), last_part - sl * Ls, Ls)
@@ -431,7 +424,12 @@ class MvUnit(wiring.Component):
                        | (several & ((ins.act_stride[:4] != 0) | stride_off_chains)))
         if W > 1:  # a row of fewer beats than an output beat's words would bring the next beat too soon
             unsupported |= kept < (words_after + 1) * D
-        bad_tile = (ins.weight < 0) | (ins.weight + tile_bytes > self.weight_bytes)
+        bad_tile = (ins.weight < 0) | (ins.weight + plain_bytes > self.weight_bytes)
+        if S > 1:  # each sub-tile inside its bank: the largest at weight's place in its half
+            half_bits = exact_log2(self.weight_bytes // 2)
+            largest = Mux(q != 0, sub_total["more"], sub_total["fewer"])
+            bad_tile = Mux(interleaved, (ins.weight < 0) | (ins.weight >= self.weight_bytes)
+                           | (ins.weight[:half_bits] + largest > bank), bad_tile)
         bad_rows = (ins.act < 0) | (last_act + k + 1 > self.act_bytes) | (ins.out < 0) | (last_out + rows > out_limit)
         bad_address = bad_tile | ((ins.tokens > 0) & bad_rows)
 
@@ -477,16 +475,7 @@ class MvUnit(wiring.Component):
                         for x in per_row:
                             m.d.sync += sub[c][x].eq(((sub_rows * per_row[x] + 8 * AXI_BEAT - 1)
                                                       >> exact_log2(8 * AXI_BEAT)) << exact_log2(AXI_BEAT))
-                    m.d.sync += [walk.eq(0), walk_at.eq(0)]
-                    m.next = "SLICES"
-                with m.State("SLICES"):  # sub-tile s after sub-tile s - 1: one adder, a slice a cycle
-                    for i in range(S):
-                        with m.If(walk == i):
-                            m.d.sync += offset[i].eq(walk_at)
-                    m.d.sync += [walk_at.eq(walk_at + Mux(walk < q, sub_total["more"], sub_total["fewer"])),
-                                 walk.eq(walk + 1)]
-                    with m.If(walk == S - 1):
-                        m.next = "CHECK"
+                    m.next = "CHECK"
             with m.State("CHECK"):
                 # fsim's order: the tile, then the activation row, then the results
                 m.d.sync += out_beats.eq(Mux(pair, _quotient(rows + L - 1, L, 25), row_groups) if L > C else row_groups)

@@ -24,7 +24,7 @@ import torch
 from airfoil.errors import AirfoilError
 from airfoil.isa import (EVAL_BITS, MAX_LOOP_DEPTH, OPCODE_QUEUE, SFU_DESTINATION, Affine, Buffer, ErrorCode, Instruction,
                          Opcode, Queue, SfuFunc, transfer_buffer_element, transfer_hbm_address)
-from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave, unpack_tile
+from airfoil.compiler.weight_image import core_sub_tile_bytes, core_weight_bank_bytes, lane_interleave, unpack_tile
 from airfoil.host.integer_reference import block_quantise, sat
 
 __all__ = ["FsimError", "FunctionalSimulator", "FsimStats", "dispatch", "drain_queues", "input_region", "logits_region",
@@ -98,7 +98,9 @@ def dispatch(prog: list[Instruction], regs: list[int], lo: int = 0, hi: int | No
 def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int, full: list[bool]) -> None:
     """Run the four queues' pending instructions to the end (BARRIER/END): always the first queue,
     in QUEUE_ORDER, whose head has its dependency tokens (and, for a weight load, a free half of
-    the double buffer, which the MM/MV reading it frees).  ``execute(it)`` does the work;
+    the double buffer: a weight load that releases a token, the one that hands its tile over,
+    marks its half full, and the MM/MV reading it frees it; a tile's other loads, its sub-tiles'
+    stripes, leave the flag).  ``execute(it)`` does the work;
     ``full`` (the two halves' flags) lasts the whole run, across barriers."""
     tokens: Counter = Counter()  # (from, to) -> count
     heads = dict.fromkeys(Queue, 0)
@@ -118,7 +120,7 @@ def drain_queues(pending: dict[Queue, list[_Issued]], execute, half_bytes: int, 
                 for w in it.ins.wait:
                     tokens[(w, q)] -= 1
                 execute(it)
-                if half is not None:
+                if half is not None and it.ins.release:  # the LD that hands the tile over fills the half
                     full[half] = True
                 if it.ins.opcode in (Opcode.MM, Opcode.MV):
                     full[int(it.f["weight"] >= half_bytes)] = False
@@ -290,10 +292,19 @@ class FunctionalSimulator:
         bits, n = f["width"].bits, f["pattern"].n
         w = f["weight"]
         cfg = self.prog.cfg
-        size = core_tile_bytes(rows, k, bits, n, gs, cfg)
-        if w < 0 or w + size > len(self.buf[Buffer.WEIGHT]):
-            raise FsimError(f"{op.name}: the tile's WEIGHT bytes [{w}, {w + size}) are outside the buffer", ErrorCode.ADDRESS)
-        raw = self.buf[Buffer.WEIGHT][w:w + size].tobytes()
+        wbuf = self.buf[Buffer.WEIGHT]
+        sizes = core_sub_tile_bytes(rows, k, bits, n, gs, cfg)
+        if len(sizes) == 1:  # one piece at w
+            if w < 0 or w + sizes[0] > len(wbuf):
+                raise FsimError(f"{op.name}: the tile's WEIGHT bytes [{w}, {w + sizes[0]}) are outside the buffer",
+                                ErrorCode.ADDRESS)
+            raw = wbuf[w:w + sizes[0]].tobytes()
+        else:  # sub-tile s at w + s bank, each inside its bank (weight_image: weight banks)
+            bank = core_weight_bank_bytes(cfg)
+            if w < 0 or w >= len(wbuf) or w % self.half + max(sizes) > bank:
+                raise FsimError(f"{op.name}: the tile's sub-tiles of up to {max(sizes)} bytes at WEIGHT {w} leave "
+                                f"their banks of {bank} bytes (or the buffer)", ErrorCode.ADDRESS)
+            raw = b"".join(wbuf[w + s * bank:w + s * bank + size].tobytes() for s, size in enumerate(sizes))
         key = (hash(raw), rows, k, bits, n, gs)
         if key not in self._decoded:  # the weight decoder is a pure function of the tile's bytes
             w8, s = unpack_tile(raw, rows, k, bits, n, gs,

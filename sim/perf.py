@@ -133,7 +133,7 @@ RTL_LD_DRAIN = 66  # measured: the HBM model's latency (the config's 64) until t
 # cycle.  So the last beat is read later than it was asked for, by the most any burst k still has
 # to read after the requests end: max_k (n_k - idle request cycles after k), RTL_ROW a row.
 RTL_ST_DRAIN = 3  # measured: the buffer's read latency
-RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK (and its decoder slices' walk: slice_walk_cycles)
+RTL_MV_SETUP = 3  # MvUnit: IDLE, SECTIONS, CHECK (and SUB_TILES where the tile is cut in slices: sub_tile_cycles)
 RTL_MV_TOKEN = 3  # TOKEN, EXPONENT, SHIFT: each pass's exponent and shift
 RTL_MV_SECOND_TOKEN = 2  # a two-token pass: EXPONENT1 (token t + 1's), the first word of its last output beat
 # LinearEngine: a beat a cycle, plus the pipeline (feeder, chain, requantiser: measured 13) and
@@ -270,11 +270,11 @@ class RtlTiming:
         return beats + RTL_ENGINE_PIPELINE + words + RTL_FETCH_LATENCY * stalls + drain
 
     def gemm(self, f: dict) -> int:
-        from airfoil.hw.mv_unit import out_words, row_lanes, slice_walk_cycles, token_pairs
+        from airfoil.hw.mv_unit import out_words, row_lanes, sub_tile_cycles, token_pairs
 
         c, n, tokens = self.cfg, f["pattern"].n, max(f["tokens"], 0)
         lanes = row_lanes(c.chains_per_core, n, f["out"], f["tokens"], f["out_stride"])
-        setup = RTL_MV_SETUP + slice_walk_cycles(c.chains_per_core, c.dsp_groups_per_chain)
+        setup = RTL_MV_SETUP + sub_tile_cycles(c.chains_per_core, c.dsp_groups_per_chain)
         engine = self.engine(f["rows"], f["k"], f["width"].bits, n, f["group_size"], lanes)
         if token_pairs(c.chains_per_core, c.dsp_groups_per_chain, n, f["k"], f["rows"], f["out"], tokens,
                        f["out_stride"]):  # tokens two a pass, an odd last one alone
@@ -376,7 +376,7 @@ class PerfModel:
                     issued, t1 = self._execute(ins, f, t0, unit_free, st)
                     if buf is not None:
                         written[(buf, q)] = t1
-                    if half is not None:
+                    if half is not None and ins.release:  # fsim's rule: the LD handing the tile over
                         half_full[half] = True
                     if ins.opcode in (Opcode.MM, Opcode.MV):
                         h = f["weight"] // self.half

@@ -18,7 +18,7 @@ from airfoil.compiler.plans import plan_path
 from airfoil.compiler.weight_image import lane_interleave
 from airfoil.config import preset
 from airfoil.host.integer_reference import IntegerReference, IntKVCache
-from airfoil.isa import INSTR_BYTES, Instruction, Opcode, Queue, decode_program
+from airfoil.isa import INSTR_BYTES, Buffer, Instruction, Opcode, Queue, decode_program
 from airfoil.sim.fsim import FsimError, FunctionalSimulator
 from tests.tiny_model import TINY_SPEC, tiny_llama
 
@@ -84,14 +84,21 @@ def test_tiny_fsim_is_bit_identical_with_the_integer_reference(tiny, prompt_len)
 
 def test_tiny_fsim_on_decoder_slices(tiny):
     """A core whose row group's codes exceed a buffer word (6 chains of D = 16: 768 bits) gets its
-    tiles cut in decoder slices (3 sub-tiles of 2 lanes, of up to three sizes): fsim reads them
-    back bit-identical with the integer reference."""
+    tiles cut in decoder slices (3 sub-tiles of 2 lanes, of two sizes), each sub-tile striped on
+    its own over the (two) HBM channels and loaded into its slice's bank: fsim reads them back
+    bit-identical with the integer reference."""
     cm, _ = tiny
-    cfg = TINY_CFG.replace(chains_per_core=6, dsp_groups_per_chain=8)
+    cfg = TINY_CFG.replace(chains_per_core=6, dsp_groups_per_chain=8, weight_buffer_kib=2, hbm_channels=2)
     assert lane_interleave(6, 16, 16, 32, cfg.axi_data_bits) == (6, 16, 2)
     prog = compile_model(TINY, cm.plan.resolve(TINY), 32, cfg, 64, cm)
     rows = {name: w["rows"] for name, w in prog.hbm["weights"].items()}
     assert any(r % 6 for r in rows.values())  # some tile has a short last row group
+    # one LD a stripe of sub-tiles: those whose slices step a bank at each wrap to channel 0, and
+    # tiles of two stripes (with a row of the short last group and without), the last handing over
+    weight_lds = [ins for ins in prog.sections["decode"] if ins.opcode == Opcode.LD and ins["buffer"] == Buffer.WEIGHT]
+    assert any(ins["buf_group_stride"] > 0 for ins in weight_lds)
+    pairs = list(zip(prog.sections["decode"], prog.sections["decode"][1:]))
+    assert any(a in weight_lds and b in weight_lds and not a.release and b.release for a, b in pairs)
     steps, _ = _generate(prog, IntegerReference(cm, "cpu"), [5, 17, 29], 3)
     for got, want in steps:
         assert np.array_equal(got, want)

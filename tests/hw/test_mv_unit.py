@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from airfoil.hw.hbm_model import BEAT_BYTES
-from airfoil.hw.mv_unit import (lane_count, mv_unit_problem, out_words, reciprocal, row_lanes, slice_walk_cycles,
+from airfoil.hw.mv_unit import (lane_count, mv_unit_problem, out_words, reciprocal, row_lanes, sub_tile_cycles,
                                 token_pairs, weight_readers)
 
 
@@ -34,8 +34,8 @@ def test_a_constant_division_is_a_multiplication_and_a_shift(divisor):
 def test_any_chain_count_builds_where_a_decoder_slice_holds_a_unit():
     assert mv_unit_problem(6, 2) is None and mv_unit_problem(3, 8) is None
     # the U280's: 100 lanes' 16 codes are not one 512-bit word, but 25 slices' 4 lanes' are
-    assert mv_unit_problem(100, 8) is None and weight_readers(100, 8) == 50 and slice_walk_cycles(100, 8) == 26
-    assert weight_readers(4, 2) == 2 and slice_walk_cycles(4, 2) == 0  # the sim kernel: one slice
+    assert mv_unit_problem(100, 8) is None and weight_readers(100, 8) == 50 and sub_tile_cycles(100, 8) == 1
+    assert weight_readers(4, 2) == 2 and sub_tile_cycles(4, 2) == 0  # the sim kernel: one slice
     assert "512" in mv_unit_problem(4, 48)  # 96 codes of a beat: wider than the word even for one lane
     assert "odd chain count" in mv_unit_problem(65, 4)  # slices of one lane (the plain order): not built
 

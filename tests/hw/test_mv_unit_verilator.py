@@ -7,7 +7,7 @@ UNSUPPORTED, one outside its buffers with ADDRESS."""
 import numpy as np
 import pytest
 
-from airfoil.compiler.weight_image import core_tile_bytes, lane_interleave
+from airfoil.compiler.weight_image import core_sub_tile_bytes, core_tile_bytes, core_weight_bank_bytes, lane_interleave
 from airfoil.hw.buffers import buffer_bytes
 from airfoil.hw.mv_unit import out_words, row_lanes, token_pairs
 from airfoil.isa import Affine, Buffer, ErrorCode, Instruction, Opcode, Queue, SparsePattern, WeightWidth
@@ -47,7 +47,8 @@ def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
     """HBM with the tiles and activation rows (packed from the bottom of each channel), and the
     programs that use them (an MV of each format, the MMs, an MV of each ``extra`` format); results
     are stored into the top 4 KiB of the channels.  Program i's results start on a multiple of 2C
-    elements, C further where i is odd."""
+    elements, C further where i is odd.  A tile cut in decoder slices is loaded sub-tile by
+    sub-tile, each into its slice's bank (one LD each)."""
     C, sizes = cfg.chains_per_core, buffer_bytes(cfg)
     hbm = [bytearray(rng.bytes(CHANNEL_BYTES)) for _ in range(cfg.hbm_channels)]
     cursor = [0] * cfg.hbm_channels
@@ -69,14 +70,20 @@ def _case(rng, cfg=CFG, mm_cases=MM_CASES, extra=()):
             e = int(rng.integers(-6, 7))
             hbm[ch][a_addr + t * (k + 1):a_addr + (t + 1) * (k + 1)] = q.tobytes() + np.int8(e).tobytes()
         half = (i % 2) * cfg.weight_half_bytes
-        w_off = 64 * int(rng.integers(0, (cfg.weight_half_bytes - len(tile)) // 64 + 1))
+        subs = core_sub_tile_bytes(rows, k, bits, n, gs, cfg)
+        bank = core_weight_bank_bytes(cfg) if len(subs) > 1 else 0
+        room = bank - max(subs) if bank else cfg.weight_half_bytes - len(tile)
+        w_off = 64 * int(rng.integers(0, room // 64 + 1))
+        starts = np.cumsum([0] + subs)
+        weight_lds = [row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr + int(starts[s]), half + w_off + s * bank, size, ch)
+                      for s, size in enumerate(subs) if size]
         act_span = (tokens - 1) * act_stride + k + 1
         out_span = (tokens - 1) * out_stride + rows
         act = 16 * int(rng.integers(0, (sizes[Buffer.ACT] - act_span) // 16))
         out = 2 * C * int(rng.integers(0, (sizes[Buffer.GLOBAL] // 4 - out_span) // (2 * C))) + C * (i % 2)
         st_addr = results + 4 * int(rng.integers(0, (4096 - 4 * rows * tokens) // 4))
         programs.append([
-            row_transfer(Opcode.LD, Buffer.WEIGHT, t_addr, half + w_off, len(tile), ch),
+            *weight_lds,
             row_transfer(Opcode.LD, Buffer.ACT, a_addr, act, k + 1, ch, rows=tokens, hbm_stride=k + 1,
                          buf_stride=act_stride, release={Queue.COMPUTE}),
             _mv(fmt, half + w_off, act, out, scale_exp=int(rng.integers(16, 26)), tokens=tokens,
@@ -205,20 +212,30 @@ def test_mv_programs_on_decoder_slices(tmp_path):
     mix of sub-tiles: with a row in the short last group or a group fewer (10, 7, 9 rows), the
     last group's share partial (7, 9, 3), none short (12, 6), every slice in the last group (5),
     and a slice with no rows at all (3).  The MVs and MMs (rows paired, two tokens a pass, one
-    row a chain) leave fsim's memory."""
+    row a chain) leave fsim's memory.  Each sub-tile lies in its slice's bank (``weight_image``'s
+    weight banks): an MV whose sub-tiles would cross their banks' ends stops with ADDRESS, as in
+    fsim."""
     cfg = CFG.replace(chains_per_core=6, dsp_groups_per_chain=8)
     C, G = 6, 8
     assert lane_interleave(C, 2 * G, 16, 32, cfg.axi_data_bits) == (C, 2 * G, 2)
     mm_cases = ANY_CHAINS[6][0]
     rng = np.random.default_rng(46)
     hbm, programs = _case(rng, cfg, mm_cases)
-    fields = [p[2].fields for p in programs]
+    fields = [p[-4].fields for p in programs]  # each program's MV (then ST, BARRIER, END)
     assert {f["rows"] for f in fields} >= {10, 12, 7, 9, 5, 6, 3}
+    assert sum(p[0].opcode == p[1].opcode == Opcode.LD for p in programs) == len(programs)  # a LD a sub-tile
+    # the first tile read one word short of its bank's end: its sub-tiles cross into the next bank
+    bank, mv = core_weight_bank_bytes(cfg), programs[0][-4]
+    assert bank < cfg.weight_half_bytes
+    crossing = Instruction(Opcode.MV, mv.fields | {"weight": Affine(bank - 64)}, mv.wait, mv.release)
+    programs.append(programs[0][:-4] + [crossing] + programs[0][-3:])
     lanes = [row_lanes(C, f["pattern"].n, f["out"].base, f["tokens"].base, f["out_stride"]) for f in fields]
     two = [token_pairs(C, G, f["pattern"].n, f["k"], f["rows"], f["out"].base, f["tokens"].base, f["out_stride"])
            for f in fields]
     assert 2 * C in lanes and C in lanes and any(two)
     out = run_programs(tmp_path, "mv_6x8_slices_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
                        mv=(C, G), imem_depth=64, watchdog_cycles=1 << 16)
-    for i, r in enumerate(out):
+    for i, r in enumerate(out[:-1]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
+    assert ErrorCode(out[-1]["error"]) == ErrorCode.ADDRESS and out[-1]["error_pc"] == len(programs[-1]) - 4
+    assert out[-1]["fsim_code"] == ErrorCode.ADDRESS

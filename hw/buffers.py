@@ -10,14 +10,17 @@ Reads: one tagged read answered the next cycle (the ST unit), which the host als
 the buffers while the machine is idle, and on GLOBAL the SFU's element feed too: the feed's read
 (at most two words per 16 elements in a row) goes first, and the ST unit's waits (``rd_ready``);
 for the MV unit, ``weight_readers`` read ports on WEIGHT
-(one per weight decoder), ``act_readers`` on ACT (one per DSP group, twice that for MM's
+(one per weight decoder; with ``weight_slices`` S > 1, port i is decoder slice i mod S's and
+reads only that slice's bank, ``weight_image``'s weight banks), ``act_readers`` on ACT (one per DSP group, twice that for MM's
 two-token passes) and its results' writes into GLOBAL; for the SFU unit (``sfu``), its element
 feed's read on GLOBAL (the ST port's, above), two on ACT and KV each (the attention's chunk
 windows) and its writes into GLOBAL and ACT.  Each read port is a copy of
 the memory in block RAM, except where a set of ports reads words close together: the MV unit's
 on ACT come in sets of ``act_set`` ports (one per DSP group), each set one copy split into
 ``act_bank_count`` word-interleaved banks, and the SFU's pairs on ACT and KV (the attention's
-chunk windows, words w and w + 1) one copy in two banks.
+chunk windows, words w and w + 1) one copy in two banks; and a decoder slice's WEIGHT port a
+memory of just its slice's bank in each half (``bank`` words from ``s bank`` into the half),
+written with the buffer's writes that fall in it: S times smaller than a copy of the buffer.
 
 Why banks serve a set: in one beat the DSP groups read consecutive 16-byte blocks of one
 activation row (group g's kept weights are the beat's (2g, 2g + 1)th, in block order), so G groups
@@ -31,8 +34,9 @@ from amaranth import Array, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
+from airfoil.compiler.weight_image import weight_bank_bytes
 from airfoil.config import AirfoilConfig
 from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
 from airfoil.isa import Buffer
@@ -59,10 +63,13 @@ def act_bank_count(groups: int) -> int:
 
 class BufferBank(wiring.Component):
     def __init__(self, sizes: dict[Buffer, int], tag_bits: int, weight_readers: int = 0, act_readers: int = 0,
-                 sfu: bool = False, act_set: int = 1):
+                 sfu: bool = False, act_set: int = 1, weight_slices: int = 1):
         if act_readers % act_set:
             raise ValueError(f"BufferBank: {act_readers} ACT readers are no whole sets of {act_set}")
+        if weight_readers % weight_slices:
+            raise ValueError(f"BufferBank: {weight_readers} WEIGHT readers are no whole sets of {weight_slices} slices")
         self.sizes, self.tag_bits, self.sfu, self.act_set = sizes, tag_bits, sfu, act_set
+        self.weight_slices = weight_slices
         self.readers = {Buffer.WEIGHT: weight_readers, Buffer.ACT: act_readers}
         aw = max(ceil_log2(n // BEAT_BYTES) for n in sizes.values())
         extra = {}
@@ -144,7 +151,11 @@ class BufferBank(wiring.Component):
             readers = self.readers.get(b, 0)
             ports = [(getattr(self, f"{name}_rd_en")[i], getattr(self, f"{name}_rd_addr")[i][:aw],
                       getattr(self, f"{name}_rd_data")[i]) for i in range(readers)]
-            if b == Buffer.ACT and self.act_set > 1:
+            if b == Buffer.WEIGHT and self.weight_slices > 1:
+                for i, port in enumerate(ports):
+                    self._slice_bank(m, f"weight_slice{i % self.weight_slices}_port{i}", words, (w_addr, w_data, w_en),
+                                     port, i % self.weight_slices)
+            elif b == Buffer.ACT and self.act_set > 1:
                 for s in range(readers // self.act_set):
                     self._banked_set(m, f"act_set{s}", words, (w_addr, w_data, w_en),
                                      ports[s * self.act_set:(s + 1) * self.act_set], act_bank_count(self.act_set))
@@ -157,6 +168,28 @@ class BufferBank(wiring.Component):
                 pair = [(en[i], addr[i][:aw], rdata[i]) for i in range(2)]
                 self._banked_set(m, f"sfu_{name}", words, (w_addr, w_data, w_en), pair, 2)
         return m
+
+    def _slice_bank(self, m: Module, name: str, words: int, write, port, s: int) -> None:
+        """Decoder slice s's read port on WEIGHT: a memory of the slice's bank in each half (word
+        ``h bank + j`` holds the buffer's word ``h half + s bank + j``), written with the buffer's
+        writes that fall in it, read at the port's buffer address (which the MV unit keeps inside
+        the bank: weight_image's weight banks)."""
+        half = words // 2
+        bank = weight_bank_bytes(half * BEAT_BYTES, self.weight_slices) // BEAT_BYTES
+        hb = exact_log2(half)
+        w_addr, w_data, w_en = write
+        mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=2 * bank, init=[])
+        m.submodules[name] = mem
+
+        def local(addr):  # the bank's word of a buffer word (h half + s bank + j -> h bank + j)
+            return Mux(addr[hb], bank, 0) + addr[:hb] - s * bank
+
+        wp = mem.write_port(granularity=8)
+        inside = (w_addr[:hb] >= s * bank) & (w_addr[:hb] < (s + 1) * bank)
+        m.d.comb += [wp.addr.eq(local(w_addr)), wp.data.eq(w_data), wp.en.eq(Mux(inside, w_en, 0))]
+        en, addr, rdata = port
+        rp = mem.read_port()
+        m.d.comb += [rp.en.eq(en), rp.addr.eq(local(addr)), rdata.eq(rp.data)]
 
     def _banked_set(self, m: Module, name: str, words: int, write, ports, banks: int) -> None:
         """One reader set: ``banks`` banks, word w in bank w mod B at w // B, each bank written

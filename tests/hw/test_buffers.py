@@ -2,7 +2,7 @@
 consecutive blocks of one beat (every N:16 pattern, any block alignment), or port 0 alone, return
 the words the buffer holds, as copies would; the banks hold the buffer's writes; a set takes one
 copy's bytes (``act_bank_count`` banks of words / B); the SFU's chunk-window pairs on ACT and KV
-likewise, in two banks."""
+likewise, in two banks; a decoder slice's WEIGHT ports, each a memory of its slice's bank."""
 import random
 
 import pytest
@@ -156,3 +156,41 @@ def test_simulation_builds_guard_every_byte_masked_write():
     assert [x for x in strip(guarded) if x != "begin"] == [x for x in strip(text) if x != "begin"]
     mixed = "  always @(posedge clk) begin\n    if (a [0])\n      m[0][7:0] <= d[7:0];\n    if (b [1])\n      m[0][15:8] <= d[15:8];\n  end\n"
     assert guard_byte_writes(mixed) == (mixed, 0)
+
+
+def test_decoder_slice_ports_read_their_banks():
+    """WEIGHT cut in 3 decoder slices' banks (a half of 32 words: banks of 10, 2 words unused),
+    two ports a slice (the low and high lanes' decoders): each port returns the buffer's word at
+    any address of its slice's bank in either half, as a copy would, from a memory of just that
+    bank."""
+    slices, ports = 3, 6
+    dut = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
+    words = SIZES[Buffer.WEIGHT] // BEAT_BYTES
+    half, bank = words // 2, 10
+    rng = random.Random(3)
+    image = [rng.getrandbits(8 * BEAT_BYTES) for _ in range(words)]
+    reads = [(i, h * half + (i % slices) * bank + rng.randrange(bank)) for _ in range(40) for i in range(ports)
+             for h in (0, 1)]
+    mismatches = []
+
+    async def bench(ctx):
+        await _host_write(ctx, dut, Buffer.WEIGHT, image)
+        for i, word in reads:
+            ctx.set(dut.weight_rd_en[i], 1)
+            ctx.set(dut.weight_rd_addr[i], word)
+            await ctx.tick()
+            ctx.set(dut.weight_rd_en[i], 0)
+            if ctx.get(dut.weight_rd_data[i]) != image[word]:
+                mismatches.append((i, word))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not mismatches, mismatches[:5]
+    inspected = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
+    mems = buffer_memories(inspected)
+    Fragment.get(inspected, None)  # only inspected
+    banks = {k: v for k, v in mems.items() if k.startswith("weight_slice")}
+    assert len(banks) == ports and all(v["words"] == 2 * bank and v["read_ports"] == 1 for v in banks.values())
+    assert mems["weight"]["read_ports"] == 1  # the ST unit's and the host's port

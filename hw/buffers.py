@@ -19,8 +19,11 @@ the memory in block RAM, except where a set of ports reads words close together:
 on ACT come in sets of ``act_set`` ports (one per DSP group), each set one copy split into
 ``act_bank_count`` word-interleaved banks, and the SFU's pairs on ACT and KV (the attention's
 chunk windows, words w and w + 1) one copy in two banks; and a decoder slice's WEIGHT port a
-memory of just its slice's bank in each half (``bank`` words from ``s bank`` into the half),
-written with the buffer's writes that fall in it: S times smaller than a copy of the buffer.
+memory of just its slice's bank in each half (``bank`` words from ``s bank`` into the half; the
+last slice's to the half's end), written with the buffer's writes that fall in it: S times
+smaller than a copy of the buffer.  WEIGHT then has no copy of its own: the ST unit's and the
+host's reads take the low side's port of the address's slice, waiting (``rd_ready``) while the
+MV unit reads.
 
 Why banks serve a set: in one beat the DSP groups read consecutive 16-byte blocks of one
 activation row (group g's kept weights are the beat's (2g, 2g + 1)th, in block order), so G groups
@@ -30,7 +33,7 @@ its bank's read.  The contract: a set's ports read together (one enable), or one
 while the others' data are not used, and their words lie within B consecutive words."""
 from __future__ import annotations
 
-from amaranth import Array, Module, Mux, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -104,21 +107,19 @@ class BufferBank(wiring.Component):
         m = Module()
         out_buf = Signal(range(len(Buffer)))
         # the ST unit's read is taken unless the SFU's element feed reads GLOBAL, whose port it shares
+        busy = []
         if self.sfu:
-            m.d.comb += self.rd_ready.eq(~(self.sfu_g_rd_en & (self.rd.space == Buffer.GLOBAL)))
-        else:
-            m.d.comb += self.rd_ready.eq(1)
+            busy.append(self.sfu_g_rd_en & (self.rd.space == Buffer.GLOBAL))
+        if self.weight_slices > 1:  # WEIGHT's reads share the slices' ports, the MV unit's first
+            busy.append(self.weight_rd_en.any() & (self.rd.space == Buffer.WEIGHT))
+        m.d.comb += self.rd_ready.eq(~Cat(*busy).any() if busy else 1)
         taken = self.rd_valid & self.rd_ready
         m.d.sync += [self.rd_resp_valid.eq(taken), self.rd_resp.tag.eq(self.rd.tag), out_buf.eq(self.rd.space)]
         sfu_readers = {Buffer.ACT: "a", Buffer.KV: "kv"}  # the attention's windows (GLOBAL: the ST port's)
         for b in DMA_BUFFERS:
             words = self.sizes[b] // BEAT_BYTES
             aw = ceil_log2(words)
-            mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=words, init=[])
-            m.submodules[b.name.lower()] = mem
-            # one write port, so that the memory maps to block RAM or UltraRAM: the controller's
-            # interlock lets one writing unit run per buffer, and the host writes while it idles
-            wp = mem.write_port(granularity=8)
+            sliced = b == Buffer.WEIGHT and self.weight_slices > 1  # no copy of the whole: the slices' banks
             writers = [(self.host_we & (self.host_buffer == b.value), self.host_addr, self.host_wdata, -1),
                        (self.wr_valid & (self.wr.space == b.value), self.wr.addr, self.wr.data, self.wr.mask)]
             if b == Buffer.GLOBAL and self.readers[Buffer.ACT]:
@@ -134,27 +135,35 @@ class BufferBank(wiring.Component):
             for valid, addr, wdata, mask in writers[1:]:
                 with m.Elif(valid):
                     m.d.comb += [w_addr.eq(addr[:aw]), w_data.eq(wdata), w_en.eq(mask)]
-            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
             # the ST unit's reads and the host's (while the machine idles) share one read port
-            rp = mem.read_port()
             st_read = taken & (self.rd.space == b.value)
-            m.d.comb += rp.addr.eq(Mux(st_read, self.rd.addr[:aw], self.host_addr))
-            if self.sfu and b == Buffer.GLOBAL:  # the SFU's element feed (both operands) first
-                with m.If(self.sfu_g_rd_en):
-                    m.d.comb += rp.addr.eq(self.sfu_g_rd_addr[:aw])
-                m.d.comb += self.sfu_g_rd_data.eq(rp.data)
-            with m.If(out_buf == b.value):
-                m.d.comb += self.rd_resp.data.eq(rp.data)
-            with m.If(self.host_buffer == b.value):
-                m.d.comb += self.host_rdata.eq(rp.data)
+            shared_addr = Mux(st_read, self.rd.addr[:aw], self.host_addr)
             name = b.name.lower()
             readers = self.readers.get(b, 0)
             ports = [(getattr(self, f"{name}_rd_en")[i], getattr(self, f"{name}_rd_addr")[i][:aw],
                       getattr(self, f"{name}_rd_data")[i]) for i in range(readers)]
-            if b == Buffer.WEIGHT and self.weight_slices > 1:
-                for i, port in enumerate(ports):
-                    self._slice_bank(m, f"weight_slice{i % self.weight_slices}_port{i}", words, (w_addr, w_data, w_en),
-                                     port, i % self.weight_slices)
+            if sliced:
+                read_data = self._slice_banks(m, words, (w_addr, w_data, w_en), ports, shared_addr)
+            else:
+                mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=words, init=[])
+                m.submodules[name] = mem
+                # one write port, so that the memory maps to block RAM or UltraRAM: the controller's
+                # interlock lets one writing unit run per buffer, and the host writes while it idles
+                wp = mem.write_port(granularity=8)
+                m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_en)]
+                rp = mem.read_port()
+                m.d.comb += rp.addr.eq(shared_addr)
+                if self.sfu and b == Buffer.GLOBAL:  # the SFU's element feed (both operands) first
+                    with m.If(self.sfu_g_rd_en):
+                        m.d.comb += rp.addr.eq(self.sfu_g_rd_addr[:aw])
+                    m.d.comb += self.sfu_g_rd_data.eq(rp.data)
+                read_data = rp.data
+            with m.If(out_buf == b.value):
+                m.d.comb += self.rd_resp.data.eq(read_data)
+            with m.If(self.host_buffer == b.value):
+                m.d.comb += self.host_rdata.eq(read_data)
+            if sliced:
+                pass
             elif b == Buffer.ACT and self.act_set > 1:
                 for s in range(readers // self.act_set):
                     self._banked_set(m, f"act_set{s}", words, (w_addr, w_data, w_en),
@@ -169,27 +178,43 @@ class BufferBank(wiring.Component):
                 self._banked_set(m, f"sfu_{name}", words, (w_addr, w_data, w_en), pair, 2)
         return m
 
-    def _slice_bank(self, m: Module, name: str, words: int, write, port, s: int) -> None:
-        """Decoder slice s's read port on WEIGHT: a memory of the slice's bank in each half (word
-        ``h bank + j`` holds the buffer's word ``h half + s bank + j``), written with the buffer's
-        writes that fall in it, read at the port's buffer address (which the MV unit keeps inside
-        the bank: weight_image's weight banks)."""
+    def _slice_banks(self, m: Module, words: int, write, ports, shared_addr):
+        """WEIGHT cut in decoder slices: port i (slice s = i mod S) a memory of slice s's bank in
+        each half (word ``h size_s + j`` holds the buffer's word ``h half + s bank + j``; the last
+        slice's bank runs to the half's end, so every word is in one bank), written with the
+        buffer's writes that fall in it, read at the port's buffer address (which the MV unit keeps
+        inside the bank: weight_image's weight banks).  The ST unit's and the host's reads take
+        the low side's port of the address's slice while the MV unit reads none (``rd_ready``);
+        their data: that port's, the slice latched with the read."""
+        S = self.weight_slices
         half = words // 2
-        bank = weight_bank_bytes(half * BEAT_BYTES, self.weight_slices) // BEAT_BYTES
+        bank = weight_bank_bytes(half * BEAT_BYTES, S) // BEAT_BYTES
+        sizes = [bank] * (S - 1) + [half - (S - 1) * bank]
         hb = exact_log2(half)
         w_addr, w_data, w_en = write
-        mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=2 * bank, init=[])
-        m.submodules[name] = mem
 
-        def local(addr):  # the bank's word of a buffer word (h half + s bank + j -> h bank + j)
-            return Mux(addr[hb], bank, 0) + addr[:hb] - s * bank
+        def local(addr, s):  # the bank's word of a buffer word (h half + s bank + j -> h size_s + j)
+            return (Mux(addr[hb], sizes[s], 0) + addr[:hb] - s * bank)[:ceil_log2(2 * sizes[s])]
 
-        wp = mem.write_port(granularity=8)
-        inside = (w_addr[:hb] >= s * bank) & (w_addr[:hb] < (s + 1) * bank)
-        m.d.comb += [wp.addr.eq(local(w_addr)), wp.data.eq(w_data), wp.en.eq(Mux(inside, w_en, 0))]
-        en, addr, rdata = port
-        rp = mem.read_port()
-        m.d.comb += [rp.en.eq(en), rp.addr.eq(local(addr)), rdata.eq(rp.data)]
+        shared_slice, slice_latched = Signal(range(S)), Signal(range(S))
+        m.d.comb += shared_slice.eq(sum(shared_addr[:hb] >= j * bank for j in range(1, S)))
+        m.d.sync += slice_latched.eq(shared_slice)
+        shared_data = []
+        for i, (en, addr, rdata) in enumerate(ports):
+            s = i % S
+            mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=2 * sizes[s], init=[])
+            m.submodules[f"weight_slice{s}_port{i}"] = mem
+            wp = mem.write_port(granularity=8)
+            inside = (w_addr[:hb] >= s * bank) & (w_addr[:hb] < s * bank + sizes[s])
+            m.d.comb += [wp.addr.eq(local(w_addr, s)), wp.data.eq(w_data), wp.en.eq(Mux(inside, w_en, 0))]
+            rp = mem.read_port()
+            if i < S:  # the low side's: also the ST unit's and the host's while the decoder does not read
+                m.d.comb += [rp.en.eq(1), rp.addr.eq(Mux(en, local(addr, s), local(shared_addr, s)))]
+                shared_data.append(rp.data)
+            else:
+                m.d.comb += [rp.en.eq(en), rp.addr.eq(local(addr, s))]
+            m.d.comb += rdata.eq(rp.data)
+        return Array(shared_data)[slice_latched]
 
     def _banked_set(self, m: Module, name: str, words: int, write, ports, banks: int) -> None:
         """One reader set: ``banks`` banks, word w in bank w mod B at w // B, each bank written

@@ -159,10 +159,12 @@ def test_simulation_builds_guard_every_byte_masked_write():
 
 
 def test_decoder_slice_ports_read_their_banks():
-    """WEIGHT cut in 3 decoder slices' banks (a half of 32 words: banks of 10, 2 words unused),
-    two ports a slice (the low and high lanes' decoders): each port returns the buffer's word at
-    any address of its slice's bank in either half, as a copy would, from a memory of just that
-    bank."""
+    """WEIGHT cut in 3 decoder slices' banks (a half of 32 words: banks of 10, the last slice's
+    12, to the half's end), two ports a slice (the low and high lanes' decoders): each port
+    returns the buffer's word at any address of its slice's bank in either half, as a copy would,
+    from a memory of just that bank.  The buffer has no copy of its own: the host reads every
+    word, and the ST unit's tagged read too, through the slices' low ports; the ST unit waits
+    while a decoder reads."""
     slices, ports = 3, 6
     dut = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
     words = SIZES[Buffer.WEIGHT] // BEAT_BYTES
@@ -171,7 +173,7 @@ def test_decoder_slice_ports_read_their_banks():
     image = [rng.getrandbits(8 * BEAT_BYTES) for _ in range(words)]
     reads = [(i, h * half + (i % slices) * bank + rng.randrange(bank)) for _ in range(40) for i in range(ports)
              for h in (0, 1)]
-    mismatches = []
+    mismatches, blocked = [], []
 
     async def bench(ctx):
         await _host_write(ctx, dut, Buffer.WEIGHT, image)
@@ -182,15 +184,35 @@ def test_decoder_slice_ports_read_their_banks():
             ctx.set(dut.weight_rd_en[i], 0)
             if ctx.get(dut.weight_rd_data[i]) != image[word]:
                 mismatches.append((i, word))
+        for word in range(words):  # the host, every word (the last slice's two past the banks too)
+            ctx.set(dut.host_buffer, Buffer.WEIGHT.value)
+            ctx.set(dut.host_addr, word)
+            await ctx.tick()
+            if ctx.get(dut.host_rdata) != image[word]:
+                mismatches.append(("host", word))
+        for word in rng.sample(range(words), 12):  # the ST unit's reads: held off while port 1 reads
+            ctx.set(dut.rd.space, Buffer.WEIGHT.value)
+            ctx.set(dut.rd.addr, word)
+            ctx.set(dut.rd_valid, 1)
+            ctx.set(dut.weight_rd_en[1], 1)
+            blocked.append(ctx.get(dut.rd_ready))
+            ctx.set(dut.weight_rd_en[1], 0)
+            assert ctx.get(dut.rd_ready)
+            await ctx.tick()
+            ctx.set(dut.rd_valid, 0)
+            if not ctx.get(dut.rd_resp_valid) or ctx.get(dut.rd_resp.data) != image[word]:
+                mismatches.append(("st", word))
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
     assert not mismatches, mismatches[:5]
+    assert blocked == [0] * 12
     inspected = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
     mems = buffer_memories(inspected)
     Fragment.get(inspected, None)  # only inspected
     banks = {k: v for k, v in mems.items() if k.startswith("weight_slice")}
-    assert len(banks) == ports and all(v["words"] == 2 * bank and v["read_ports"] == 1 for v in banks.values())
-    assert mems["weight"]["read_ports"] == 1  # the ST unit's and the host's port
+    assert {k: v["words"] for k, v in banks.items()} == {f"weight_slice{i % 3}_port{i}": 24 if i % 3 == 2 else 20
+                                                         for i in range(ports)}
+    assert all(v["read_ports"] == 1 and v["write_ports"] == 1 for v in banks.values()) and "weight" not in mems

@@ -258,15 +258,19 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 100 chains x 16 DSPs =
     # 4,800, limited by LUTs (the sparse MUXes cost ~175 LUTs per DSP: 79% of the XCU280's LUTs with each
     # core's other units).
+    # Buffers (2026-12-07): GLOBAL holds the norm gains, the logits and a prefill chunk of 4 tokens
+    # of LLaMA2-7B (16 with the 4 MiB before; prefill stays compute-bound, 2 to 5% longer), ACT
+    # that chunk's INT8 rows (1 MiB before), so that the kernel as built, whose buffers are
+    # copies and banks of these, fits the block RAM and UltraRAM more nearly.
     "u280": dict(board="u280", clock_mhz=225.0, cores=3, chains_per_core=100, dsp_groups_per_chain=8,
-                 act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=1024, kv_buffer_kib=2112,
+                 act_buffer_kib=256, global_buffer_kib=2048, weight_buffer_kib=1024, kv_buffer_kib=2112,
                  instr_queue_depth=4096, hbm_channels=32, hbm_channel_gbps=14.375, hbm_latency_cycles=64,
                  axi_data_bits=512),
     # FlightLLM's released VHK158 profile: 4 SLRs at 225 MHz, MV parallelism 64x16. Ours: 4 x 100
     # chains x 16 DSPs = 6,400 (78% of the VH1782's LUTs at the measured cost per DSP): enough
     # that decode of 2-bit dense weights keeps up with the HBM share of each core.
     "vhk158": dict(board="vhk158", clock_mhz=225.0, cores=4, chains_per_core=100, dsp_groups_per_chain=8,
-                   act_buffer_kib=1024, global_buffer_kib=4096, weight_buffer_kib=1024, kv_buffer_kib=2112,
+                   act_buffer_kib=256, global_buffer_kib=2048, weight_buffer_kib=1024, kv_buffer_kib=2112,
                    instr_queue_depth=4096, hbm_channels=64, hbm_channel_gbps=12.8, hbm_latency_cycles=64,
                    axi_data_bits=512),
     # Small enough to simulate a whole SmolLM2 token in Verilator on two cores.

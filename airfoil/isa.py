@@ -320,7 +320,8 @@ FIELD_DOCS = {
     "act_stride": "ACT elements between operand rows",
     "weight": ("WEIGHT byte address of the tile (the weight image's tile format, affine; the RTL's decoders take a "
                "tile on a whole 64-byte word, where the image's aligned units start, and stop with UNSUPPORTED "
-               "elsewhere)"),
+               "elsewhere). Where the core cuts tiles in decoder slices, sub-tile s lies at weight + s x the "
+               "slices' bank (the weight image's weight banks), each inside its bank, else ADDRESS"),
     "out": "GLOBAL address of result (token 0, row 0) (affine)",
     "out_stride": "GLOBAL elements between tokens' result rows",
     "k": "inputs per row (multiple of 16 and of group_size)",

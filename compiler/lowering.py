@@ -162,9 +162,9 @@ def tile_fits(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilCo
 
 def tile_linears(g: Graph, cfg: AirfoilConfig) -> Graph:
     """Rows per weight tile.  A tile fits half the weight buffer (``tile_fits``: its sub-tiles
-    their banks); among the sizes that do, the one with the least decode time, counting each tile as the longer of its HBM load (the whole
-    striped chunk, padding included) and its MV on the MPE (whole beats of ``rows_per_beat``
-    rows: 2 per chain dense, 1 per chain N:16 sparse)."""
+    their banks); among the sizes that do, the one with the least decode time, counting each tile
+    as the longer of its HBM load (its stripes, padding included) and its MV on the MPE (whole
+    beats of ``rows_per_beat`` rows: 2 per chain dense, 1 per chain N:16 sparse)."""
     half = cfg.weight_half_bytes
     chains = cfg.cores * cfg.chains_per_core
 
@@ -515,7 +515,6 @@ class LengthAdaptiveLowering:
         opcode = Opcode.MV if decode or last_token else Opcode.MM
 
         bank = core_weight_bank_bytes(self.cfg)
-
         h0 = self._next_half  # tile t in half (h0 + t) mod 2
 
         def tile(t_aff: Affine, t_half: int, n_rows: int, first: bool, last: bool) -> list:

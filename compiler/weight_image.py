@@ -111,7 +111,7 @@ def tile_bytes(rows: int, k: int, bits: int, n: int, group_size: int, lanes: int
     ``slice_lanes`` below ``lanes``: one sub-tile per decoder slice (``d`` changes nothing: it
     takes a ``lane_interleave`` triple as it is)."""
     if 0 < slice_lanes < lanes:
-        return sum(tile_bytes(r, k, bits, n, group_size, slice_lanes) for r in slice_row_counts(rows, lanes, slice_lanes))
+        return sum(sub_tile_bytes(rows, k, bits, n, group_size, lanes, d, slice_lanes))
     total = sum(tile_sections(rows, k, bits, n, group_size, lanes))
     return -(-total // AXI_BEAT) * AXI_BEAT
 

@@ -155,8 +155,8 @@ def tile_fits(rows: int, k: int, r: LayerRecipe, group_size: int, cfg: AirfoilCo
     """Whether a tile fits its place in a half of the weight buffer: a tile cut in slices each
     sub-tile in its slice's bank (``core_weight_bank_bytes``), any other the half."""
     stripes = tile_stripes(rows, k, r, group_size, cfg)
-    if len(core_sub_tile_bytes(rows, k, r.bits, r.n, group_size, cfg)) == 1:
-        return striped_bytes(rows, k, r, group_size, cfg) <= cfg.weight_half_bytes
+    if len(core_sub_tile_bytes(rows, k, r.bits, r.n, group_size, cfg)) == 1:  # one piece
+        return cfg.hbm_channels * sum(st.chunk for st in stripes) <= cfg.weight_half_bytes
     return all(cfg.hbm_channels * st.chunk <= core_weight_bank_bytes(cfg) for st in stripes)
 
 

@@ -44,8 +44,8 @@ fewer beats than an output beat's words (k N / 16 < D out_words(C), only where C
 outside the requantiser's [-16, 127] (checked per pass, both tokens' in a two-token pass: the
 passes before it have been written).  A tile, an activation row or a result row outside its
 buffer (or, where tiles are cut in decoder slices, a sub-tile outside its slice's bank of the
-weight buffer: ``weight_image.weight_bank_bytes``) stops it with ADDRESS before anything is written; MM of no tokens checks only the tile,
-as fsim does.
+weight buffer: ``weight_image.weight_bank_bytes``) stops it with ADDRESS before anything is
+written; MM of no tokens checks only the tile, as fsim does.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ activations in, the layer's INT32 outputs out, bit-exact with ``IntegerKernels.l
     weight buffer --> LaneGroupDecoder x 1 or 2 -+--> MatrixProcessingEngine --> RequantisePath x 2C
     activation buffer (16-byte blocks) ----------+        (C chains)                  (one per row lane)
 
-There are 2C *row lanes*, each with its own requantiser: lane j < C is chain j's low lane, lane
+There are 2C *row lanes*, each with its own requantiser (in the MV unit only its accumulator,
+``GroupScaleAccumulator``: the unit rounds the results it writes in a cycle, ``requantise=False``): lane j < C is chain j's low lane, lane
 C + j its high lane.  The weight image is lane-interleaved by row groups of C
 (``compiler/weight_image.py``, ``lane_interleave``), and one ``LaneGroupDecoder`` decodes a group's
 C rows at once, on one weight buffer read port.  With ``pair_rows`` (dense weights: every row of
@@ -51,7 +52,8 @@ from amaranth.utils import exact_log2
 
 from airfoil.compiler.weight_image import decoder_slice_lanes
 from airfoil.config import SPARSE_M
-from airfoil.hw.requantise import LATENCY as REQUANT_LATENCY, RequantisePath
+from airfoil.hw.requantise import LATENCY as REQUANT_LATENCY, GroupScaleAccumulator, RequantisePath
+from airfoil.numerics import ACC_BITS
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
 from airfoil.hw.weight_decoder import LaneGroupDecoder
 
@@ -67,13 +69,17 @@ class LinearEngine(wiring.Component):
     The host (the MV unit in the top) writes the buffers through ``w_*`` and ``a_*``, sets one
     ``geometry`` per decoder (``group_geometry``: the low lanes', then the high lanes'),
     ``pair_rows``, ``beats_per_group`` (kg / D), ``shift``, and pulses ``start``. Outputs: a
-    stream of 2C INT32 results a beat (lane j's rows in order) and the lanes that carry a row
-    (``out_mask``)."""
+    stream of 2C INT32 results a beat (lane j's rows in order; with ``requantise=False`` their
+    48-bit Y, unrounded) and the lanes that carry a row (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
-                 own_buffers: bool = True, pairs: bool = True):
+                 own_buffers: bool = True, pairs: bool = True, requantise: bool = True):
         # ``pairs=False``: C lanes only, one row per chain always (where 2C results do not divide
-        # the user's output word, the MV unit never pairs: no high lanes are built)
+        # the user's output word, the MV unit never pairs: no high lanes are built).
+        # ``requantise=False``: ``out`` carries each lane's Y = sum_g S acc (48 bits), the last
+        # stage (``requantise.round_shift_saturate``) left to the consumer, which needs it only
+        # for the results it writes in a cycle (the MV unit: one GLOBAL word's), not per lane
+        self.requantise = requantise
         self.chains, self.groups, self.d = chains, groups, 2 * groups
         self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
@@ -106,11 +112,12 @@ class LinearEngine(wiring.Component):
             "pair_rows": In(1),  # two rows per chain (MV); dense weights only
             "two_tokens": In(1),  # two tokens per beat (MM), one row per chain; needs pairs and outside buffers
             "beats_per_group": In(unsigned(8)),
-            "shift": In(signed(8)),  # every lane's, or token 0's in a two-token pass
-            "shift_token1": In(signed(8)),  # token 1's (lanes 0 .. C-1) in a two-token pass
+            **({"shift": In(signed(8)),  # every lane's, or token 0's in a two-token pass
+                "shift_token1": In(signed(8))}  # token 1's (lanes 0 .. C-1) in a two-token pass
+               if requantise else {}),
             "start": In(1),
             "busy": Out(1),
-            "out": Out(stream.Signature(data.ArrayLayout(signed(32), self.lanes))),
+            "out": Out(stream.Signature(data.ArrayLayout(signed(32 if requantise else ACC_BITS), self.lanes))),
             "out_mask": Out(self.lanes),  # which lanes' results ``out`` carries this cycle
         })
 
@@ -226,17 +233,18 @@ class LinearEngine(wiring.Component):
         with m.If(res.valid):
             m.d.sync += head.eq(head + 1)
 
-        # ---- requantisation, one path per row lane
+        # ---- requantisation, one path per row lane (or its accumulator: ``requantise``)
         rq_valid = Signal()
         for j in range(L):
-            rq = RequantisePath()
+            rq = RequantisePath() if self.requantise else GroupScaleAccumulator()
             m.submodules[f"requantise{j}"] = rq
             s = rq.sums.payload
             acc = res.payload.lo[j] if j < C else res.payload.hi[j - C]
-            shift = Mux(two, self.shift_token1, self.shift) if j < C and L > C else self.shift
             m.d.comb += [rq.sums.valid.eq(res.valid), s.acc.eq(acc), s.scale.eq(front.scale[j]),
-                         s.shift.eq(shift), s.first.eq(front.row_first), s.last.eq(front.row_last),
+                         s.first.eq(front.row_first), s.last.eq(front.row_last),
                          self.out.payload[j].eq(rq.out.payload)]
+            if self.requantise:
+                m.d.comb += s.shift.eq(Mux(two, self.shift_token1, self.shift) if j < C and L > C else self.shift)
             if j == 0:
                 m.d.comb += rq_valid.eq(rq.out.valid)
         m.d.comb += [self.out.valid.eq(rq_valid), res.ready.eq(1)]

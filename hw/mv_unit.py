@@ -61,18 +61,28 @@ from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, weight_
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
-from airfoil.hw.requantise import MIN_SHIFT
+from airfoil.hw.requantise import MIN_SHIFT, round_shift_saturate
 from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
+from airfoil.numerics import ACC_BITS
 
 __all__ = ["MvUnit", "act_readers", "lane_count", "mv_unit_problem", "out_words", "reciprocal", "row_lanes",
-           "sub_tile_cycles", "token_pairs", "weight_readers"]
+           "round_stages", "sub_tile_cycles", "token_pairs", "weight_readers"]
 
 
 def lane_count(chains: int) -> int:
     """Row lanes (requantisers, result lanes) the MV unit builds: 2C, so that rows can pair (two
     per chain a beat) at any chain count."""
     return 2 * chains
+
+
+def round_stages(chains: int) -> int:
+    """The requantisers' last stages (``requantise.round_shift_saturate``) the MV unit builds: one
+    per result of the GLOBAL word it writes in a cycle (16), or per row lane where an output beat
+    fills part of one word (``out_words`` 1: 2C divides 16).  The row lanes have only their
+    accumulators (``GroupScaleAccumulator``)."""
+    lanes = lane_count(chains)
+    return lanes if max(out_words(lanes), out_words(chains)) == 1 else BEAT_BYTES // 4
 
 
 def out_words(results: int) -> int:
@@ -188,7 +198,7 @@ class MvUnit(wiring.Component):
         self.act_readers = act_readers(chains, groups)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
-                                   pairs=self.lanes > chains)
+                                   pairs=self.lanes > chains, requantise=False)
         self.slices, self.slice_lanes = self.engine.slices, self.engine.slice_lanes
         self.weight_readers = nw = weight_readers(chains, groups)
         assert nw == len(self.engine.decoders)
@@ -324,7 +334,7 @@ class MvUnit(wiring.Component):
                 last_i = Mux(sub_groups[0], Ls, sub_last)
             m.d.comb += [geo.groups.eq(Mux(rows > 0, groups_i, 0)), geo.last_lanes.eq(last_i), geo.kept.eq(kept),
                          geo.bits.eq(ins.width), geo.n.eq(ins.pattern), geo.group_log2.eq(g_log2 - 4)]
-        m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass), eng.shift.eq(shift), eng.shift_token1.eq(shift1),
+        m.d.comb += [eng.pair_rows.eq(pair), eng.two_tokens.eq(two_pass),
                      eng.beats_per_group.eq((ins.group_size << n_log2) >> (4 + exact_log2(D)))]
 
         # ---- buffer ports: the engine's, with activation blocks offset by the row's start
@@ -349,18 +359,23 @@ class MvUnit(wiring.Component):
 
         # ---- results into GLOBAL: output beat r holds rows r*L .. r*L + L - 1 (L lanes in use); in
         # a two-token pass token's rows r*C .. r*C + C - 1 (lanes C ..) now, token + 1's (lanes 0 ..
-        # C - 1, held in `second`) once token's words are out
+        # C - 1, held in `second`) once token's words are out.  The engine's lanes carry Y (48 bits
+        # each); the word written in a cycle is rounded, shifted and saturated on its way out, by
+        # one last stage per element of the word (``round_stages``), not one per lane
         out_beats = Signal(_W)
         written = Signal(_W)
         beat_off = Signal(_W)  # written * (rows a beat): the beat's first result after out_t
-        src_data = Signal(32 * L)
+        Y = ACC_BITS
+        src_data = Signal(Y * L)
         src_mask = Signal(L)
         elem = Signal(signed(EVAL_BITS + 2 + _W))
         m.d.comb += [src_data.eq(eng.out.payload.as_value()), src_mask.eq(eng.out_mask), elem.eq(out_t + beat_off)]
         W = self.out_words
         draining = Signal()  # the last beat's other words go out (W > 1: below)
+        word_shift = Signal(signed(10))  # the shift of the results written now: token's or token + 1's
+        m.d.comb += word_shift.eq(shift)
         if L > C:
-            second = Signal(32 * C)
+            second = Signal(Y * C)
             second_mask = Signal(C)
             second_elem = Signal(signed(EVAL_BITS + 2 + _W))
             second_pending = Signal()  # token + 1's results wait for token's words
@@ -369,11 +384,12 @@ class MvUnit(wiring.Component):
             with m.If(second_go):
                 m.d.sync += second_pending.eq(0)
             with m.If(eng.out.valid & two_pass):
-                m.d.comb += [src_data.eq(eng.out.payload.as_value()[32 * C:]), src_mask.eq(eng.out_mask[C:])]
-                m.d.sync += [second.eq(eng.out.payload.as_value()[:32 * C]), second_mask.eq(eng.out_mask[:C]),
+                m.d.comb += [src_data.eq(eng.out.payload.as_value()[Y * C:]), src_mask.eq(eng.out_mask[C:])]
+                m.d.sync += [second.eq(eng.out.payload.as_value()[:Y * C]), second_mask.eq(eng.out_mask[:C]),
                              second_elem.eq(elem + ins.out_stride), second_pending.eq(1)]
             with m.If(second_go):  # never with an output beat: a row takes 2 out_words(C) beats or more
-                m.d.comb += [src_data.eq(second), src_mask.eq(second_mask), elem.eq(second_elem)]
+                m.d.comb += [src_data.eq(second), src_mask.eq(second_mask), elem.eq(second_elem),
+                             word_shift.eq(shift1)]
         else:
             second_pending = second_go = 0
         byte = Signal(_W + 2)
@@ -382,10 +398,14 @@ class MvUnit(wiring.Component):
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0)]
         words_after = Mux(pair, out_words(L) - 1, out_words(C) - 1)  # the beat's words after its first
         last_write = Signal()  # the pass's last GLOBAL write after its last output beat is now
+        def requantised(ys, count: int):  # the last stage of each of `count` results
+            return Cat(*(round_shift_saturate(m, ys[Y * i:Y * (i + 1)].as_signed(), word_shift, f"result{i}")
+                         for i in range(count)))
+
         if W == 1:  # the beat lies within one word (L divides 16, and so does C)
             lane_off = byte[:6]
-            m.d.comb += [self.g_wr.data.eq(src_data << (lane_off * 8)), self.g_wr.mask.eq(mask << lane_off),
-                         last_write.eq(second_go)]
+            m.d.comb += [self.g_wr.data.eq(requantised(src_data, L) << (lane_off * 8)),
+                         self.g_wr.mask.eq(mask << lane_off), last_write.eq(second_go)]
         else:
             # the beat's words: its first now, the others from `rest` in the next cycles (the next beat
             # comes no sooner: a row takes at least as many beats, or UNSUPPORTED; in a two-token pass
@@ -393,27 +413,32 @@ class MvUnit(wiring.Component):
             # one a pass).  The beat starts at a multiple of C (or 2C), so at a multiple of
             # g = gcd(C, 16) results into its word.
             g = math.gcd(C, BEAT_BYTES // 4)
-            spread, spread_mask = Signal(8 * BEAT_BYTES * W), Signal(BEAT_BYTES * W)
+            E = BEAT_BYTES // 4  # results a word
+            spread, spread_mask = Signal(Y * E * W), Signal(BEAT_BYTES * W)
             with m.Switch(elem[:4]):
-                for o in range(0, BEAT_BYTES // 4, g):
+                for o in range(0, E, g):
                     with m.Case(o):
-                        m.d.comb += [spread.eq(src_data << (32 * o)), spread_mask.eq(mask << (4 * o))]
-            rest, rest_mask = Signal(8 * BEAT_BYTES * (W - 1)), Signal(BEAT_BYTES * (W - 1))
+                        m.d.comb += [spread.eq(src_data << (Y * o)), spread_mask.eq(mask << (4 * o))]
+            rest, rest_mask = Signal(Y * E * (W - 1)), Signal(BEAT_BYTES * (W - 1))
             rest_addr = Signal.like(self.g_wr.addr)
             rest_left = Signal(range(W))
+            rest_token1 = Signal()  # `rest` holds token + 1's results
             m.d.comb += [draining.eq(rest_left != 0),
                          last_write.eq(Mux(draining, (rest_left == 1) & ~second_pending,
                                            second_go & (words_after == 0)))]
+            word = Signal(Y * E)  # the Ys of the word written now
             with m.If(draining):
-                m.d.comb += [self.g_wr.addr.eq(rest_addr), self.g_wr.data.eq(rest[:8 * BEAT_BYTES]),
-                             self.g_wr.mask.eq(rest_mask[:BEAT_BYTES])]
-                m.d.sync += [rest.eq(rest >> 8 * BEAT_BYTES), rest_mask.eq(rest_mask >> BEAT_BYTES),
+                m.d.comb += [self.g_wr.addr.eq(rest_addr), word.eq(rest[:Y * E]), self.g_wr.mask.eq(rest_mask[:BEAT_BYTES])]
+                if L > C:
+                    m.d.comb += word_shift.eq(Mux(rest_token1, shift1, shift))
+                m.d.sync += [rest.eq(rest >> Y * E), rest_mask.eq(rest_mask >> BEAT_BYTES),
                              rest_addr.eq(rest_addr + 1), rest_left.eq(rest_left - 1)]
             with m.Else():
-                m.d.comb += [self.g_wr.data.eq(spread[:8 * BEAT_BYTES]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
+                m.d.comb += [word.eq(spread[:Y * E]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
+            m.d.comb += self.g_wr.data.eq(requantised(word, E))
             with m.If(eng.out.valid | second_go):
-                m.d.sync += [rest.eq(spread[8 * BEAT_BYTES:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
-                             rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after)]
+                m.d.sync += [rest.eq(spread[Y * E:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
+                             rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after), rest_token1.eq(second_go)]
 
         # results off a multiple of C (registered in SECTIONS): only ``out`` below out_limit matters,
         # and only ``out_stride`` below it where there are several tokens (else ADDRESS stops first)

@@ -245,8 +245,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
       decoders (a ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
       where rows pair; each one a decoder per slice where the tiles come in decoder slices, as
-      the boards' 100 chains: 25 of 4 lanes) and one requantiser per row lane, synthesised here
-      at the config's D and weight-buffer depth; every buffer one copy per read port, or per
+      the boards' 100 chains: 25 of 4 lanes), a requantiser's accumulator per row lane and its
+      last stage per result the MV unit writes in a cycle (``mv_unit.round_stages``),
+      synthesised here at the config's D and weight-buffer depth; every buffer one copy per read port, or per
       banked reader set (the ``BufferBank`` this config gets, in bytes of whole 512-word
       block-RAM columns against the device's block RAM and UltraRAM).  The core's other units
       count as the ``sim`` preset's kernel measured them (reports/synth_top.json, its MV unit
@@ -262,8 +263,8 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     from airfoil.compiler.weight_image import decoder_slice_lanes
     from airfoil.hw.buffers import BufferBank, buffer_bytes
     from airfoil.hw.hbm_model import BEAT_BYTES
-    from airfoil.hw.mv_unit import act_readers, lane_count, mv_unit_problem, weight_readers
-    from airfoil.hw.requantise import RequantisePath
+    from airfoil.hw.mv_unit import act_readers, lane_count, mv_unit_problem, round_stages, weight_readers
+    from airfoil.hw.requantise import GroupScaleAccumulator, RoundShiftSaturate
     from airfoil.hw.transfer_engine import TAG_LAYOUT
     from airfoil.hw.weight_decoder import LaneGroupDecoder
     from airfoil.isa import Buffer
@@ -284,7 +285,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
         if lanes > C:
             parts["decoder_dense_only"] = (LaneGroupDecoder(2 * G, slice_lanes, 8 * BEAT_BYTES, wdepth,
                                                             dense_only=True), slices)
-        parts["requantise"] = (RequantisePath(), lanes)
+        # the requantisers: an accumulator per row lane, the last stage per result written a cycle
+        parts["requantise_accumulate"] = (GroupScaleAccumulator(), lanes)
+        parts["requantise_round"] = (RoundShiftSaturate(), round_stages(C))
     lane_counts = {}
     for name, (unit, count) in parts.items():
         progress(f"synthesising one {name} (x {count} a core)")
@@ -320,8 +323,9 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
                     "buffer_copy_bytes_per_core": copies}
     as_built["decoder_slices"] = {"slices": C // slice_lanes, "lanes": slice_lanes}
     as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders (one a "
-                         f"decoder slice of {slice_lanes} lanes, {C // slice_lanes} a side) and one "
-                         f"requantiser per row lane synthesised and counted; every buffer one copy per read port or banked reader set; the "
+                         f"decoder slice of {slice_lanes} lanes, {C // slice_lanes} a side), a requantiser's "
+                         f"accumulator per row lane and {round_stages(C)} last stages (one per result written a "
+                         f"cycle) synthesised and counted; every buffer one copy per read port or banked reader set; the "
                          f"other units as measured in the sim preset's kernel (reports/synth_top.json); the MV unit's "
                          f"own control not counted (a lower bound)")
     target_need = {"dsp": core("dsp48e2", False) * n, "lut": (core("lut", False) + core("lutram", False)) * n,

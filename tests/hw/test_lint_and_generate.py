@@ -46,8 +46,9 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     assert target["lut_left_per_row_lane"] == (1_303_680 - target["need"]["lut"]) // (3 * 40)
     assert built["buildable"] is True and built["decoder_slices"] == {"slices": 5, "lanes": 8}
     parts = built["lane_parts"]
+    # 80 results a beat reach over several GLOBAL words: the last stages are one per result of a word
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 5, "decoder_dense_only": 5,
-                                                                  "requantise": 80}
+                                                                  "requantise_accumulate": 80, "requantise_round": 16}
     assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"]
                                         + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))
     copies = built["buffer_copy_bytes_per_core"]
@@ -66,7 +67,8 @@ def _measured_units_without_mv() -> dict:
 
 def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     """The sim preset's kernel as built, composed from its parts (MPE, the low and high lanes'
-    decoders, one requantiser per lane, the other units, the buffer copies), against the
+    decoders, a requantiser's accumulator per lane and its last stage per lane too, since 8
+    results a beat fill part of one word; the other units, the buffer copies), against the
     whole kernel measured unit by unit (reports/synth_top.json): a lower bound (the MV unit's
     own control is not counted) within 10% of its LUTs, and the buffer copies exactly the
     measured bank's block RAMs."""
@@ -75,7 +77,8 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     built = json.loads(capsys.readouterr().out)["device"]["as_built"]
     top = json.loads((Path(__file__).resolve().parents[2] / "reports" / "synth_top.json").read_text())
     units = top["total_without_buffers"]
-    assert set(built["lane_parts"]) == {"decoder", "decoder_dense_only", "requantise"}
+    assert {name: p["per_core"] for name, p in built["lane_parts"].items()} == {
+        "decoder": 1, "decoder_dense_only": 1, "requantise_accumulate": 8, "requantise_round": 8}
     assert 0.9 * (units["lut"] + units["lutram"]) <= built["need"]["lut"] <= units["lut"] + units["lutram"]
     assert built["need"]["ff"] <= units["ff"] and built["need"]["dsp"] <= units["dsp48e2"]
     assert built["need"]["on_chip_bytes"] == top["buffer_bank"]["bram36"] * ON_CHIP_BYTES["bram36"]
@@ -86,7 +89,8 @@ def test_device_fit_of_100_chains_counts_a_decoder_a_slice():
     """The U280 preset's 100 chains of 16 DSPs: a row group's unit of codes (100 x 16 x 8 bits) is
     wider than the 512-bit weight buffer word, so the tiles come in 25 decoder slices of 4 lanes
     (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 25 times a
-    core, with 200 requantisers.  Each decoder's read port is a memory of its slice's bank of the
+    core, with 200 requantisers' accumulators and 16 last stages (one per result of the GLOBAL
+    word written a cycle).  Each decoder's read port is a memory of its slice's bank of the
     2 MiB weight buffer (a 25th of each half, in whole 512-word block-RAM columns), which the ST
     unit and the host read through too: no copy of the whole.  As built the buffers fit; the
     LUTs do not.  GLOBAL is counted once (the ST unit's and the host's port, which the SFU's
@@ -100,10 +104,13 @@ def test_device_fit_of_100_chains_counts_a_decoder_a_slice():
     assert built["buildable"] is True and built["decoder_slices"] == {"slices": 25, "lanes": 4}
     parts = built["lane_parts"]
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 25, "decoder_dense_only": 25,
-                                                                  "requantise": 200}
-    assert parts["decoder"]["lut"] > parts["decoder_dense_only"]["lut"] > 10 * parts["requantise"]["lut"]
+                                                                  "requantise_accumulate": 200, "requantise_round": 16}
+    assert parts["decoder"]["lut"] > parts["decoder_dense_only"]["lut"] > 10 * parts["requantise_round"]["lut"]
+    # the last stage is most of a requantiser's LUTs; its DSP48E2s are the accumulator's
+    assert parts["requantise_round"]["lut"] > 4 * parts["requantise_accumulate"]["lut"]
+    assert parts["requantise_round"]["dsp48e2"] == 0 and parts["requantise_accumulate"]["dsp48e2"] == 2
     others = _measured_units_without_mv()
-    assert built["need"]["dsp"] == 3 * (1600 + others["dsp48e2"] + 200 * parts["requantise"]["dsp48e2"])
+    assert built["need"]["dsp"] == 3 * (1600 + others["dsp48e2"] + 200 * parts["requantise_accumulate"]["dsp48e2"])
     assert fit["target"]["need"]["dsp"] == 3 * (1600 + others["dsp48e2"])
     copies = built["buffer_copy_bytes_per_core"]
     assert "weight" not in copies and copies["global"] == preset("u280").global_buffer_kib * 1024

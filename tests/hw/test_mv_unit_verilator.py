@@ -158,9 +158,13 @@ def test_mv_programs_leave_fsims_memory(tmp_path):
 # take 3 beats (12 kept weights: fewer than the 4 both tokens' words take) runs one token a pass.
 SHORT_ROW = (6, 32, 4, 2, 32)  # 4 kept weights a row (2:16 of 32): a row of one beat
 THREE_BEAT_MM = ((18, 48, 4, 4, 16), 2, 64, 18)  # 4:16 of 48 inputs: 12 kept weights, 3 beats of 4; 3 row groups
+# two tokens a pass whose token 1 has 6 beats of 6 results a token: at 6 chains, wherever its
+# results start, a beat of token 1 crosses into a second GLOBAL word (written after the first,
+# with token 1's shift), and no later token writes over it
+TOKEN1_SPANS_MM = ((36, 256, 4, 4, 64), 2, 272, 36)
 ANY_CHAINS = {
     6: ([(0, 3, 592, 12), (4, 2, 336, 18), (2, 2, 272, 18), (7, 2, 1552, 6), (5, 3, 528, 0), (1, 2, 592, 6)],
-        [THREE_BEAT_MM, SHORT_ROW], 42, [0, 2, 8], [9, 10, 11, 12], True),
+        [THREE_BEAT_MM, TOKEN1_SPANS_MM, SHORT_ROW], 42, [0, 2, 8], [9, 10, 11, 12, 15], True),
     16: ([(0, 3, 592, 16), (4, 2, 336, 32), (2, 2, 272, 32), (7, 2, 1552, 16), (5, 3, 528, 0), (1, 2, 592, 16)],
          [(40, 128, 4, 16, 32), SHORT_ROW], 44, [0, 2, 10, 14], [8, 9, 11, 12, 13], False),
 }
@@ -171,8 +175,8 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     """Row groups of C (a division by C in the unit), two rows per chain where the results start
     on a multiple of 2C, one elsewhere; output beats written over the GLOBAL words they reach
     (at 6 chains every beat over 2 words, results at every even offset in a word, two-token
-    passes of 2 words a token; at 16, paired beats over 2 words beside two-token passes of one
-    word a token).  The same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
+    passes of 2 words a token, each token's with its own shift; at 16, paired beats over 2 words
+    beside two-token passes of one word a token).  The same formats and MMs leave fsim's memory.  A result address off a multiple of C stops it with
     UNSUPPORTED, and so, where a beat of C results may take two words, does a row of one beat."""
     mm_cases, extra, seed, paired, two_token, short_row_unsupported = ANY_CHAINS[chains]
     # 16 chains pad the 3-row tile of 1,536 inputs to a whole row group of 16 rows (the image's
@@ -187,6 +191,7 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
     assert all(o % C == 0 for o in outs)
     if C == 6:
         assert out_words(C) == out_words(2 * C) == 2 and len({o % 16 for o in outs[:n_ok]}) == 8  # every even offset
+        assert _token1_words_after_the_first(fields[15], C)
     lanes = [row_lanes(C, f["pattern"].n, f["out"].base, f["tokens"].base, f["out_stride"]) for f in fields]
     assert [i for i, n in enumerate(lanes) if n == 2 * C] == paired
     assert [i for i, f in enumerate(fields) if token_pairs(C, cfg.dsp_groups_per_chain, f["pattern"].n, f["k"],
@@ -205,6 +210,12 @@ def test_mv_programs_leave_fsims_memory_at_any_chain_count(tmp_path, chains):
         assert r["fsim_code"] == ErrorCode.NONE
 
 
+def _token1_words_after_the_first(f: dict, chains: int) -> int:
+    """Output beats of token 1 (of two tokens a pass) whose results cross into a second GLOBAL word."""
+    out, rows, stride = f["out"].base, f["rows"], f["out_stride"]
+    return sum((out + stride + r * chains) % 16 + min(chains, rows - r * chains) > 16 for r in range(-(-rows // chains)))
+
+
 def test_mv_programs_on_decoder_slices(tmp_path):
     """A core of 6 chains of D = 16: a row group's codes (6 x 16 bytes) exceed the 64-byte weight
     word, so the tiles come in 3 decoder slices of 2 lanes (``weight_image.decoder_slice_lanes``),
@@ -220,8 +231,9 @@ def test_mv_programs_on_decoder_slices(tmp_path):
     assert lane_interleave(C, 2 * G, 16, 32, cfg.axi_data_bits) == (C, 2 * G, 2)
     mm_cases = ANY_CHAINS[6][0]
     rng = np.random.default_rng(46)
-    hbm, programs = _case(rng, cfg, mm_cases)
+    hbm, programs = _case(rng, cfg, mm_cases, extra=(TOKEN1_SPANS_MM,))
     fields = [p[-4].fields for p in programs]  # each program's MV (then ST, BARRIER, END)
+    assert _token1_words_after_the_first(fields[-1], C)
     assert {f["rows"] for f in fields} >= {10, 12, 7, 9, 5, 6, 3}
     assert sum(p[0].opcode == p[1].opcode == Opcode.LD for p in programs) == len(programs)  # a LD a sub-tile
     # the first tile read one word short of its bank's end: its sub-tiles cross into the next bank

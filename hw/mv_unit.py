@@ -398,6 +398,7 @@ class MvUnit(wiring.Component):
         m.d.comb += [self.g_wr.addr.eq(byte >> 6), self.g_wr.space.eq(0)]
         words_after = Mux(pair, out_words(L) - 1, out_words(C) - 1)  # the beat's words after its first
         last_write = Signal()  # the pass's last GLOBAL write after its last output beat is now
+
         def requantised(ys, count: int):  # the last stage of each of `count` results
             return Cat(*(round_shift_saturate(m, ys[Y * i:Y * (i + 1)].as_signed(), word_shift, f"result{i}")
                          for i in range(count)))

@@ -110,6 +110,10 @@ class AirfoilConfig:
     hbm_latency_cycles: int = 64
     axi_data_bits: int = 512
     sfu_lanes: int = 16  # SFU elements per cycle per core
+    # MM's two tokens a pass where rows cannot pair (N:16 sparse weights): the chains' MM mode, a
+    # second sparse MUX a DSP slice.  False: chains without that mode (about 60% fewer LUTs a
+    # chain, docs/accelerator.md), such MMs one token a pass
+    mm_token_pairs: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -194,6 +198,8 @@ class AirfoilConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"config field {name!r}: expected a positive integer, got {value!r}")
+        if not isinstance(self.mm_token_pairs, bool):
+            raise ConfigError(f"config field 'mm_token_pairs': expected true or false, got {self.mm_token_pairs!r}")
         for name in ("clock_mhz", "hbm_channel_gbps"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

@@ -16,9 +16,9 @@ def build_block(name: str, cfg: AirfoilConfig):
     if name == "dsp_slice":
         return DspSlice()
     if name == "chain":
-        return SparseDspChain(cfg.dsp_groups_per_chain)
+        return SparseDspChain(cfg.dsp_groups_per_chain, mm=cfg.mm_token_pairs)
     if name == "mpe":
-        return MatrixProcessingEngine(cfg.chains_per_core, cfg.dsp_groups_per_chain)
+        return MatrixProcessingEngine(cfg.chains_per_core, cfg.dsp_groups_per_chain, mm=cfg.mm_token_pairs)
     raise KeyError(name)
 
 

@@ -73,13 +73,15 @@ class LinearEngine(wiring.Component):
     48-bit Y, unrounded) and the lanes that carry a row (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
-                 own_buffers: bool = True, pairs: bool = True, requantise: bool = True):
+                 own_buffers: bool = True, pairs: bool = True, requantise: bool = True, mm: bool = True):
         # ``pairs=False``: C lanes only, one row per chain always (where 2C results do not divide
         # the user's output word, the MV unit never pairs: no high lanes are built).
         # ``requantise=False``: ``out`` carries each lane's Y = sum_g S acc (48 bits), the last
         # stage (``requantise.round_shift_saturate``) left to the consumer, which needs it only
         # for the results it writes in a cycle (the MV unit: one GLOBAL word's), not per lane
         self.requantise = requantise
+        # ``mm=False``: chains without MM's mode (``config.mm_token_pairs``), so no two-token passes
+        self.mm = mm
         self.chains, self.groups, self.d = chains, groups, 2 * groups
         self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
@@ -104,7 +106,7 @@ class LinearEngine(wiring.Component):
                      "w_rd_data": In(data.ArrayLayout(unsigned(word_bits), nd)),
                      "a_rd_en": Out(groups), "a_rd_addr": Out(data.ArrayLayout(unsigned(16), groups)),
                      "a_rd_data": In(data.ArrayLayout(block, groups))}
-            if pairs:  # token 1's blocks in a two-token pass, read by the host at a_rd_addr's offsets
+            if pairs and mm:  # token 1's blocks in a two-token pass, read by the host at a_rd_addr's offsets
                 ports["a1_rd_data"] = In(data.ArrayLayout(block, groups))
         super().__init__({
             **ports,
@@ -143,7 +145,7 @@ class LinearEngine(wiring.Component):
             act_ports = [_ReadPort(self.a_rd_en[g], self.a_rd_addr[g], self.a_rd_data[g]) for g in range(G)]
             weight_ports = [_ReadPort(self.w_rd_en[i], self.w_rd_addr[i], self.w_rd_data[i])
                             for i in range(len(self.decoders))]
-        m.submodules.mpe = mpe = MatrixProcessingEngine(C, G)
+        m.submodules.mpe = mpe = MatrixProcessingEngine(C, G, mm=self.mm)
 
         # ---- decoders, each on its own read port of the weight buffer
         beats = []
@@ -195,13 +197,13 @@ class LinearEngine(wiring.Component):
         # MV and MV_SPARSE run alike in the chain; the high lanes' decoder has no rows (zero
         # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
         # MM (two tokens) takes the weight from weight_hi: the low lanes' decoder carries the rows.
-        two = self.two_tokens if L > C and not self.own_buffers else 0
+        two = self.two_tokens if L > C and not self.own_buffers and self.mm else 0
         single_mode = Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE
         m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(Mux(two, ChainMode.MM, single_mode)),
                      op.first.eq(group_first), op.last.eq(group_last)]
         for g in range(G):
             m.d.comb += op.act_hi[g].eq(act_ports[g].data)
-            if L > C and not self.own_buffers:
+            if L > C and not self.own_buffers and self.mm:
                 m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
         for c in range(C):
             h, i = lane_beat(c)

@@ -165,19 +165,21 @@ def _decoder_slices(chains: int, groups: int) -> int:
     return chains // decoder_slice_lanes(chains, 2 * groups, 8 * BEAT_BYTES)
 
 
-def act_readers(chains: int, groups: int) -> int:
+def act_readers(chains: int, groups: int, mm: bool = True) -> int:
     """ACT read ports the MV unit takes: one per DSP group for token t, and as many for token
-    t + 1 where it runs two-token passes (it has 2C lanes)."""
-    return 2 * groups if lane_count(chains) > chains else groups
+    t + 1 where it runs two-token passes (it has 2C lanes and its chains MM's mode: ``mm``,
+    ``config.mm_token_pairs``)."""
+    return 2 * groups if lane_count(chains) > chains and mm else groups
 
 
-def token_pairs(chains: int, groups: int, n: int, k: int, rows: int, out: int, tokens: int, out_stride: int) -> bool:
+def token_pairs(chains: int, groups: int, n: int, k: int, rows: int, out: int, tokens: int, out_stride: int,
+                mm: bool = True) -> bool:
     """Whether an MV/MM runs its tokens two a pass, as ``MvUnit`` decides it (its ``two_ok``):
-    where the unit has 2C lanes, the rows do not pair (``row_lanes``), there are two tokens or
-    more, a row takes at least as many beats as both tokens' results of a beat take GLOBAL words
-    (k N / 16 >= 2 out_words(C) D), and token t + 1's results do not start inside token t's
-    (``out_stride`` 0 or at least ``rows``)."""
-    return (lane_count(chains) > chains and row_lanes(chains, n, out, tokens, out_stride) == chains
+    where the unit has 2C lanes and its chains MM's mode (``mm``), the rows do not pair
+    (``row_lanes``), there are two tokens or more, a row takes at least as many beats as both
+    tokens' results of a beat take GLOBAL words (k N / 16 >= 2 out_words(C) D), and token t + 1's
+    results do not start inside token t's (``out_stride`` 0 or at least ``rows``)."""
+    return (mm and lane_count(chains) > chains and row_lanes(chains, n, out, tokens, out_stride) == chains
             and tokens >= 2 and k * n // SPARSE_M >= 2 * out_words(chains) * 2 * groups
             and (out_stride == 0 or out_stride >= rows))
 
@@ -189,16 +191,17 @@ class MvUnit(wiring.Component):
     """``chains`` x ``groups`` DSP groups; the buffers' sizes in bytes bound the addresses."""
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
-                 max_k: int = 4096):
+                 max_k: int = 4096, mm: bool = True):
         problem = mv_unit_problem(chains, groups)
         if problem:
             raise ValueError(f"MvUnit: {problem}")
         self.chains, self.groups, self.d, self.lanes = chains, groups, 2 * groups, lane_count(chains)
         self.out_words = max(out_words(self.lanes), out_words(chains))
-        self.act_readers = act_readers(chains, groups)
+        self.mm = mm  # the chains' MM mode: two tokens a pass where rows cannot pair (else one)
+        self.act_readers = act_readers(chains, groups, mm)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
         self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
-                                   pairs=self.lanes > chains, requantise=False)
+                                   pairs=self.lanes > chains, requantise=False, mm=mm)
         self.slices, self.slice_lanes = self.engine.slices, self.engine.slice_lanes
         self.weight_readers = nw = weight_readers(chains, groups)
         assert nw == len(self.engine.decoders)
@@ -293,7 +296,7 @@ class MvUnit(wiring.Component):
         # ---- or two tokens a pass, one row per chain (the rule of token_pairs)
         two = Signal()  # registered in SECTIONS, for the whole instruction
         two_pass = Signal()  # this pass takes tokens token and token + 1
-        if L > C:  # (the writer puts both tokens' words out before the next output beat)
+        if L > C and self.mm:  # (the writer puts both tokens' words out before the next output beat)
             two_ok = (~pair_ok & several & (kept >= 2 * out_words(C) * D)
                       & ((ins.out_stride == 0) | (ins.out_stride >= rows)))
         else:
@@ -348,7 +351,7 @@ class MvUnit(wiring.Component):
             m.d.comb += [self.a_rd_en[g].eq(eng.a_rd_en[g]), self.a_rd_addr[g].eq(block >> 2)]
             m.d.sync += lane[g].eq(block[:2])
             m.d.comb += eng.a_rd_data[g].eq(self.a_rd_data[g].word_select(lane[g], 8 * SPARSE_M))
-            if L > C:  # token + 1's block at the same offset in its row (act_stride: a multiple of 16)
+            if L > C and self.mm:  # token + 1's block at the same offset in its row (act_stride: a multiple of 16)
                 lane1 = Signal(2, name=f"lane{g}_token1")
                 block1 = (act_t1 >> 4) + eng.a_rd_addr[g]
                 m.d.comb += [self.a_rd_en[G + g].eq(eng.a_rd_en[g] & two_pass), self.a_rd_addr[G + g].eq(block1 >> 2)]

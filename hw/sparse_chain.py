@@ -72,10 +72,12 @@ LANE_WIDTH = 16
 
 class SparseDspChain(wiring.Component):
     """One sparse DSP chain of ``groups`` DSP groups (2 slices each); ``primitive``: the slices as
-    DSP48E2 instances (the boards'), else behavioural (see ``dsp_slice``)."""
+    DSP48E2 instances (the boards'), else behavioural (see ``dsp_slice``).  ``mm``: the MM mode
+    is built (token 1's sparse MUX a slice, the operands' swap); without it a beat in MM mode
+    runs as MV (``config.mm_token_pairs``: its feeder never sends one)."""
 
-    def __init__(self, groups: int, primitive: bool = True):
-        self.groups, self.primitive = groups, primitive
+    def __init__(self, groups: int, primitive: bool = True, mm: bool = True):
+        self.groups, self.primitive, self.mm = groups, primitive, mm
         self.beat_layout = _beat_layout(groups)
         super().__init__({
             "beat": In(self.beat_layout),
@@ -105,6 +107,10 @@ class SparseDspChain(wiring.Component):
             for s, sl in ((2 * g, lower), (2 * g + 1, upper)):
                 idx = b.index[s]
                 x_hi = b.act_hi[g][idx]  # the sparse MUX: 1 of 16 by the 4-bit index
+                m.d.comb += sl.valid.eq(self.valid)
+                if not self.mm:  # MV's operands only: two rows share the activation
+                    m.d.comb += [sl.a_hi.eq(b.weight_hi[s]), sl.a_lo.eq(b.weight_lo[s]), sl.w.eq(x_hi)]
+                    continue
                 x_lo = b.act_lo[g][idx]
                 # MM: two tokens share the weight. MV (and MV_SPARSE, whose feeder zeroes the high
                 # row): two rows share the activation.
@@ -112,7 +118,6 @@ class SparseDspChain(wiring.Component):
                     sl.a_hi.eq(Mux(mm, x_hi, b.weight_hi[s])),
                     sl.a_lo.eq(Mux(mm, x_lo, b.weight_lo[s])),
                     sl.w.eq(Mux(mm, b.weight_hi[s], x_hi)),
-                    sl.valid.eq(self.valid),
                 ]
             # the reduction node breaks the cascade: it splits the packed group sum into lanes.
             # Each lane holds two products (|sum| <= 2 * 128 * 127 < 2^15), so 16 bits carry it.
@@ -157,10 +162,11 @@ def _balanced_sum(values):
 class MatrixProcessingEngine(wiring.Component):
     """One core's MPE: ``chains`` VPUs that share the activations of each beat and work on
     different output rows (the MPU arrangement), fed by an operand stream and emitting a
-    result stream with one (hi, lo) pair per chain.  ``primitive`` as in ``SparseDspChain``."""
+    result stream with one (hi, lo) pair per chain.  ``primitive`` and ``mm`` as in
+    ``SparseDspChain``."""
 
-    def __init__(self, chains: int, groups: int, primitive: bool = True):
-        self.chains, self.groups, self.primitive = chains, groups, primitive
+    def __init__(self, chains: int, groups: int, primitive: bool = True, mm: bool = True):
+        self.chains, self.groups, self.primitive, self.mm = chains, groups, primitive, mm
         d = 2 * groups
         shared = _beat_layout(groups)
         self.operand_layout = data.StructLayout({
@@ -187,7 +193,7 @@ class MatrixProcessingEngine(wiring.Component):
         op = self.operands.payload
         m.d.comb += self.operands.ready.eq(1)
         for c in range(self.chains):
-            ch = SparseDspChain(self.groups, self.primitive)
+            ch = SparseDspChain(self.groups, self.primitive, self.mm)
             m.submodules[f"chain{c}"] = ch
             m.d.comb += [
                 ch.valid.eq(self.operands.valid),

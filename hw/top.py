@@ -84,7 +84,8 @@ class AirfoilKernel(wiring.Component):
         (``hw/synth.py``)."""
         cfg, sizes = self.cfg, self.sizes
         chains, groups = cfg.chains_per_core, cfg.dsp_groups_per_chain
-        mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
+        mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL],
+                    mm=cfg.mm_token_pairs)
         return {
             "regs": ControlRegisters(cfg.hbm_channels),
             "ctrl": Controller(cfg.hbm_channels, cfg.weight_half_bytes, watchdog_cycles=self.watchdog_cycles),

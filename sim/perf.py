@@ -96,7 +96,9 @@ class OpTiming:
         chains = c.cores * c.chains_per_core
         n = f["pattern"].n
         beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain)
-        if op == Opcode.MV or f["tokens"] == 1:
+        if op == Opcode.MV or f["tokens"] == 1 or not c.mm_token_pairs:
+            # (chains without MM's mode, config.mm_token_pairs: every MM a token a pass, dense rows
+            # paired)
             rows_per_beat = chains * (2 if n == SPARSE_M else 1)
             passes = f["tokens"]
         else:
@@ -277,7 +279,7 @@ class RtlTiming:
         setup = RTL_MV_SETUP + sub_tile_cycles(c.chains_per_core, c.dsp_groups_per_chain)
         engine = self.engine(f["rows"], f["k"], f["width"].bits, n, f["group_size"], lanes)
         if token_pairs(c.chains_per_core, c.dsp_groups_per_chain, n, f["k"], f["rows"], f["out"], tokens,
-                       f["out_stride"]):  # tokens two a pass, an odd last one alone
+                       f["out_stride"], c.mm_token_pairs):  # tokens two a pass, an odd last one alone
             pairs = tokens // 2
             second = RTL_MV_SECOND_TOKEN + out_words(c.chains_per_core) - 1  # token + 1's last beat's other words too
             return setup + pairs * (RTL_MV_TOKEN + second + engine) + (tokens % 2) * (RTL_MV_TOKEN + engine)

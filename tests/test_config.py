@@ -49,6 +49,7 @@ def test_config_is_frozen():
     ({"axi_data_bits": 128}, "axi_data_bits"),
     ({"clock_mhz": -1}, "clock_mhz"),
     ({"act_buffer_kib": 100_000}, "BRAM36"),
+    ({"mm_token_pairs": "yes"}, "mm_token_pairs"),
 ])
 def test_validation_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):

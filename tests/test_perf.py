@@ -35,6 +35,18 @@ def test_gemm_cycles_are_the_mpe_beat_schedule(mode, n):
         assert t.gemm(op, f) == len(beats) + CHAIN_LATENCY + REQUANT_LATENCY
 
 
+def test_mm_without_the_chains_mm_mode_runs_a_token_a_pass():
+    """``mm_token_pairs`` false (chains without MM's mode): an MM costs its tokens' MVs, dense
+    rows two a chain, N:16 sparse ones one; with the mode, a sparse MM takes half the passes."""
+    without = OpTiming(CFG.replace(mm_token_pairs=False))
+    latency = CHAIN_LATENCY + REQUANT_LATENCY
+    for n in (16, 4):
+        f = {"tokens": 5, "rows": 37, "k": 256, "pattern": SparsePattern.of(n)}
+        assert without.gemm(Opcode.MM, f) - latency == 5 * (without.gemm(Opcode.MV, f | {"tokens": 1}) - latency)
+    sparse = {"tokens": 6, "rows": 37, "k": 256, "pattern": SparsePattern.of(4)}
+    assert OpTiming(CFG).gemm(Opcode.MM, sparse) - latency == (without.gemm(Opcode.MM, sparse) - latency) // 2
+
+
 @pytest.fixture(scope="module")
 def smollm2_sim():
     spec = model_spec("smollm2")

@@ -51,7 +51,7 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
     (tmp_path / "case.json").write_text(json.dumps(case))
     build_dir = BUILD_ROOT / name
     harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, imem_depth,
-                              watchdog_cycles, mv=mv, sfu=sfu, stall=stall)
+                              watchdog_cycles, mv=mv and (*mv, cfg.mm_token_pairs), sfu=sfu, stall=stall)
     runner = build_component(harness, "transfer_harness", build_dir)
     run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})

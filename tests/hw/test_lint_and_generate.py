@@ -60,6 +60,18 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     assert dev["fits"] is (built["fits"] and target["fits"])
 
 
+def test_chains_without_mm_mode_take_half_the_luts(tmp_path, capsys):
+    """``mm_token_pairs`` false: the chain has no token-1 sparse MUX and no operand swap between
+    MV and MM (its MM-mode beats never come): the same DSP48E2s, half the LUTs or fewer."""
+    synth = {}
+    for mm in ("true", "false"):
+        assert main(["generate", "--block", "chain", "--board", "u280", "--set", f"mm_token_pairs={mm}",
+                     "-o", str(tmp_path / mm), "--synth", "--json", "--quiet"]) == 0
+        synth[mm] = json.loads(capsys.readouterr().out)["synth"]
+    assert synth["true"]["dsp48e2"] == synth["false"]["dsp48e2"] == 16
+    assert synth["false"]["lut"] < 0.55 * synth["true"]["lut"]
+
+
 def _measured_units_without_mv() -> dict:
     top = json.loads((Path(__file__).resolve().parents[2] / "reports" / "synth_top.json").read_text())
     return {k: sum(u[k] for name, u in top["units"].items() if name != "mv") for k in ("dsp48e2", "lut", "lutram", "ff")}

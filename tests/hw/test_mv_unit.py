@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from airfoil.hw.hbm_model import BEAT_BYTES
-from airfoil.hw.mv_unit import (lane_count, mv_unit_problem, out_words, reciprocal, row_lanes, sub_tile_cycles,
-                                token_pairs, weight_readers)
+from airfoil.hw.mv_unit import (act_readers, lane_count, mv_unit_problem, out_words, reciprocal, row_lanes,
+                                sub_tile_cycles, token_pairs, weight_readers)
 
 
 def test_every_chain_has_two_row_lanes():
@@ -78,3 +78,10 @@ def test_tokens_share_a_pass_where_a_row_outlasts_both_tokens_words():
     assert token_pairs(100, 8, 8, 4096, rows=300, out=0, tokens=2, out_stride=300)
     assert token_pairs(100, 8, 8, 448, rows=300, out=0, tokens=2, out_stride=300)  # 224 kept: 14 beats
     assert not token_pairs(100, 8, 8, 416, rows=300, out=0, tokens=2, out_stride=300)  # 208 kept: 13 beats
+
+
+def test_chains_without_mm_mode_run_a_token_a_pass():
+    """``config.mm_token_pairs`` false: no two-token passes, and no ACT reader set for token t + 1."""
+    assert token_pairs(4, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=12)
+    assert not token_pairs(4, 2, 8, 576, rows=12, out=64, tokens=2, out_stride=12, mm=False)
+    assert act_readers(4, 8) == 16 and act_readers(4, 8, mm=False) == 8

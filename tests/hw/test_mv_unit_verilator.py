@@ -251,3 +251,24 @@ def test_mv_programs_on_decoder_slices(tmp_path):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
     assert ErrorCode(out[-1]["error"]) == ErrorCode.ADDRESS and out[-1]["error_pc"] == len(programs[-1]) - 4
     assert out[-1]["fsim_code"] == ErrorCode.ADDRESS
+
+
+def test_mv_programs_without_the_chains_mm_mode(tmp_path):
+    """``mm_token_pairs`` false: chains without MM's mode and no ACT reader set for token t + 1.
+    The first test's formats and MMs leave fsim's memory all the same; the MMs that ran two
+    tokens a pass (8, 9, 11, 12) run one, so format 7's MM of 2 tokens costs a second pass over
+    its tile (192 beats), no longer its MV plus the second activation row's load."""
+    cfg = CFG.replace(mm_token_pairs=False)
+    C, G = cfg.chains_per_core, cfg.dsp_groups_per_chain
+    rng = np.random.default_rng(41)
+    hbm, programs = _case(rng, cfg)
+    fields = [p[2].fields for p in programs]
+    assert [i for i, f in enumerate(fields) if token_pairs(C, G, f["pattern"].n, f["k"], f["rows"], f["out"].base,
+                                                             f["tokens"].base, f["out_stride"])] == [8, 9, 11, 12]
+    assert not any(token_pairs(C, G, f["pattern"].n, f["k"], f["rows"], f["out"].base, f["tokens"].base,
+                               f["out_stride"], mm=False) for f in fields)
+    out = run_programs(tmp_path, "mv_no_mm_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
+                       mv=(C, G), imem_depth=64, watchdog_cycles=1 << 16)
+    for i, r in enumerate(out):
+        assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
+    assert out[11]["cycles"] - out[7]["cycles"] > 150, (out[7]["cycles"], out[11]["cycles"])

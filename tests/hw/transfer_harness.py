@@ -82,8 +82,9 @@ class TransferHarness(wiring.Component):
         m.d.comb += [hbm_rd.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
-        chains, groups = self.mv or (0, 0)  # MvUnit's decoders read WEIGHT, one port each
-        w_ports, act_ports = (weight_readers(chains, groups), act_readers(chains, groups)) if chains else (0, 0)
+        # MvUnit's decoders read WEIGHT, one port each; mm: its chains' MM mode (config.mm_token_pairs)
+        chains, groups, mm = (*self.mv, True)[:3] if self.mv else (0, 0, True)
+        w_ports, act_ports = (weight_readers(chains, groups), act_readers(chains, groups, mm)) if chains else (0, 0)
         m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, w_ports, act_ports,
                                                  sfu=bool(self.sfu), act_set=max(groups, 1))
         m.submodules.ld = ld = TransferEngine(False, self.channel_bytes, self.buffer_sizes)
@@ -93,7 +94,8 @@ class TransferHarness(wiring.Component):
         units = {Queue.LOAD: ld, Queue.STORE: st}
         if self.mv:
             sizes = self.buffer_sizes
-            m.submodules.mv = mv = MvUnit(*self.mv, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL])
+            m.submodules.mv = mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL],
+                                          mm=mm)
             connect_mv_unit(m, mv, bufs)
             units[Queue.COMPUTE] = mv
         if self.sfu:

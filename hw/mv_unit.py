@@ -408,7 +408,7 @@ class MvUnit(wiring.Component):
 
         if W == 1:  # the beat lies within one word (L divides 16, and so does C)
             lane_off = byte[:6]
-            m.d.comb += [self.g_wr.data.eq(requantised(src_data, L) << (lane_off * 8)),
+            m.d.comb += [self.g_wr.data.eq(requantised(src_data, round_stages(C)) << (lane_off * 8)),
                          self.g_wr.mask.eq(mask << lane_off), last_write.eq(second_go)]
         else:
             # the beat's words: its first now, the others from `rest` in the next cycles (the next beat
@@ -439,7 +439,7 @@ class MvUnit(wiring.Component):
                              rest_addr.eq(rest_addr + 1), rest_left.eq(rest_left - 1)]
             with m.Else():
                 m.d.comb += [word.eq(spread[:Y * E]), self.g_wr.mask.eq(spread_mask[:BEAT_BYTES])]
-            m.d.comb += self.g_wr.data.eq(requantised(word, E))
+            m.d.comb += self.g_wr.data.eq(requantised(word, round_stages(C)))
             with m.If(eng.out.valid | second_go):
                 m.d.sync += [rest.eq(spread[Y * E:]), rest_mask.eq(spread_mask[BEAT_BYTES:]),
                              rest_addr.eq(self.g_wr.addr + 1), rest_left.eq(words_after), rest_token1.eq(second_go)]

@@ -24,7 +24,7 @@ __all__ = ["RequantisePath", "GroupScaleAccumulator", "RoundShiftSaturate", "rou
            "group_sum_layout", "MIN_SHIFT", "LATENCY"]
 
 MIN_SHIFT = -16  # left shifts the path takes; a row's exponent keeps |Y << -shift| < 2^63
-LATENCY = 3  # product register (M), accumulator (P), rounded result
+LATENCY = 3  # product register (M), accumulator (P), Y's register (the rounding follows it, combinational)
 SPLIT = 17  # acc's low part, unsigned, in one DSP48E2; the rest, signed, in another
 # |y| <= 2^47 rounds to 0 at any right shift of 48 or more (MAX_SHIFT is 62)
 SHIFT_CAP = ACC_BITS
@@ -65,10 +65,9 @@ class GroupScaleAccumulator(wiring.Component):
         # P accumulates its part's products from `first` on (Z = P, or 0 to restart): Y = P_hi *
         # 2^17 + P_lo.  The products go into M, the sums into P, as in the primitive, where Yosys
         # would leave both in the fabric (see hw/dsp48e2.py).
-        p_valid, p_last = Signal(), Signal()
-        m.d.sync += [p_valid.eq(self.sums.valid), p_last.eq(s.last)]
-        p_first = Signal()  # steers the Z mux in the cycle the products reach P
-        m.d.sync += p_first.eq(s.first)
+        # registered beside the products: `first` steers the Z mux in the cycle they reach P
+        p_valid, p_first, p_last = Signal(), Signal(), Signal()
+        m.d.sync += [p_valid.eq(self.sums.valid), p_first.eq(s.first), p_last.eq(s.last)]
         mode = opmode(Mux(p_first, Const(Z_ZERO, 3), Const(Z_P, 3)))
         scale = Cat(s.scale, Const(0, 1)).as_signed()
         lo = Dsp48e2(m, "mac_lo", a=Cat(s.acc[:SPLIT], Const(0, 1)).as_signed(), b=scale, opmode=mode, ce_p=p_valid)

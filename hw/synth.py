@@ -296,8 +296,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
     bank = BufferBank(sizes, TAG_LAYOUT.size, weight_readers(C, G), act_readers(C, G, cfg.mm_token_pairs), sfu=True,
-                      act_set=G,
-                      weight_slices=C // slice_lanes)
+                      act_set=G, weight_slices=C // slice_lanes)
     # in whole block-RAM columns (512 words deep at 72 bits): a banked memory's words need not fill its last
     copies = {name: -(-m["words"] // BRAM_DEPTH) * BRAM_DEPTH * m["bits"] // 8 * m["read_ports"]
               for name, m in buffer_memories(bank).items()}

@@ -89,7 +89,9 @@ def test_decoder_slices_of_the_presets():
     assert decoder_slice_lanes(6, 16, 512) == 2 and decoder_slice_lanes(32, 4, 512) == 16
     for board in ("u280", "vhk158"):
         cfg = preset(board)
-        assert lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, 16, 128, cfg.axi_data_bits) == (100, 16, 4)
+        assert lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, 16, 128, cfg.axi_data_bits) == (
+            cfg.chains_per_core, 16, 4)
+    assert decoder_slice_lanes(80, 16, 512) == 4  # the U280's: 20 slices
     assert lane_interleave(100, 16, 2, 32) == (1, 1, 0)  # quant groups within a beat: the plain order
 
 

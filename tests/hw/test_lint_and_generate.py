@@ -97,38 +97,38 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     assert built["fits"] is True
 
 
-def test_device_fit_of_100_chains_counts_a_decoder_a_slice():
-    """The U280 preset's 100 chains of 16 DSPs: a row group's unit of codes (100 x 16 x 8 bits) is
-    wider than the 512-bit weight buffer word, so the tiles come in 25 decoder slices of 4 lanes
-    (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 25 times a
-    core, with 200 requantisers' accumulators and 16 last stages (one per result of the GLOBAL
+def test_device_fit_of_80_chains_counts_a_decoder_a_slice():
+    """The U280 preset's 80 chains of 16 DSPs: a row group's unit of codes (80 x 16 x 8 bits) is
+    wider than the 512-bit weight buffer word, so the tiles come in 20 decoder slices of 4 lanes
+    (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 20 times a
+    core, with 160 requantisers' accumulators and 16 last stages (one per result of the GLOBAL
     word written a cycle).  Each decoder's read port is a memory of its slice's bank of the
-    2 MiB weight buffer (a 25th of each half, in whole 512-word block-RAM columns), which the ST
+    2 MiB weight buffer (a 20th of each half, in whole 512-word block-RAM columns), which the ST
     unit and the host read through too: no copy of the whole.  As built the buffers fit; the
     LUTs do not.  GLOBAL is counted once (the ST unit's and the host's port, which the SFU's
     element feed shares)."""
     from airfoil.config import preset
     from airfoil.hw.synth import device_fit
 
-    mpe = {"dsp48e2": 1600, "lut": 303_000, "lutram": 0, "ff": 218_000}  # one core's, as the scaled chain gives
+    mpe = {"dsp48e2": 1280, "lut": 242_000, "lutram": 0, "ff": 174_000}  # one core's, as the scaled chain gives
     fit = device_fit(preset("u280"), mpe, progress=lambda _: None)
     built = fit["as_built"]
-    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 25, "lanes": 4}
+    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 20, "lanes": 4}
     parts = built["lane_parts"]
-    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 25, "decoder_dense_only": 25,
-                                                                  "requantise_accumulate": 200, "requantise_round": 16}
+    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 20, "decoder_dense_only": 20,
+                                                                  "requantise_accumulate": 160, "requantise_round": 16}
     assert parts["decoder"]["lut"] > parts["decoder_dense_only"]["lut"] > 10 * parts["requantise_round"]["lut"]
     # the last stage is most of a requantiser's LUTs; its DSP48E2s are the accumulator's
     assert parts["requantise_round"]["lut"] > 4 * parts["requantise_accumulate"]["lut"]
     assert parts["requantise_round"]["dsp48e2"] == 0 and parts["requantise_accumulate"]["dsp48e2"] == 2
     others = _measured_units_without_mv()
-    assert built["need"]["dsp"] == 3 * (1600 + others["dsp48e2"] + 200 * parts["requantise_accumulate"]["dsp48e2"])
-    assert fit["target"]["need"]["dsp"] == 3 * (1600 + others["dsp48e2"])
+    assert built["need"]["dsp"] == 3 * (1280 + others["dsp48e2"] + 160 * parts["requantise_accumulate"]["dsp48e2"])
+    assert fit["target"]["need"]["dsp"] == 3 * (1280 + others["dsp48e2"])
     copies = built["buffer_copy_bytes_per_core"]
     assert "weight" not in copies and copies["global"] == preset("u280").global_buffer_kib * 1024
-    bank_words = 2 * (1024 * 1024 // 25 // 64)  # both halves' bank of a slice, 64-byte words (the last's 9 more)
+    bank_words = 2 * (1024 * 1024 // 20 // 64)  # both halves' bank of a slice, 64-byte words (the last's 4 more)
     slice_ports = {k: v for k, v in copies.items() if k.startswith("weight_slice")}
-    assert len(slice_ports) == 50 and set(slice_ports.values()) == {-(-bank_words // 512) * 512 * 64}
+    assert len(slice_ports) == 40 and set(slice_ports.values()) == {-(-bank_words // 512) * 512 * 64}
     assert built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
     # the buffers fit the block RAM and UltraRAM; the LUTs (the decoders) do not
     assert built["utilisation"]["on_chip_bytes"] < 1 < built["utilisation"]["lut"]

@@ -5,7 +5,8 @@ A tile is four bit-packed sections: codes, positions, scales, zeros.  Its rows c
 ``lanes`` (the chain count), each section of a group ordered unit by unit, lane by lane
 (``pack_tile(lanes=, d=)``).  ``LaneGroupDecoder`` reads the four with four *bit windows*
 (``BitWindowCache``) over the weight buffer, one per section and as wide as one unit of every
-lane, and emits per beat, for each lane of a row group, the D kept weights ``w8 = code - zero``
+lane (the code window half a unit of 8-bit codes where that is wider than half a word: such a
+beat takes two cycles, ``split_lanes``), and emits per beat, for each lane of a row group, the D kept weights ``w8 = code - zero``
 with their 4-bit positions in their 16-block (what the chain's sparse MUXes take) and the quant
 group's 16-bit scale, and per DSP group the block number (every lane's: the rows share the
 format).  Each lane's field sits at an offset that depends only on its lane number and the
@@ -35,7 +36,8 @@ from airfoil.compiler.weight_image import unit_alignment, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
-           "group_beat_layout", "lane_group_windows", "lane_unit_bits", "BITS_CODE", "N_CODE", "WINDOW_SLOTS"]
+           "group_beat_layout", "lane_group_windows", "lane_unit_bits", "split_lanes", "beat_cycles", "BITS_CODE",
+           "N_CODE", "WINDOW_SLOTS"]
 
 BITS_CODE = {2: 0, 3: 1, 4: 2, 8: 3}  # the 2-bit width field
 N_CODE = {2: 0, 4: 1, 8: 2, 16: 3}  # log2(N) - 1
@@ -261,10 +263,27 @@ def _pos_lane_bits(n: int, d: int) -> int:
     return position_unit_blocks(n, d) * position_bits_per_block(n)
 
 
+def split_lanes(lanes: int, d: int, word_bits: int) -> int:
+    """The lanes of a row group whose 8-bit codes a ``LaneGroupDecoder`` takes in a beat's first
+    cycle, the others' in a second; 0 where the whole unit comes at once.  The code window is at
+    most half a buffer word wide (a lane's codes more where the lanes are odd): that reads codes
+    of up to 4 bits a beat a cycle, while a window a whole word wide for 8-bit codes took some
+    2,800 LUT of a U280 slice decoder's 9,600, for weights that decode does not use (HBM-bound at
+    every width) and that would each cost a byte of HBM traffic."""
+    return lanes // 2 if lanes >= 2 and lanes * d * 8 > word_bits // 2 else 0
+
+
+def beat_cycles(bits: int, lanes: int, d: int, word_bits: int) -> int:
+    """Cycles a ``LaneGroupDecoder`` of ``lanes`` lanes takes a beat of ``bits``-bit codes at best."""
+    return 2 if bits == 8 and split_lanes(lanes, d, word_bits) else 1
+
+
 def lane_group_windows(d: int, lanes: int, word_bits: int, dense_only: bool = False) -> dict[str, int]:
     """The bit windows' widths of a ``LaneGroupDecoder`` (one unit of every lane, at the widest
-    format); ValueError where one is wider than the buffer word it reads."""
-    widths = {"code": lanes * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
+    format, or its half of 8-bit codes: ``split_lanes``); ValueError where one is wider than the
+    buffer word it reads."""
+    half = split_lanes(lanes, d, word_bits)
+    widths = {"code": (lanes - half) * 8 * d, "pos": lanes * max(_pos_lane_bits(n, d) for n in (2, 4, 8)),
               "scale": lanes * SCALE_BITS, "zero": lanes * max(zero_field_bits(b, lanes) for b in BITS_CODE)}
     if dense_only:
         del widths["pos"]
@@ -289,13 +308,19 @@ class LaneGroupDecoder(wiring.Component):
     The geometry names the decoder's row groups (``group_geometry``): every group, or every
     other one (two decoders taking two rows a chain: the low and the high lanes).  Each quant
     group must span whole beats (``group * N / 16 >= d``), as the MV unit requires.
-    ``dense_only``: no position window (the high lanes' decoder)."""
+    ``dense_only``: no position window (the high lanes' decoder).
+
+    Where a unit of 8-bit codes is wider than half a word (``split_lanes``: a U280 slice, 4 x 16
+    codes), such a beat takes two cycles: the first puts the low lanes' operands in the output
+    register (not yet valid), the second the high lanes' and the rest, the code window half a
+    unit on."""
 
     def __init__(self, d: int, lanes: int, word_bits: int = 512, depth: int = 1024, dense_only: bool = False):
         exact_log2(d)
         assert d >= 2 and lanes >= 1
         self.d, self.lanes, self.word_bits, self.depth, self.dense_only = d, lanes, word_bits, depth, dense_only
         self.widths = lane_group_windows(d, lanes, word_bits, dense_only)
+        self.split = split_lanes(lanes, d, word_bits)
         self.alignment = unit_alignment(lanes, d)
         self.addr_bits = exact_log2(depth * word_bits)
         self.geometry_layout = GroupGeometry(self.addr_bits, lanes)
@@ -392,7 +417,9 @@ class LaneGroupDecoder(wiring.Component):
             with m.Switch(geo.bits):
                 for b, c in BITS_CODE.items():
                     with m.Case(c):
-                        m.d.comb += [codes[s].eq(cw[(j * d + s) * b:(j * d + s + 1) * b]) for s in range(d)]
+                        # a split beat's high lanes: their 8-bit codes from the window's start, half a unit on
+                        at = (j - self.split) * d if b == 8 and self.split and j >= self.split else j * d
+                        m.d.comb += [codes[s].eq(cw[(at + s) * b:(at + s + 1) * b]) for s in range(d)]
             for s in range(d):
                 m.d.comb += beat.weight[j][s].eq(codes[s] - zero)
                 self._index(m, geo, pw, beat.index[j][s], kept_index(s), j, s)
@@ -409,9 +436,20 @@ class LaneGroupDecoder(wiring.Component):
         nxt = kbase + d
         with m.If(self.beats.valid & self.beats.ready):
             m.d.sync += self.beats.valid.eq(0)
-        with m.If(running & hit & free):
+        split_beat = Signal()  # 8-bit codes wider than the code window: a beat in two cycles
+        second_half = Signal()  # its low lanes' operands are in the output register
+        half_step = self.split * d * 8
+        if self.split:
+            m.d.comb += split_beat.eq(geo.bits == BITS_CODE[8])
+            with m.If(running & hit & free & split_beat & ~second_half):
+                m.d.sync += [self.beats.payload.weight[j].eq(beat.weight[j]) for j in range(self.split)]
+                m.d.sync += [second_half.eq(1), addr["code"].eq(addr["code"] + half_step)]
+        with m.If(running & hit & free & (~split_beat | second_half)):
             m.d.sync += [self.beats.payload.eq(beat), self.beats.valid.eq(1), beat_in_row.eq(beat_in_row + 1),
-                         addr["code"].eq(addr["code"] + code_unit)]
+                         second_half.eq(0), addr["code"].eq(addr["code"] + code_unit - Mux(split_beat, half_step, 0))]
+            with m.If(split_beat):  # the low lanes' operands from the first cycle
+                m.d.sync += [self.beats.payload.weight[j].eq(self.beats.payload.weight[j])
+                             for j in range(self.split)]
             if pw is not None:
                 with m.If((nxt & pos_span_mask) == 0):
                     m.d.sync += addr["pos"].eq(addr["pos"] + pos_unit)
@@ -424,7 +462,8 @@ class LaneGroupDecoder(wiring.Component):
                 with m.If(last_group):
                     m.d.sync += running.eq(0)
         with m.If(self.start):
-            m.d.sync += [geo.eq(self.geometry), group.eq(0), beat_in_row.eq(0), running.eq(self.geometry.groups != 0)]
+            m.d.sync += [geo.eq(self.geometry), group.eq(0), beat_in_row.eq(0), running.eq(self.geometry.groups != 0),
+                         second_half.eq(0)]
             m.d.sync += [gbase[s].eq(self.geometry[f"{s}_base"]) for s in win]
             m.d.sync += [addr[s].eq(self.geometry[f"{s}_base"]) for s in win]
         m.d.comb += self.busy.eq(running | self.beats.valid)

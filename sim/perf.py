@@ -20,8 +20,10 @@ Cycle costs (``OpTiming``; the constants below, with where each comes from):
   several transactions outstanding, as AXI allows).
 * MM/MV: the MPE mapping of ``hw/mpe_schedule.py``: D = dsp_per_chain kept weights per row per
   beat; MM takes two tokens per pass and one row per chain, MV two rows per chain (dense) or one
-  (N < 16); all ``cores x chains_per_core`` chains work on a tile's rows.  Plus the pipeline
-  (``CHAIN_LATENCY`` and the requantisation path).
+  (N < 16); all ``cores x chains_per_core`` chains work on a tile's rows; a beat of 8-bit codes
+  takes two cycles where the weight decoders' slices are wider than half a word (the boards':
+  ``hw.weight_decoder.split_lanes``).  Plus the pipeline (``CHAIN_LATENCY`` and the
+  requantisation path).
 * SFU: ``passes x elements / (sfu_lanes x cores)`` plus a pipeline latency; attention's
   score and P.V products run on the MPE at MV rate (an ATTENTION instruction holds both units).
 
@@ -95,7 +97,7 @@ class OpTiming:
         c = self.cfg
         chains = c.cores * c.chains_per_core
         n = f["pattern"].n
-        beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain)
+        beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain) * self.decoder_beat_cycles(f)
         if op == Opcode.MV or f["tokens"] == 1 or not c.mm_token_pairs:
             # (chains without MM's mode, config.mm_token_pairs: every MM a token a pass, dense rows
             # paired)
@@ -105,6 +107,16 @@ class OpTiming:
             rows_per_beat = chains
             passes = math.ceil(f["tokens"] / 2)
         return passes * math.ceil(f["rows"] / rows_per_beat) * beats_per_row + CHAIN_LATENCY + REQUANT_LATENCY
+
+    def decoder_beat_cycles(self, f: dict) -> int:
+        """A beat's cycles in the weight decoders (two for 8-bit codes at the boards' slices:
+        ``hw.weight_decoder.split_lanes``)."""
+        from airfoil.compiler.weight_image import decoder_slice_lanes
+        from airfoil.hw.weight_decoder import beat_cycles
+
+        c = self.cfg
+        lanes = decoder_slice_lanes(c.chains_per_core, c.dsp_per_chain, c.axi_data_bits)
+        return beat_cycles(f["width"].bits, lanes, c.dsp_per_chain, c.axi_data_bits)
 
     def attention_products(self, f: dict) -> int:
         c = self.cfg
@@ -180,7 +192,7 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     address spans: a decoder taking every group finds them there (its next group starts where
     the last ended), one taking every other group jumps.  Dense tiles have no position window."""
     from airfoil.compiler.weight_image import decoder_slice_lanes, position_unit_blocks
-    from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits
+    from airfoil.hw.weight_decoder import WINDOW_SLOTS, engine_geometries, lane_unit_bits, split_lanes
 
     kept, nb, groups = k * n // SPARSE_M, k // SPARSE_M, k // group_size
     units = {"code": kept // d, "pos": nb // position_unit_blocks(n, d), "scale": groups, "zero": groups}
@@ -190,12 +202,15 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     per_change = np.zeros(max(-(-n_groups // step) - 1, 0), np.int64)  # the decoders change groups together
     # every decoder slice reads its own sub-tile (weight_image's decoder slices), all in step
     lanes = decoder_slice_lanes(chains, d, word_bits)
+    # a unit of 8-bit codes in two halves: the code window ends a group on the second
+    last_half = {"code": split_lanes(lanes, d, word_bits) * d * 8 if bits == 8 else 0}
     for geo in engine_geometries(0, rows, k, bits, n, group_size, chains, pair, d, word_bits):
         g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
         fetch = np.zeros(len(g), np.int64)
         for s in sections:
             base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
-            held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d, lanes)) // word_bits
+            held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d, lanes)
+                    + last_half.get(s, 0)) // word_bits
             want = (base + (g + 1) * stride) // word_bits
             for w in (want, want + 1):
                 fetch += (w < held) | (w >= held + WINDOW_SLOTS)
@@ -259,13 +274,16 @@ class RtlTiming:
         written, with ``lanes`` rows a beat (default: the chains, one row each;
         ``hw.mv_unit.row_lanes``): an output beat of ``lanes`` results that spans several GLOBAL
         words (``hw.mv_unit.out_words``) writes the last beat's other words after it."""
+        from airfoil.compiler.weight_image import decoder_slice_lanes
         from airfoil.hw.mv_unit import out_words
+        from airfoil.hw.weight_decoder import beat_cycles
 
         c = self.cfg
         D = c.dsp_per_chain  # AirfoilTop builds one core of the config
         lanes = lanes or c.chains_per_core
         steps = math.ceil(rows / lanes)
-        beats = steps * math.ceil(k * n // SPARSE_M / D)
+        per_beat = beat_cycles(bits, decoder_slice_lanes(c.chains_per_core, D, c.axi_data_bits), D, c.axi_data_bits)
+        beats = steps * math.ceil(k * n // SPARSE_M / D) * per_beat
         words, stalls = decoder_fetches(rows, k, bits, n, group_size, c.chains_per_core, lanes > c.chains_per_core, D,
                                         c.axi_data_bits)
         drain = out_words(lanes) - 1 if rows else 0

@@ -12,7 +12,7 @@ from airfoil.compiler.plans import plan_path
 from airfoil.config import preset
 from airfoil.hw.mpe_schedule import schedule
 from airfoil.hw.sparse_chain import CHAIN_LATENCY, ChainMode
-from airfoil.isa import Buffer, Opcode, SparsePattern
+from airfoil.isa import Buffer, Opcode, SparsePattern, WeightWidth
 from airfoil.sim.perf import REQUANT_LATENCY, OpTiming, PerfModel, RtlTiming
 from tests.hw.tiles import random_tile
 
@@ -30,9 +30,23 @@ def test_gemm_cycles_are_the_mpe_beat_schedule(mode, n):
         tokens = 1 if mode != ChainMode.MM else int(rng.integers(2, 9))
         x, w, mask = random_tile(rng, tokens, unit * int(rng.integers(1, 5)), int(rng.integers(1, 40)), n, extreme=False)
         beats, _ = schedule(x, w, mask, n, mode, CFG.chains_per_core, groups)
-        f = {"tokens": tokens, "rows": w.shape[0], "k": w.shape[1], "pattern": SparsePattern.of(n)}
+        f = {"tokens": tokens, "rows": w.shape[0], "k": w.shape[1], "pattern": SparsePattern.of(n),
+             "width": WeightWidth.B4}
         op = Opcode.MM if mode == ChainMode.MM else Opcode.MV
         assert t.gemm(op, f) == len(beats) + CHAIN_LATENCY + REQUANT_LATENCY
+
+
+def test_8_bit_beats_take_two_cycles_where_the_decoder_slices_split_them():
+    """The boards' decoder slices (4 lanes of d = 16) take a beat of 8-bit codes in two cycles
+    (``hw.weight_decoder.split_lanes``); the sim preset's (4 lanes of d = 4) in one, like every
+    narrower code."""
+    latency = CHAIN_LATENCY + REQUANT_LATENCY
+    for board, eight in (("u280", 2), ("vhk158", 2), ("sim", 1)):
+        t = OpTiming(preset(board))
+        for op, tokens in ((Opcode.MV, 1), (Opcode.MM, 4)):
+            f = {"tokens": tokens, "rows": 1000, "k": 4096, "pattern": SparsePattern.of(16)}
+            cycles = {b: t.gemm(op, f | {"width": WeightWidth.of(b)}) - latency for b in (2, 3, 4, 8)}
+            assert cycles[2] == cycles[3] == cycles[4] and cycles[8] == eight * cycles[4], (board, op, cycles)
 
 
 def test_mm_without_the_chains_mm_mode_runs_a_token_a_pass():
@@ -41,9 +55,9 @@ def test_mm_without_the_chains_mm_mode_runs_a_token_a_pass():
     without = OpTiming(CFG.replace(mm_token_pairs=False))
     latency = CHAIN_LATENCY + REQUANT_LATENCY
     for n in (16, 4):
-        f = {"tokens": 5, "rows": 37, "k": 256, "pattern": SparsePattern.of(n)}
+        f = {"tokens": 5, "rows": 37, "k": 256, "pattern": SparsePattern.of(n), "width": WeightWidth.B4}
         assert without.gemm(Opcode.MM, f) - latency == 5 * (without.gemm(Opcode.MV, f | {"tokens": 1}) - latency)
-    sparse = {"tokens": 6, "rows": 37, "k": 256, "pattern": SparsePattern.of(4)}
+    sparse = {"tokens": 6, "rows": 37, "k": 256, "pattern": SparsePattern.of(4), "width": WeightWidth.B4}
     assert OpTiming(CFG).gemm(Opcode.MM, sparse) - latency == (without.gemm(Opcode.MM, sparse) - latency) // 2
 
 

@@ -8,7 +8,7 @@ import pytest
 from airfoil.config import preset
 from airfoil.hw.mpe_schedule import decode_results, encode_beats, reference_outputs, schedule
 from airfoil.hw.sparse_chain import ChainMode, MatrixProcessingEngine
-from airfoil.isa import Opcode, SparsePattern
+from airfoil.isa import Opcode, SparsePattern, WeightWidth
 from airfoil.sim.perf import OpTiming
 from airfoil.sim.verilator import BUILD_ROOT, build_component, run_bench, verilator_available
 from tests.hw.tiles import random_tile
@@ -72,7 +72,8 @@ def test_mm_steady_state_utilisation(mpe_build, tmp_path, n):
     useful = int(mask.sum()) * UTIL_TILE["tokens"]  # MACs on kept weights only
     utilisation = useful / (2 * CFG.chains_per_core * CFG.dsp_per_chain * cycles)
     # the performance model's cycles for this MM (sim/perf.py) against the RTL's
-    f = {"tokens": UTIL_TILE["tokens"], "rows": UTIL_TILE["rows"], "k": UTIL_TILE["k"], "pattern": SparsePattern.of(n)}
+    f = {"tokens": UTIL_TILE["tokens"], "rows": UTIL_TILE["rows"], "k": UTIL_TILE["k"], "pattern": SparsePattern.of(n),
+         "width": WeightWidth.B4}  # the codes' width: the decoders' rate (the MPE alone takes INT8 operands)
     modelled = OpTiming(CFG).gemm(Opcode.MM, f)
     print(f"MM {n}:16 tile {UTIL_TILE}: {useful} useful MACs in {cycles} cycles -> utilisation {utilisation:.3f}; "
           f"performance model {modelled} cycles ({modelled / cycles - 1:+.2%})")

@@ -81,8 +81,8 @@ LUT_PER_DSP = 165
 # LUTs (and LUTRAM sites) of a core's units other than the MV unit: controller, fetch, LD/ST, SFU,
 # AXI bridges, registers, rounded up from the sim kernel's synthesis (reports/synth_top.json:
 # 60,859 + 2,202); a test keeps this at or above the measurement.  The weight path (decoders,
-# requantisers) is not in it: the built one does not scale to 100 chains a core
-# (docs/accelerator.md, the device fit), and the one the boards need is not built.
+# requantisers) is not in it: as built it does not fit the boards' cores yet
+# (docs/accelerator.md, the device fit).
 LUT_PER_CORE = 64_000
 
 

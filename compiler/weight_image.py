@@ -32,8 +32,8 @@ decoder) and takes each lane's zero from one of two places, not four.  The cost:
 row and quant group at 3-bit codes, two at 2-bit; none at 4 or 8.
 
 **Decoder slices** (``slice_lanes``).  Where one unit of a whole row group's 8-bit codes, ``lanes
-x d`` bytes, is wider than a buffer word (the boards' 100 chains of D = 16: 1,600 bytes against
-64), no one decoder can read a row group a beat; the group is cut into slices of ``slice_lanes``
+x d`` bytes, is wider than a buffer word (the boards' 80 or 100 chains of D = 16: 1,280 or 1,600 bytes
+against 64), no one decoder can read a row group a beat; the group is cut into slices of ``slice_lanes``
 lanes (``decoder_slice_lanes``), each its own decoder on its own part of the weight buffer.  The
 tile is then one *sub-tile* per slice, one after the other: sub-tile s holds lanes s L .. s L +
 L - 1 of every row group (L = ``slice_lanes``), and is itself a lane-interleaved tile of L lanes

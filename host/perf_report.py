@@ -147,8 +147,8 @@ def write_report(out: Path, rows: list[dict]) -> list[Path]:
                          f"{r['weight_bits_average']:.2f} bits/weight, INT8 KV |")
     lines += [f"| {name} | {tok} | {recipe} |" for name, _, tok, recipe in ANCHORS]
     lines += ["", "## Resources (config estimates: the MPE at its measured LUTs per DSP, each core's other units as "
-              "the sim kernel measured them, each buffer once; no weight path counted: the built one does not "
-              "scale to 100 chains, see docs/accelerator.md, the device fit)", "",
+              "the sim kernel measured them, each buffer once; no weight path counted: as built it does not "
+              "fit the boards' cores yet, see docs/accelerator.md, the device fit)", "",
               "| board | DSP | BRAM36 | URAM | LUT |", "|---|---|---|---|---|"]
     seen = set()
     for r in rows:

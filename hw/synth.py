@@ -245,7 +245,7 @@ def device_fit(cfg, mpe: dict, progress=print) -> dict:
     * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
       decoders (a ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
       where rows pair; each one a decoder per slice where the tiles come in decoder slices, as
-      the boards' 100 chains: 25 of 4 lanes), a requantiser's accumulator per row lane and its
+      the U280's 80 chains: 20 of 4 lanes), a requantiser's accumulator per row lane and its
       last stage per result the MV unit writes in a cycle (``mv_unit.round_stages``),
       synthesised here at the config's D and weight-buffer depth; every buffer one copy per read port, or per
       banked reader set (the ``BufferBank`` this config gets, in bytes of whole 512-word

@@ -6,8 +6,8 @@ A tile is four bit-packed sections: codes, positions, scales, zeros.  Its rows c
 (``pack_tile(lanes=, d=)``).  ``LaneGroupDecoder`` reads the four with four *bit windows*
 (``BitWindowCache``) over the weight buffer, one per section and as wide as one unit of every
 lane (the code window half a unit of 8-bit codes where that is wider than half a word: such a
-beat takes two cycles, ``split_lanes``), and emits per beat, for each lane of a row group, the D kept weights ``w8 = code - zero``
-with their 4-bit positions in their 16-block (what the chain's sparse MUXes take) and the quant
+beat takes two cycles, ``split_lanes``), and emits per beat, for each lane of a row group, the D
+kept weights ``w8 = code - zero`` with their 4-bit positions in their 16-block (what the chain's sparse MUXes take) and the quant
 group's 16-bit scale, and per DSP group the block number (every lane's: the rows share the
 format).  Each lane's field sits at an offset that depends only on its lane number and the
 format, so the per-lane logic is a choice among the four code widths, not a window of its own.
@@ -268,14 +268,18 @@ def split_lanes(lanes: int, d: int, word_bits: int) -> int:
     cycle, the others' in a second; 0 where the whole unit comes at once.  The code window is at
     most half a buffer word wide (a lane's codes more where the lanes are odd): that reads codes
     of up to 4 bits a beat a cycle, while a window a whole word wide for 8-bit codes took some
-    2,800 LUT of a U280 slice decoder's 9,600, for weights that decode does not use (HBM-bound at
-    every width) and that would each cost a byte of HBM traffic."""
+    2,800 LUT of a U280 slice decoder's 9,600.  No projected plan has 8-bit layers, and decode
+    reads each 8-bit weight's byte from HBM more slowly than even the half-rate beats take it."""
     return lanes // 2 if lanes >= 2 and lanes * d * 8 > word_bits // 2 else 0
 
 
-def beat_cycles(bits: int, lanes: int, d: int, word_bits: int) -> int:
-    """Cycles a ``LaneGroupDecoder`` of ``lanes`` lanes takes a beat of ``bits``-bit codes at best."""
-    return 2 if bits == 8 and split_lanes(lanes, d, word_bits) else 1
+def beat_cycles(bits: int, chains: int, d: int, word_bits: int) -> int:
+    """Cycles the weight decoders of ``chains`` chains of ``d`` kept weights a beat (in decoder
+    slices where a row group's 8-bit codes are wider than a word) take a beat of ``bits``-bit
+    codes at best."""
+    from airfoil.compiler.weight_image import decoder_slice_lanes
+
+    return 2 if bits == 8 and split_lanes(decoder_slice_lanes(chains, d, word_bits), d, word_bits) else 1
 
 
 def lane_group_windows(d: int, lanes: int, word_bits: int, dense_only: bool = False) -> dict[str, int]:

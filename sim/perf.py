@@ -93,11 +93,13 @@ class OpTiming:
 
     def gemm(self, op: Opcode, f: dict) -> int:
         from airfoil.hw.sparse_chain import CHAIN_LATENCY
+        from airfoil.hw.weight_decoder import beat_cycles
 
         c = self.cfg
         chains = c.cores * c.chains_per_core
         n = f["pattern"].n
-        beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain) * self.decoder_beat_cycles(f)
+        beats_per_row = math.ceil(f["k"] * n // SPARSE_M / c.dsp_per_chain) * beat_cycles(
+            f["width"].bits, c.chains_per_core, c.dsp_per_chain, c.axi_data_bits)
         if op == Opcode.MV or f["tokens"] == 1 or not c.mm_token_pairs:
             # (chains without MM's mode, config.mm_token_pairs: every MM a token a pass, dense rows
             # paired)
@@ -107,16 +109,6 @@ class OpTiming:
             rows_per_beat = chains
             passes = math.ceil(f["tokens"] / 2)
         return passes * math.ceil(f["rows"] / rows_per_beat) * beats_per_row + CHAIN_LATENCY + REQUANT_LATENCY
-
-    def decoder_beat_cycles(self, f: dict) -> int:
-        """A beat's cycles in the weight decoders (two for 8-bit codes at the boards' slices:
-        ``hw.weight_decoder.split_lanes``)."""
-        from airfoil.compiler.weight_image import decoder_slice_lanes
-        from airfoil.hw.weight_decoder import beat_cycles
-
-        c = self.cfg
-        lanes = decoder_slice_lanes(c.chains_per_core, c.dsp_per_chain, c.axi_data_bits)
-        return beat_cycles(f["width"].bits, lanes, c.dsp_per_chain, c.axi_data_bits)
 
     def attention_products(self, f: dict) -> int:
         c = self.cfg
@@ -274,7 +266,6 @@ class RtlTiming:
         written, with ``lanes`` rows a beat (default: the chains, one row each;
         ``hw.mv_unit.row_lanes``): an output beat of ``lanes`` results that spans several GLOBAL
         words (``hw.mv_unit.out_words``) writes the last beat's other words after it."""
-        from airfoil.compiler.weight_image import decoder_slice_lanes
         from airfoil.hw.mv_unit import out_words
         from airfoil.hw.weight_decoder import beat_cycles
 
@@ -282,8 +273,7 @@ class RtlTiming:
         D = c.dsp_per_chain  # AirfoilTop builds one core of the config
         lanes = lanes or c.chains_per_core
         steps = math.ceil(rows / lanes)
-        per_beat = beat_cycles(bits, decoder_slice_lanes(c.chains_per_core, D, c.axi_data_bits), D, c.axi_data_bits)
-        beats = steps * math.ceil(k * n // SPARSE_M / D) * per_beat
+        beats = steps * math.ceil(k * n // SPARSE_M / D) * beat_cycles(bits, c.chains_per_core, D, c.axi_data_bits)
         words, stalls = decoder_fetches(rows, k, bits, n, group_size, c.chains_per_core, lanes > c.chains_per_core, D,
                                         c.axi_data_bits)
         drain = out_words(lanes) - 1 if rows else 0

@@ -32,7 +32,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
-from airfoil.compiler.weight_image import unit_alignment, zero_field_bits
+from airfoil.compiler.weight_image import decoder_slice_lanes, unit_alignment, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
 
 __all__ = ["LaneGroupDecoder", "BitWindowCache", "GroupGeometry", "group_geometry", "engine_geometries",
@@ -277,8 +277,6 @@ def beat_cycles(bits: int, chains: int, d: int, word_bits: int) -> int:
     """Cycles the weight decoders of ``chains`` chains of ``d`` kept weights a beat (in decoder
     slices where a row group's 8-bit codes are wider than a word) take a beat of ``bits``-bit
     codes at best."""
-    from airfoil.compiler.weight_image import decoder_slice_lanes
-
     return 2 if bits == 8 and split_lanes(decoder_slice_lanes(chains, d, word_bits), d, word_bits) else 1
 
 

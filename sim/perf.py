@@ -194,15 +194,15 @@ def decoder_fetches(rows: int, k: int, bits: int, n: int, group_size: int, chain
     per_change = np.zeros(max(-(-n_groups // step) - 1, 0), np.int64)  # the decoders change groups together
     # every decoder slice reads its own sub-tile (weight_image's decoder slices), all in step
     lanes = decoder_slice_lanes(chains, d, word_bits)
-    # a unit of 8-bit codes in two halves: the code window ends a group on the second
-    last_half = {"code": split_lanes(lanes, d, word_bits) * d * 8 if bits == 8 else 0}
+    # a unit of 8-bit codes read in two halves: the code window ends a group on the second
+    code_end = split_lanes(lanes, d, word_bits) * d * 8 if bits == 8 else 0
     for geo in engine_geometries(0, rows, k, bits, n, group_size, chains, pair, d, word_bits):
         g = np.arange(max(geo["groups"] - 1, 0))  # its groups with a next one (all full)
         fetch = np.zeros(len(g), np.int64)
         for s in sections:
             base, stride = geo[f"{s}_base"], geo[f"{s}_stride"]
             held = (base + g * stride + (units[s] - 1) * lanes * lane_unit_bits(s, bits, n, d, lanes)
-                    + last_half.get(s, 0)) // word_bits
+                    + (code_end if s == "code" else 0)) // word_bits
             want = (base + (g + 1) * stride) // word_bits
             for w in (want, want + 1):
                 fetch += (w < held) | (w >= held + WINDOW_SLOTS)

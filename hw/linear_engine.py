@@ -44,7 +44,7 @@ need the adder-tree tap of docs/accelerator.md).
 """
 from __future__ import annotations
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -169,15 +169,24 @@ class LinearEngine(wiring.Component):
         held = [Signal(b.payload.shape(), name=f"held{i}") for i, b in enumerate(beats)]
         held_valid = Signal()
         m.d.sync += held_valid.eq(all_valid)
-        with m.If(all_valid):
-            m.d.sync += [h.eq(Mux(b.valid, b.payload.as_value(), 0)) for h, b in zip(held, beats)]
+        # a beat of no decoder (out of groups) is zeros, and so are the weights of a lane without a
+        # row in the group: written as the flip-flops' synchronous reset over their enable (an
+        # FDRE's R), not as a multiplexer a bit (a LUT each: 25,000 at the U280's 72 chains)
+        for h, b in zip(held, beats):
+            with m.If(all_valid):
+                m.d.sync += h.eq(b.payload.as_value())
+            with m.If(all_valid & ~b.valid):
+                m.d.sync += h.eq(0)
+            for i in range(self.slice_lanes):
+                with m.If(all_valid & ~(b.valid & b.payload.lanes[i])):
+                    m.d.sync += h.weight[i].eq(0)
 
         def lane_beat(j: int):  # row lane j's decoder's beat, and j's lane in it
             return held[self.decoder_of(j)], j % self.slice_lanes
 
         def lane_weight(j: int):  # row lane j's beat (zero where its lane has no row in the group)
             h, i = lane_beat(j)
-            return Mux(h.lanes[i], h.weight[i].as_value(), 0)
+            return h.weight[i].as_value()
 
         # the beat's place in its quant group (all chains' rows share the pattern)
         in_group = Signal(8)
@@ -211,27 +220,32 @@ class LinearEngine(wiring.Component):
                          op.weight_hi[c].eq(Mux(two, lane_weight(c), lane_weight(C + c)) if L > C else 0),
                          op.index[c].eq(h.index[i])]
 
-        # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE
+        # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE,
+        # in a small memory read without a clock (distributed RAM: 2L x 16 bits of flip-flops a
+        # place and a 16-way multiplexer a bit before, most of the MV unit's LUTs at 72 chains)
         entry = data.StructLayout({"scale": data.ArrayLayout(unsigned(16), L), "row_first": 1, "row_last": 1})
-        queue = Array(Signal(entry, name=f"queue{i}") for i in range(SCALE_QUEUE))
+        m.submodules.scale_queue = queue = Memory(shape=entry, depth=SCALE_QUEUE, init=[])
+        queue_in, queue_out = queue.write_port(), queue.read_port(domain="comb")
         head, tail = Signal(range(SCALE_QUEUE)), Signal(range(SCALE_QUEUE))
         row_open = Signal()  # the next finished group starts a row
+        e = queue_in.data
+        m.d.comb += [queue_in.addr.eq(tail), queue_in.en.eq(held_valid & group_last),
+                     e.row_first.eq(~row_open), e.row_last.eq(held[0].last)]
+        # a two-token pass's high lanes (token 0) have the low lanes' rows, and their scales
+        for j in range(L):
+            h, i = lane_beat(j)
+            if j >= C:
+                lo, i_lo = lane_beat(j - C)
+                m.d.comb += e.scale[j].eq(Mux(two, lo.scale[i_lo], h.scale[i]))
+            else:
+                m.d.comb += e.scale[j].eq(h.scale[i])
         with m.If(held_valid & group_last):
-            e = queue[tail]
-            m.d.sync += [e.row_first.eq(~row_open), e.row_last.eq(held[0].last), row_open.eq(~held[0].last),
-                         tail.eq(tail + 1)]
-            # a two-token pass's high lanes (token 0) have the low lanes' rows, and their scales
-            for j in range(L):
-                h, i = lane_beat(j)
-                if j >= C:
-                    lo, i_lo = lane_beat(j - C)
-                    m.d.sync += e.scale[j].eq(Mux(two, lo.scale[i_lo], h.scale[i]))
-                else:
-                    m.d.sync += e.scale[j].eq(h.scale[i])
+            m.d.sync += [row_open.eq(~held[0].last), tail.eq(tail + 1)]
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
         res = mpe.results
-        front = queue[head]
+        m.d.comb += queue_out.addr.eq(head)
+        front = queue_out.data
         with m.If(res.valid):
             m.d.sync += head.eq(head + 1)
 
@@ -250,22 +264,30 @@ class LinearEngine(wiring.Component):
             if j == 0:
                 m.d.comb += rq_valid.eq(rq.out.valid)
         m.d.comb += [self.out.valid.eq(rq_valid), res.ready.eq(1)]
-        # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it
-        rows_done = [Signal(16, name=f"rows_done{j}") for j in range(L)]
+        # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it.
+        # Every lane has as many results out as the others: one count, and two comparisons a
+        # decoder (its lanes in the last group, and the others)
+        rows_done = Signal(16)
+        with m.If(rq_valid):
+            m.d.sync += rows_done.eq(rows_done + 1)
+        with m.If(self.start):
+            m.d.sync += rows_done.eq(0)
+        below = []  # per decoder: a lane of the last group has a row left, a lane of the others has
+        for geo in self.geometry:
+            last, other = Signal(), Signal()
+            m.d.comb += [last.eq((geo.groups != 0) & (rows_done < geo.groups)),
+                         other.eq((geo.groups != 0) & (rows_done + 1 < geo.groups))]
+            below.append((last, other))
 
-        def lane_rows(j: int):  # rows of lane j: every group of its decoder but the last, then the last's
-            geo = self.geometry[self.decoder_of(j)]
-            return Mux(geo.groups == 0, 0, geo.groups - 1 + (j % self.slice_lanes < geo.last_lanes))
+        def lane_mask(j: int):  # rows_done below lane j's rows: its decoder's groups, less the last where not in it
+            last, other = below[self.decoder_of(j)]
+            return Mux(j % self.slice_lanes < self.geometry[self.decoder_of(j)].last_lanes, last, other)
 
         for j in range(L):
-            mask = rows_done[j] < lane_rows(j)
+            mask = lane_mask(j)
             if j >= C:  # a two-token pass: token 0's results are the low lanes' rows
-                mask = Mux(two, rows_done[j - C] < lane_rows(j - C), mask)
+                mask = Mux(two, lane_mask(j - C), mask)
             m.d.comb += self.out_mask[j].eq(mask)
-            with m.If(rq_valid):
-                m.d.sync += rows_done[j].eq(rows_done[j] + 1)
-            with m.If(self.start):
-                m.d.sync += rows_done[j].eq(0)
 
         recent = Signal(REQUANT_LATENCY)  # results still in the requantisers
         m.d.sync += recent.eq(Cat(res.valid, recent[:-1]))

@@ -61,7 +61,7 @@ from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, weight_
 from airfoil.config import SPARSE_M, position_bits_per_block
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
-from airfoil.hw.requantise import MIN_SHIFT, round_shift_saturate
+from airfoil.hw.requantise import MIN_SHIFT, RoundShiftSaturate
 from airfoil.hw.weight_decoder import lane_group_windows
 from airfoil.isa import EVAL_BITS, ISSUE_LAYOUT, ISSUED_LAYOUTS, ErrorCode, Opcode, SparsePattern, WeightWidth
 from airfoil.numerics import ACC_BITS
@@ -403,8 +403,12 @@ class MvUnit(wiring.Component):
         last_write = Signal()  # the pass's last GLOBAL write after its last output beat is now
 
         def requantised(ys, count: int):  # the last stage of each of `count` results
-            return Cat(*(round_shift_saturate(m, ys[Y * i:Y * (i + 1)].as_signed(), word_shift, f"result{i}")
-                         for i in range(count)))
+            stages = []
+            for i in range(count):
+                m.submodules[f"round{i}"] = stage = RoundShiftSaturate()
+                m.d.comb += [stage.y.eq(ys[Y * i:Y * (i + 1)].as_signed()), stage.shift.eq(word_shift)]
+                stages.append(stage.out)
+            return Cat(*stages)
 
         if W == 1:  # the beat lies within one word (L divides 16, and so does C)
             lane_off = byte[:6]

@@ -261,19 +261,22 @@ class AirfoilConfig:
 
 
 _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
-    # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 80 chains x 16 DSPs =
-    # 3,840, limited by LUTs (each chain's sparse MUXes and its share of the slice decoders).  Decode
-    # is HBM-bound from 72 chains a core up (LLaMA2-7B FlightLLM-like: 129.4 tok/s, 85.6% of HBM at
-    # 80, 129.2 and 85.6% at 100); the 20 more chains bought only prefill (435 -> 377 ms for 128
-    # tokens) for a fifth of the kernel's LUTs (docs/accelerator.md, the device fit).
+    # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 72 chains x 16 DSPs =
+    # 3,456, limited by LUTs (each chain's sparse MUXes and its share of the slice decoders), and
+    # chains without MM's mode (mm_token_pairs false: 1,161 LUT a chain, not 2,249), so that the
+    # kernel as built fits the XCU280 (94% of its LUTs; 122% at 80 chains with MM's mode).  Decode
+    # is HBM-bound from 72 chains a core up (LLaMA2-7B FlightLLM-like: 129.1 tok/s, 85.2% of HBM;
+    # 129.4 and 85.6% at 80, 129.2 and 85.6% at 100) and MV never uses MM's mode: what the fit
+    # costs is prefill (128 tokens: 678 ms, 435 at 80 chains with MM's mode, 377 at 100;
+    # docs/accelerator.md, the device fit).
     # Buffers (2026-12-07): GLOBAL holds the norm gains, the logits and a prefill chunk of 4 tokens
     # of LLaMA2-7B (16 with the 4 MiB before; prefill stays compute-bound, 2 to 5% longer), ACT
     # that chunk's INT8 rows (1 MiB before), so that the kernel as built, whose buffers are
     # copies and banks of these, fits the block RAM and UltraRAM more nearly.
-    "u280": dict(board="u280", clock_mhz=225.0, cores=3, chains_per_core=80, dsp_groups_per_chain=8,
+    "u280": dict(board="u280", clock_mhz=225.0, cores=3, chains_per_core=72, dsp_groups_per_chain=8,
                  act_buffer_kib=256, global_buffer_kib=2048, weight_buffer_kib=1024, kv_buffer_kib=2112,
                  instr_queue_depth=4096, hbm_channels=32, hbm_channel_gbps=14.375, hbm_latency_cycles=64,
-                 axi_data_bits=512),
+                 axi_data_bits=512, mm_token_pairs=False),
     # FlightLLM's released VHK158 profile: 4 SLRs at 225 MHz, MV parallelism 64x16. Ours: 4 x 100
     # chains x 16 DSPs = 6,400 (78% of the VH1782's LUTs at the measured cost per DSP): enough
     # that decode of 2-bit dense weights keeps up with the HBM share of each core.

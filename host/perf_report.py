@@ -100,6 +100,25 @@ def _plots(rows: list[dict], out: Path) -> list[str]:
 
 
 CALIBRATION = Path(__file__).resolve().parents[1] / "reports" / "calibration.json"
+# the U280 kernel as built, synthesised (``airfoil generate --block mpe --board u280 --synth``)
+DEVICE_FIT = Path(__file__).resolve().parents[1] / "reports" / "device_fit_u280.json"
+
+
+def as_built_row(path: Path = DEVICE_FIT) -> str | None:
+    """The resource table's row of the U280 kernel as built, from its committed device fit, where
+    that fit is of the U280 preset as it stands (its DSPs in the chains); else None."""
+    from airfoil.config import preset
+
+    if not path.exists():
+        return None
+    fit = json.loads(path.read_text())
+    if fit.get("dsp_slices") != preset("u280").dsp_slices // preset("u280").cores:
+        return None
+    built = fit["device"]["as_built"]
+    need, cap, use = built["need"], built["capacity"], built["utilisation"]
+    return (f"| u280 as built ({path.name}: synthesised, {fit['device']['cores']} cores; BRAM36 and URAM as "
+            f"on-chip bytes) | {need['dsp']:,} / {cap['dsp']:,} | {100 * use['on_chip_bytes']:.0f}% of the "
+            f"on-chip bytes | | {need['lut']:,} / {cap['lut']:,} ({100 * use['lut']:.1f}%) |")
 
 
 def calibration_spread(path: Path = CALIBRATION) -> float:
@@ -147,8 +166,8 @@ def write_report(out: Path, rows: list[dict]) -> list[Path]:
                          f"{r['weight_bits_average']:.2f} bits/weight, INT8 KV |")
     lines += [f"| {name} | {tok} | {recipe} |" for name, _, tok, recipe in ANCHORS]
     lines += ["", "## Resources (config estimates: the MPE at its measured LUTs per DSP, each core's other units as "
-              "the sim kernel measured them, each buffer once; no weight path counted: as built it does not "
-              "fit the boards' cores yet, see docs/accelerator.md, the device fit)", "",
+              "the sim kernel measured them, each buffer once, no weight path counted; the U280 kernel as built "
+              "counts it: see docs/accelerator.md, the device fit)", "",
               "| board | DSP | BRAM36 | URAM | LUT |", "|---|---|---|---|---|"]
     seen = set()
     for r in rows:
@@ -158,6 +177,9 @@ def write_report(out: Path, rows: list[dict]) -> list[Path]:
         res, cap = r["resources"], r["resources"]["capacity"]
         lines.append(f"| {r['board']} | {res['dsp']:,} / {cap['dsp']:,} | {res['bram36']:,} / {cap['bram36']:,} | "
                      f"{res['uram']:,} / {cap['uram']:,} | {res['lut']:,} / {cap['lut']:,} |")
+    built = as_built_row()
+    if built and "u280" in seen:
+        lines.append(built)
     lines.append(f"| FlightLLM on U280 | {FLIGHTLLM_U280['dsp']:,} | {FLIGHTLLM_U280['bram36']:,} | "
                  f"{FLIGHTLLM_U280['uram']:,} | - |")
     pngs = _plots(rows, out)

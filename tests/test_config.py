@@ -20,7 +20,8 @@ def test_u280_totals_match_the_board():
     cfg = preset("u280")
     assert cfg.hbm_peak_gbps == pytest.approx(460.0)
     assert cfg.hbm_bytes_per_cycle == pytest.approx(460e9 / 225e6)
-    assert cfg.dsp_slices == 3 * 80 * 16
+    assert cfg.dsp_slices == 3 * 72 * 16
+    assert cfg.mm_token_pairs is False  # chains without MM's mode, so that the kernel fits (the device fit)
 
 
 def test_yaml_round_trip(tmp_path):

@@ -1,6 +1,8 @@
 """The performance model: its MPE costs are the MPE's beat schedule (the one the Verilator bench
 measures), and whole-program figures respect the bandwidth and compute bounds."""
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -125,6 +127,10 @@ def test_report_writes_tables_and_plots(tmp_path):
     md = (tmp_path / "performance.md").read_text()
     assert f"| {rows[0]['model']} | u280 | default |" in md and "FlightLLM, U280 (measured) | 55.0" in md
     assert f"{rows[0]['decode_cycles']:,} cycles" in md
+    # the U280 kernel as built: the committed device fit's LUTs, beside the config's estimate
+    fit = json.loads((Path(__file__).resolve().parents[1] / "reports" / "device_fit_u280.json").read_text())
+    assert "| u280 as built (device_fit_u280.json" in md
+    assert f"{fit['device']['as_built']['need']['lut']:,} / 1,303,680" in md
     for f in files:
         assert f.stat().st_size > 500, f
     assert not list(tmp_path.glob("*.partial"))

@@ -91,7 +91,7 @@ def test_decoder_slices_of_the_presets():
         cfg = preset(board)
         assert lane_interleave(cfg.chains_per_core, cfg.dsp_per_chain, 16, 128, cfg.axi_data_bits) == (
             cfg.chains_per_core, 16, 4)
-    assert decoder_slice_lanes(80, 16, 512) == 4  # the U280's: 20 slices
+    assert decoder_slice_lanes(72, 16, 512) == 4  # the U280's: 18 slices
     assert lane_interleave(100, 16, 2, 32) == (1, 1, 0)  # quant groups within a beat: the plain order
 
 

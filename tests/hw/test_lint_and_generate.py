@@ -24,16 +24,24 @@ def test_generate_unknown_block_exits_2(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
+def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     """A U280 MPE of 40 small chains: synthesised as one chain, scaled and labelled. The device
     fit of the three cores as the projections assume it (MPEs, the other units, each buffer
     once), and as built: a row group's 40 lanes of codes are wider than the weight word, so its
     tiles come in 5 decoder slices of 8 lanes, a decoder each a side, each on its own read port:
     a memory of its slice's bank (a fifth of each half), through which the ST unit and the host
-    read the weight buffer too."""
+    read the weight buffer too.  The rest of the MV unit at these 40 chains is counted once a
+    core (its synthesis, about 3 minutes, stands in here as the counts it gave: the sim preset's
+    test below runs it)."""
+    import airfoil.hw.synth as synth
+
+    rest = {"dsp48e2": 54, "lut": 29_814, "lutram": 0, "ff": 30_967, "carry": 2_394, "bram36": 0.0, "uram": 0}
+    asked = []
+    monkeypatch.setattr(synth, "measure_mv_control", lambda cfg: asked.append(cfg.chains_per_core) or rest)
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=40",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
+    assert asked == [40]
     out = json.loads(capsys.readouterr().out)
     assert "scaled" in out["synth_scope"]
     assert out["synth"]["dsp48e2"] == out["dsp_slices"] == 40 * 4
@@ -49,8 +57,11 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys):
     # 80 results a beat reach over several GLOBAL words: the last stages are one per result of a word
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 5, "decoder_dense_only": 5,
                                                                   "requantise_accumulate": 80, "requantise_round": 16}
-    assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"]
+    assert built["mv_control"] == rest
+    assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"] + rest["lut"]
                                         + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))
+    assert built["need"]["dsp"] == 3 * (160 + others["dsp48e2"] + rest["dsp48e2"]
+                                        + sum(p["dsp48e2"] * p["per_core"] for p in parts.values()))
     copies = built["buffer_copy_bytes_per_core"]
     bank_words = 2 * (1024 * 1024 // 5 // 64)  # both halves' bank of a slice, 64-byte words (the last's 8 more)
     slice_ports = {k: v for k, v in copies.items() if k.startswith("weight_slice")}
@@ -81,9 +92,11 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     """The sim preset's kernel as built, composed from its parts (MPE, the low and high lanes'
     decoders, a requantiser's accumulator per lane and its last stage per lane too, since 8
     results a beat fill part of one word; the other units, the buffer copies), against the
-    whole kernel measured unit by unit (reports/synth_top.json): a lower bound (the MV unit's
-    own control is not counted) within 10% of its LUTs, and the buffer copies exactly the
-    measured bank's block RAMs."""
+    whole kernel measured unit by unit (reports/synth_top.json).  With the rest of the MV unit
+    synthesised around its parts as black boxes (``measure_mv_control``), every DSP48E2 is
+    counted once and the LUTs and FFs are no fewer than the whole's (nothing is optimised across
+    the black boxes) and within 10% of them; the buffer copies are exactly the measured bank's
+    block RAMs."""
     assert main(["generate", "--block", "mpe", "--board", "sim", "-o", str(tmp_path), "--synth", "--json",
                  "--quiet"]) == 0
     built = json.loads(capsys.readouterr().out)["device"]["as_built"]
@@ -91,49 +104,57 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     units = top["total_without_buffers"]
     assert {name: p["per_core"] for name, p in built["lane_parts"].items()} == {
         "decoder": 1, "decoder_dense_only": 1, "requantise_accumulate": 8, "requantise_round": 8}
-    assert 0.9 * (units["lut"] + units["lutram"]) <= built["need"]["lut"] <= units["lut"] + units["lutram"]
-    assert built["need"]["ff"] <= units["ff"] and built["need"]["dsp"] <= units["dsp48e2"]
+    assert units["lut"] + units["lutram"] <= built["need"]["lut"] <= 1.1 * (units["lut"] + units["lutram"])
+    assert units["ff"] <= built["need"]["ff"] <= 1.1 * units["ff"] and built["need"]["dsp"] == units["dsp48e2"]
+    # the rest of the MV unit: its control and its engine's feeders, neither a decoder nor a chain
+    rest = built["mv_control"]
+    assert 0 < rest["lut"] < units["lut"] and rest["dsp48e2"] > 0
     assert built["need"]["on_chip_bytes"] == top["buffer_bank"]["bram36"] * ON_CHIP_BYTES["bram36"]
     assert built["fits"] is True
 
 
-def test_device_fit_of_80_chains_counts_a_decoder_a_slice():
-    """The U280 preset's 80 chains of 16 DSPs: a row group's unit of codes (80 x 16 x 8 bits) is
-    wider than the 512-bit weight buffer word, so the tiles come in 20 decoder slices of 4 lanes
-    (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 20 times a
-    core, with 160 requantisers' accumulators and 16 last stages (one per result of the GLOBAL
+def test_device_fit_of_72_chains_counts_a_decoder_a_slice():
+    """The U280 preset's 72 chains of 16 DSPs: a row group's unit of codes (72 x 16 x 8 bits) is
+    wider than the 512-bit weight buffer word, so the tiles come in 18 decoder slices of 4 lanes
+    (4 x 16 codes: one word), a decoder each a side, each synthesised once and counted 18 times a
+    core, with 144 requantisers' accumulators and 16 last stages (one per result of the GLOBAL
     word written a cycle).  Each decoder's read port is a memory of its slice's bank of the
-    2 MiB weight buffer (a 20th of each half, in whole 512-word block-RAM columns), which the ST
-    unit and the host read through too: no copy of the whole.  As built the buffers fit; the
-    LUTs do not.  GLOBAL is counted once (the ST unit's and the host's port, which the SFU's
-    element feed shares)."""
+    2 MiB weight buffer (an 18th of each half, in whole 512-word block-RAM columns), which the ST
+    unit and the host read through too: no copy of the whole.  As built it fits the XCU280 (its
+    LUTs the nearest to full).  GLOBAL is counted once (the ST unit's and the host's port, which the SFU's
+    element feed shares).  The MPE (its scaled chain) and the rest of the MV unit (about 10
+    minutes of synthesis) are the committed report's; the fit composed from them here is the
+    report's, figure for figure."""
     from airfoil.config import preset
     from airfoil.hw.synth import device_fit
 
-    mpe = {"dsp48e2": 1280, "lut": 242_000, "lutram": 0, "ff": 174_000}  # one core's, as the scaled chain gives
-    fit = device_fit(preset("u280"), mpe, progress=lambda _: None)
+    report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "device_fit_u280.json").read_text())
+    mpe = {**report["synth"], "lutram": 0}  # one core's: one chain synthesised, x 72
+    rest = report["device"]["as_built"]["mv_control"]
+    fit = device_fit(preset("u280"), mpe, progress=lambda _: None, mv_control=rest)
     built = fit["as_built"]
-    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 20, "lanes": 4}
+    assert built["buildable"] is True and built["decoder_slices"] == {"slices": 18, "lanes": 4}
     parts = built["lane_parts"]
-    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 20, "decoder_dense_only": 20,
-                                                                  "requantise_accumulate": 160, "requantise_round": 16}
+    assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 18, "decoder_dense_only": 18,
+                                                                  "requantise_accumulate": 144, "requantise_round": 16}
     assert parts["decoder"]["lut"] > parts["decoder_dense_only"]["lut"] > 10 * parts["requantise_round"]["lut"]
     # the last stage is most of a requantiser's LUTs; its DSP48E2s are the accumulator's
     assert parts["requantise_round"]["lut"] > 4 * parts["requantise_accumulate"]["lut"]
     assert parts["requantise_round"]["dsp48e2"] == 0 and parts["requantise_accumulate"]["dsp48e2"] == 2
     others = _measured_units_without_mv()
-    assert built["need"]["dsp"] == 3 * (1280 + others["dsp48e2"] + 160 * parts["requantise_accumulate"]["dsp48e2"])
-    assert fit["target"]["need"]["dsp"] == 3 * (1280 + others["dsp48e2"])
+    assert mpe["dsp48e2"] == 72 * 16
+    assert built["need"]["dsp"] == 3 * (72 * 16 + others["dsp48e2"] + 144 * parts["requantise_accumulate"]["dsp48e2"]
+                                        + rest["dsp48e2"])
+    assert fit["target"]["need"]["dsp"] == 3 * (72 * 16 + others["dsp48e2"])
     copies = built["buffer_copy_bytes_per_core"]
     assert "weight" not in copies and copies["global"] == preset("u280").global_buffer_kib * 1024
-    bank_words = 2 * (1024 * 1024 // 20 // 64)  # both halves' bank of a slice, 64-byte words (the last's 4 more)
+    bank_words = 2 * (1024 * 1024 // 18 // 64)  # both halves' bank of a slice, 64-byte words (the last's more)
     slice_ports = {k: v for k, v in copies.items() if k.startswith("weight_slice")}
-    assert len(slice_ports) == 40 and set(slice_ports.values()) == {-(-bank_words // 512) * 512 * 64}
+    assert len(slice_ports) == 36 and set(slice_ports.values()) == {-(-bank_words // 512) * 512 * 64}
     assert built["need"]["on_chip_bytes"] == 3 * sum(copies.values())
-    # the buffers fit the block RAM and UltraRAM; the LUTs (the decoders) do not
-    assert built["utilisation"]["on_chip_bytes"] < 1 < built["utilisation"]["lut"]
-    assert built["fits"] is False and fit["fits"] is False
-    # the committed report (docs/accelerator.md's figures) holds the same parts and copies
-    report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "device_fit_u280.json").read_text())
-    assert report["device"]["as_built"]["lane_parts"] == parts
-    assert report["device"]["as_built"]["buffer_copy_bytes_per_core"] == copies
+    # the buffers fit the block RAM and UltraRAM, and the LUTs (most of them the decoders') too
+    assert built["utilisation"]["on_chip_bytes"] < 1 and built["utilisation"]["lut"] < 1
+    assert built["utilisation"]["on_chip_bytes"] < built["utilisation"]["lut"]
+    assert built["fits"] is True and fit["fits"] is True
+    # the committed report (docs/accelerator.md's figures) is this fit
+    assert report["device"] == fit

@@ -23,7 +23,7 @@ lane without a row in the tile's last group), with the activation blocks the low
 groups name (all lanes share them).
 
 Where a unit of a row group's 8-bit codes is wider than a buffer word, the tiles come in
-*decoder slices* (``weight_image.decoder_slice_lanes``: 20 of 4 lanes at the U280's 80 chains of D = 16),
+*decoder slices* (``weight_image.decoder_slice_lanes``: 18 of 4 lanes at the U280's 72 chains of D = 16),
 and each side is one decoder a slice, each on its own sub-tile and its own read port: "the low
 lanes' decoder" is then all the low lanes' slices in step (slice 0's sub-tile has every row
 group, so its beats lead).

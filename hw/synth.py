@@ -270,7 +270,7 @@ def measure_mv_control(cfg) -> dict:
     weight decoders and requantiser stages are black boxes, so what is counted is the rest of
     the MV unit and its linear engine (the feeders, the held beats, the scale queue, the tile
     geometry, the output words).  Synthesised apart, nothing is optimised across the black
-    boxes' ports: at the sim preset the parts and this count 5% more LUTs than the whole unit.
+    boxes' ports: the parts and this count no fewer LUTs than the whole (1.4% more at the sim preset).
     About 10 minutes at the U280's 72 chains."""
     from airfoil.hw.buffers import buffer_bytes
     from airfoil.hw.mv_unit import MvUnit
@@ -299,7 +299,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     * ``as_built``: the kernel as ``AirfoilKernel`` builds it, at this config: its weight
       decoders (a ``LaneGroupDecoder`` for the chains' low lanes, one more for the high lanes
       where rows pair; each one a decoder per slice where the tiles come in decoder slices, as
-      the U280's 80 chains: 20 of 4 lanes), a requantiser's accumulator per row lane and its
+      the U280's 72 chains: 18 of 4 lanes), a requantiser's accumulator per row lane and its
       last stage per result the MV unit writes in a cycle (``mv_unit.round_stages``),
       synthesised here at the config's D and weight-buffer depth; the rest of the MV unit at this
       config (``measure_mv_control``, or ``mv_control`` where given: its counts); every buffer

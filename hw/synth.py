@@ -19,7 +19,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 __all__ = ["Resources", "sim_top_for_synthesis", "synthesize", "synthesize_verilog", "to_verilog", "measure_baseline",
-           "measure_training_datapaths", "measure_top_units", "measure_mv_control", "buffer_memories", "lut_equivalents",
+           "measure_training_datapaths", "measure_top_units", "measure_mv_rest", "buffer_memories", "lut_equivalents",
            "device_fit", "ON_CHIP_BYTES"]
 
 
@@ -265,26 +265,34 @@ def _black_boxes(classes):
             cls.elaborate = original
 
 
-def measure_mv_control(cfg) -> dict:
+def _core_buffer_bytes(cfg) -> dict:
+    """One core's buffers: ``buffer_bytes`` is the whole machine's, whose weight buffer is every
+    core's."""
+    from airfoil.hw.buffers import buffer_bytes
+    from airfoil.isa import Buffer
+
+    return {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
+
+
+def measure_mv_rest(cfg) -> dict:
     """Resources of a core's MV unit without the parts ``device_fit`` counts apart: its MPE,
     weight decoders and requantiser stages are black boxes, so what is counted is the rest of
     the MV unit and its linear engine (the feeders, the held beats, the scale queue, the tile
     geometry, the output words).  Synthesised apart, nothing is optimised across the black
     boxes' ports: the parts and this count no fewer LUTs than the whole (1.4% more at the sim preset).
     About 10 minutes at the U280's 72 chains."""
-    from airfoil.hw.buffers import buffer_bytes
     from airfoil.hw.mv_unit import MvUnit
     from airfoil.hw.requantise import GroupScaleAccumulator, RoundShiftSaturate
     from airfoil.hw.sparse_chain import MatrixProcessingEngine
     from airfoil.hw.weight_decoder import LaneGroupDecoder
     from airfoil.isa import Buffer
 
-    sizes = {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
+    sizes = _core_buffer_bytes(cfg)
     with _black_boxes((MatrixProcessingEngine, LaneGroupDecoder, GroupScaleAccumulator, RoundShiftSaturate)) as stubs:
         mv = MvUnit(cfg.chains_per_core, cfg.dsp_groups_per_chain, sizes[Buffer.WEIGHT], sizes[Buffer.ACT],
                     sizes[Buffer.GLOBAL], mm=cfg.mm_token_pairs)
-        source = to_verilog(mv, "airfoil_mv_control")
-    return _counts(synthesize_verilog("\n".join([*stubs, source]), "airfoil_mv_control", mapper="abc"))
+        source = to_verilog(mv, "airfoil_mv_rest")
+    return _counts(synthesize_verilog("\n".join([*stubs, source]), "airfoil_mv_rest", mapper="abc"))
 
 
 def _fit(need: dict, have: dict) -> dict:
@@ -292,7 +300,7 @@ def _fit(need: dict, have: dict) -> dict:
             "fits": all(need[k] <= have[k] for k in need)}
 
 
-def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -> dict:
+def device_fit(cfg, mpe: dict, progress=print, mv_rest: dict | None = None) -> dict:
     """Whether ``cfg.cores`` cores fit the board's device, two ways, from one core's synthesised
     MPE (``mpe``: DSP48E2, LUT, LUTRAM and FF counts):
 
@@ -302,7 +310,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
       the U280's 72 chains: 18 of 4 lanes), a requantiser's accumulator per row lane and its
       last stage per result the MV unit writes in a cycle (``mv_unit.round_stages``),
       synthesised here at the config's D and weight-buffer depth; the rest of the MV unit at this
-      config (``measure_mv_control``, or ``mv_control`` where given: its counts); every buffer
+      config (``measure_mv_rest``, or ``mv_rest`` where given: its counts); every buffer
       one copy per read port, or per banked reader set (the ``BufferBank`` this config gets, in
       bytes of whole 512-word block-RAM columns against the device's block RAM and UltraRAM).
       The core's other units count as the ``sim`` preset's kernel measured them
@@ -316,7 +324,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     from amaranth.hdl import Fragment
 
     from airfoil.compiler.weight_image import decoder_slice_lanes
-    from airfoil.hw.buffers import BufferBank, buffer_bytes
+    from airfoil.hw.buffers import BufferBank
     from airfoil.hw.hbm_model import BEAT_BYTES
     from airfoil.hw.mv_unit import act_readers, lane_count, mv_unit_problem, round_stages, weight_readers
     from airfoil.hw.requantise import GroupScaleAccumulator, RoundShiftSaturate
@@ -327,8 +335,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     spec, n = cfg.board_spec, cfg.cores
     C, G = cfg.chains_per_core, cfg.dsp_groups_per_chain
     lanes = lane_count(C)
-    # one core's buffers: buffer_bytes is the whole machine's, whose weight buffer is every core's
-    sizes = {**buffer_bytes(cfg), Buffer.WEIGHT: 2 * cfg.weight_buffer_kib * 1024}
+    sizes = _core_buffer_bytes(cfg)
     wdepth = sizes[Buffer.WEIGHT] // BEAT_BYTES
     # the lanes' parts, as LinearEngine builds them
     unbuildable = mv_unit_problem(C, G)
@@ -347,9 +354,9 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     for name, (unit, count) in parts.items():
         progress(f"synthesising one {name} (x {count} a core)")
         lane_counts[name] = {**_counts(synthesize(unit, f"airfoil_{name}", mapper="abc")), "per_core": count}
-    if unbuildable is None and mv_control is None:
+    if unbuildable is None and mv_rest is None:
         progress(f"synthesising the rest of the MV unit ({C} chains; its parts black boxes)")
-        mv_control = measure_mv_control(cfg)
+        mv_rest = measure_mv_rest(cfg)
     measured = json.loads((REPORTS / "synth_top.json").read_text())
     others = {k: sum(u[k] for name, u in measured["units"].items() if name != "mv")
               for k in ("dsp48e2", "lut", "lutram", "ff")}
@@ -363,7 +370,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     def core(k: str, with_lanes: bool) -> int:
         total = mpe[k] + others[k]
         if with_lanes:
-            total += sum(p[k] * p["per_core"] for p in lane_counts.values()) + mv_control[k]
+            total += sum(p[k] * p["per_core"] for p in lane_counts.values()) + mv_rest[k]
         return total
 
     have = {"dsp": spec.dsp, "lut": spec.lut, "ff": spec.ff,
@@ -371,7 +378,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     if unbuildable is None:
         as_built = _fit({"dsp": core("dsp48e2", True) * n, "lut": (core("lut", True) + core("lutram", True)) * n,
                          "ff": core("ff", True) * n, "on_chip_bytes": sum(copies.values()) * n}, have)
-        as_built.update(buildable=True, row_lanes_per_core=lanes, lane_parts=lane_counts, mv_control=mv_control,
+        as_built.update(buildable=True, row_lanes_per_core=lanes, lane_parts=lane_counts, mv_rest=mv_rest,
                         buffer_copy_bytes_per_core=copies)
     else:
         # the buffers do not depend on the weight path: their copies are counted all the same
@@ -383,7 +390,7 @@ def device_fit(cfg, mpe: dict, progress=print, mv_control: dict | None = None) -
     as_built["scope"] = (f"the kernel as built, scaled to {C} chains a core: the MPE, the weight decoders (one a "
                          f"decoder slice of {slice_lanes} lanes, {C // slice_lanes} a side), a requantiser's "
                          f"accumulator per row lane and {round_stages(C)} last stages (one per result written a "
-                         f"cycle) synthesised and counted, and the rest of the MV unit (mv_control: its parts black "
+                         f"cycle) synthesised and counted, and the rest of the MV unit (mv_rest: its parts black "
                          f"boxes); every buffer one copy per read port or banked reader set; the other units as measured "
                          f"in the sim preset's kernel (reports/synth_top.json)")
     target_need = {"dsp": core("dsp48e2", False) * n, "lut": (core("lut", False) + core("lutram", False)) * n,

@@ -37,7 +37,7 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
 
     rest = {"dsp48e2": 54, "lut": 29_814, "lutram": 0, "ff": 30_967, "carry": 2_394, "bram36": 0.0, "uram": 0}
     asked = []
-    monkeypatch.setattr(synth, "measure_mv_control", lambda cfg: asked.append(cfg.chains_per_core) or rest)
+    monkeypatch.setattr(synth, "measure_mv_rest", lambda cfg: asked.append(cfg.chains_per_core) or rest)
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=40",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
@@ -57,7 +57,7 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     # 80 results a beat reach over several GLOBAL words: the last stages are one per result of a word
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 5, "decoder_dense_only": 5,
                                                                   "requantise_accumulate": 80, "requantise_round": 16}
-    assert built["mv_control"] == rest
+    assert built["mv_rest"] == rest
     assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"] + rest["lut"]
                                         + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))
     assert built["need"]["dsp"] == 3 * (160 + others["dsp48e2"] + rest["dsp48e2"]
@@ -93,7 +93,7 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     decoders, a requantiser's accumulator per lane and its last stage per lane too, since 8
     results a beat fill part of one word; the other units, the buffer copies), against the
     whole kernel measured unit by unit (reports/synth_top.json).  With the rest of the MV unit
-    synthesised around its parts as black boxes (``measure_mv_control``), every DSP48E2 is
+    synthesised around its parts as black boxes (``measure_mv_rest``), every DSP48E2 is
     counted once and the LUTs and FFs are no fewer than the whole's (nothing is optimised across
     the black boxes) and within 10% of them; the buffer copies are exactly the measured bank's
     block RAMs."""
@@ -107,7 +107,7 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     assert units["lut"] + units["lutram"] <= built["need"]["lut"] <= 1.1 * (units["lut"] + units["lutram"])
     assert units["ff"] <= built["need"]["ff"] <= 1.1 * units["ff"] and built["need"]["dsp"] == units["dsp48e2"]
     # the rest of the MV unit: its control and its engine's feeders, neither a decoder nor a chain
-    rest = built["mv_control"]
+    rest = built["mv_rest"]
     assert 0 < rest["lut"] < units["lut"] and rest["dsp48e2"] > 0
     assert built["need"]["on_chip_bytes"] == top["buffer_bank"]["bram36"] * ON_CHIP_BYTES["bram36"]
     assert built["fits"] is True
@@ -130,8 +130,8 @@ def test_device_fit_of_72_chains_counts_a_decoder_a_slice():
 
     report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "device_fit_u280.json").read_text())
     mpe = {**report["synth"], "lutram": 0}  # one core's: one chain synthesised, x 72
-    rest = report["device"]["as_built"]["mv_control"]
-    fit = device_fit(preset("u280"), mpe, progress=lambda _: None, mv_control=rest)
+    rest = report["device"]["as_built"]["mv_rest"]
+    fit = device_fit(preset("u280"), mpe, progress=lambda _: None, mv_rest=rest)
     built = fit["as_built"]
     assert built["buildable"] is True and built["decoder_slices"] == {"slices": 18, "lanes": 4}
     parts = built["lane_parts"]

@@ -265,7 +265,7 @@ _PRESET_OVERRIDES: dict[str, dict[str, Any]] = {
     # FlightLLM's U280 build: 3 cores (one per SLR), 6,345 DSPs. Ours: 3 x 72 chains x 16 DSPs =
     # 3,456, limited by LUTs (each chain's sparse MUXes and its share of the slice decoders), and
     # chains without MM's mode (mm_token_pairs false: 1,161 LUT a chain, not 2,249), so that the
-    # kernel as built fits the XCU280 (98% of its LUTs by Yosys' count, the whole MV unit counted;
+    # kernel as built fits the XCU280 (90.3% of its LUTs by Yosys' count, the whole MV unit counted;
     # 122% at 80 chains with MM's mode and the MV unit's own logic left out).  Decode
     # is HBM-bound from 72 chains a core up (LLaMA2-7B FlightLLM-like: 129.1 tok/s, 85.2% of HBM;
     # 129.4 and 85.6% at 80, 129.2 and 85.6% at 100) and MV never uses MM's mode: what the fit

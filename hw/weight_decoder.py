@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -47,7 +48,8 @@ BLOCK_BITS = 12  # block number within a row: K up to 65,536
 
 class BitWindowCache(wiring.Component):
     """``width`` bits of a word-addressed memory from bit address ``addr`` on, out of a cache of
-    ``WINDOW_SLOTS`` words (slot = word address mod 4).  It asks for the two words the window
+    ``WINDOW_SLOTS`` words (slot = word address mod 4; the words in distributed RAM, their tags
+    in flip-flops).  It asks for the two words the window
     spans first (``blocking``), then the next two ahead, so a window moving forward through a
     section finds its words already there.  Memory reads take one cycle: a word granted in one
     cycle arrives on ``fill_data`` the next.  ``flush`` forgets every word (the buffer was
@@ -82,7 +84,14 @@ class BitWindowCache(wiring.Component):
         tag = Array(Signal(word_w, name=f"tag{i}") for i in range(WINDOW_SLOTS))
         valid = Array(Signal(name=f"valid{i}") for i in range(WINDOW_SLOTS))
         pending = Array(Signal(name=f"pending{i}") for i in range(WINDOW_SLOTS))
-        words = Array(Signal(self.word_bits, name=f"word{i}") for i in range(WINDOW_SLOTS))
+        # the cached words, in distributed RAM read without a clock: the window's first word whole,
+        # and of its second only the first ``width`` bits it can reach (as flip-flops behind two
+        # 4-way multiplexers, a U280 slice decoder's four windows took 5,037 LUT, now 2,495 + 1,392
+        # LUTRAM: docs/accelerator.md, the device fit)
+        m.submodules.first_words = first = Memory(shape=unsigned(self.word_bits), depth=WINDOW_SLOTS, init=[])
+        m.submodules.second_words = second = Memory(shape=unsigned(self.width), depth=WINDOW_SLOTS, init=[])
+        first_in, second_in = first.write_port(), second.write_port()
+        first_out, second_out = first.read_port(domain="comb"), second.read_port(domain="comb")
         w = Signal(word_w)
         m.d.comb += w.eq(self.addr[wbits:])
         want = [Signal(word_w, name=f"want{j}") for j in range(WINDOW_SLOTS)]
@@ -97,7 +106,8 @@ class BitWindowCache(wiring.Component):
             ]
         m.d.comb += [
             self.hit.eq(ready[0] & ready[1]),
-            self.window.eq(Cat(words[want[0][:2]], words[want[1][:2]]).bit_select(
+            first_out.addr.eq(want[0][:2]), second_out.addr.eq(want[1][:2]),
+            self.window.eq(Cat(first_out.data, second_out.data).bit_select(
                 Cat(Const(0, exact_log2(self.granule)), self.addr[exact_log2(self.granule):wbits]), self.width)),
         ]
         # the first word not there or on its way
@@ -113,8 +123,11 @@ class BitWindowCache(wiring.Component):
         fill_slot = Signal(2)
         dropped = Signal()  # the word arriving now was asked for before a flush
         m.d.sync += dropped.eq(self.flush)
+        m.d.comb += [first_in.addr.eq(fill_slot), first_in.data.eq(self.fill_data),
+                     second_in.addr.eq(fill_slot), second_in.data.eq(self.fill_data[:self.width])]
         with m.If(self.fill & ~dropped):
-            m.d.sync += [words[fill_slot].eq(self.fill_data), valid[fill_slot].eq(1), pending[fill_slot].eq(0)]
+            m.d.comb += [first_in.en.eq(1), second_in.en.eq(1)]
+            m.d.sync += [valid[fill_slot].eq(1), pending[fill_slot].eq(0)]
         with m.If(self.grant):  # after the fill: a slot granted again in the fill's cycle stays invalid
             slot = self.req_word[:2]
             m.d.sync += [tag[slot].eq(self.req_word), valid[slot].eq(0), pending[slot].eq(1),

@@ -31,13 +31,26 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     tiles come in 5 decoder slices of 8 lanes, a decoder each a side, each on its own read port:
     a memory of its slice's bank (a fifth of each half), through which the ST unit and the host
     read the weight buffer too.  The rest of the MV unit at these 40 chains is counted once a
-    core (its synthesis, about 3 minutes, stands in here as the counts it gave: the sim preset's
-    test below runs it)."""
+    core.  What is checked here is the composition: the parts' syntheses (the rest of the MV unit,
+    about 3 minutes, and the lane parts, about 2) stand in as counts, each part asked for at this
+    config's shape; the sim preset's test below and the 72-chain one synthesise them for real."""
     import airfoil.hw.synth as synth
+    from airfoil.hw.requantise import GroupScaleAccumulator, RoundShiftSaturate
+    from airfoil.hw.weight_decoder import LaneGroupDecoder
 
     rest = {"dsp48e2": 54, "lut": 29_814, "lutram": 0, "ff": 30_967, "carry": 2_394, "bram36": 0.0, "uram": 0}
     asked = []
     monkeypatch.setattr(synth, "measure_mv_rest", lambda cfg: asked.append(cfg.chains_per_core) or rest)
+    stand_ins = {"airfoil_decoder": synth.Resources(0, 5_021, 3_310, 402, 0.0, 0, lutram=912),
+                 "airfoil_decoder_dense_only": synth.Resources(0, 3_120, 2_204, 287, 0.0, 0, lutram=640),
+                 "airfoil_requantise_accumulate": synth.Resources(2, 32, 40, 0, 0.0, 0),
+                 "airfoil_requantise_round": synth.Resources(0, 428, 0, 30, 0.0, 0)}
+    parts_asked = {}
+
+    def synthesize(unit, name, mapper):
+        parts_asked[name] = unit
+        return stand_ins[name]
+    monkeypatch.setattr(synth, "synthesize", synthesize)
     args = ["generate", "--block", "mpe", "--board", "u280", "--set", "chains_per_core=40",
             "--set", "dsp_groups_per_chain=2", "-o", str(tmp_path), "--synth", "--json", "--quiet"]
     assert main(args) == 0
@@ -57,6 +70,14 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     # 80 results a beat reach over several GLOBAL words: the last stages are one per result of a word
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 5, "decoder_dense_only": 5,
                                                                   "requantise_accumulate": 80, "requantise_round": 16}
+    decoder, dense = parts_asked["airfoil_decoder"], parts_asked["airfoil_decoder_dense_only"]
+    assert all(isinstance(u, LaneGroupDecoder) and (u.d, u.lanes, u.word_bits) == (4, 8, 512) for u in (decoder, dense))
+    assert (decoder.dense_only, dense.dense_only) == (False, True)
+    assert decoder.depth == dense.depth == 2 * 1024 * 1024 // 64  # one core's weight buffer, both halves
+    assert isinstance(parts_asked["airfoil_requantise_accumulate"], GroupScaleAccumulator)
+    assert isinstance(parts_asked["airfoil_requantise_round"], RoundShiftSaturate)
+    assert {name: {k: p[k] for k in ("lut", "lutram", "dsp48e2")} for name, p in parts.items()} == {
+        name.removeprefix("airfoil_"): {"lut": r.lut, "lutram": r.lutram, "dsp48e2": r.dsp} for name, r in stand_ins.items()}
     assert built["mv_rest"] == rest
     assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"] + rest["lut"]
                                         + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))

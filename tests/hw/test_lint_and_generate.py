@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from airfoil.cli import main
+from airfoil.config import preset
 from airfoil.hw.lint import lint_verilog
 from airfoil.hw.synth import ON_CHIP_BYTES
 from airfoil.sim.verilator import verilator_available
@@ -41,10 +42,12 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     rest = {"dsp48e2": 54, "lut": 29_814, "lutram": 0, "ff": 30_967, "carry": 2_394, "bram36": 0.0, "uram": 0}
     asked = []
     monkeypatch.setattr(synth, "measure_mv_rest", lambda cfg: asked.append(cfg.chains_per_core) or rest)
-    stand_ins = {"airfoil_decoder": synth.Resources(0, 5_021, 3_310, 402, 0.0, 0, lutram=912),
-                 "airfoil_decoder_dense_only": synth.Resources(0, 3_120, 2_204, 287, 0.0, 0, lutram=640),
-                 "airfoil_requantise_accumulate": synth.Resources(2, 32, 40, 0, 0.0, 0),
-                 "airfoil_requantise_round": synth.Resources(0, 428, 0, 30, 0.0, 0)}
+    def counts(dsp=0, lut=0, lutram=0, ff=0):
+        return synth.Resources(dsp=dsp, lut=lut, ff=ff, carry=0, bram36=0.0, uram=0, lutram=lutram)
+    stand_ins = {"airfoil_decoder": counts(lut=5_021, lutram=912, ff=3_310),
+                 "airfoil_decoder_dense_only": counts(lut=3_120, lutram=640, ff=2_204),
+                 "airfoil_requantise_accumulate": counts(dsp=2, lut=32, ff=40),
+                 "airfoil_requantise_round": counts(lut=428)}
     parts_asked = {}
 
     def synthesize(unit, name, mapper):
@@ -62,7 +65,7 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     dev = out["device"]
     target, built = dev["target"], dev["as_built"]
     assert target["need"]["dsp"] == 3 * (160 + others["dsp48e2"]) and target["capacity"]["dsp"] == 9024
-    assert target["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"])
+    assert target["need"]["lut"] == 3 * (out["synth"]["lut"] + _luts(others))
     assert target["fits"] is True and all(0 < u <= 1 for u in target["utilisation"].values())
     assert target["lut_left_per_row_lane"] == (1_303_680 - target["need"]["lut"]) // (3 * 40)
     assert built["buildable"] is True and built["decoder_slices"] == {"slices": 5, "lanes": 8}
@@ -73,14 +76,15 @@ def test_generate_synth_checks_the_device_fit(tmp_path, capsys, monkeypatch):
     decoder, dense = parts_asked["airfoil_decoder"], parts_asked["airfoil_decoder_dense_only"]
     assert all(isinstance(u, LaneGroupDecoder) and (u.d, u.lanes, u.word_bits) == (4, 8, 512) for u in (decoder, dense))
     assert (decoder.dense_only, dense.dense_only) == (False, True)
-    assert decoder.depth == dense.depth == 2 * 1024 * 1024 // 64  # one core's weight buffer, both halves
+    # one core's weight buffer, both halves, in 512-bit words
+    assert decoder.depth == dense.depth == 2 * preset("u280").weight_buffer_kib * 1024 // 64
     assert isinstance(parts_asked["airfoil_requantise_accumulate"], GroupScaleAccumulator)
     assert isinstance(parts_asked["airfoil_requantise_round"], RoundShiftSaturate)
     assert {name: {k: p[k] for k in ("lut", "lutram", "dsp48e2")} for name, p in parts.items()} == {
         name.removeprefix("airfoil_"): {"lut": r.lut, "lutram": r.lutram, "dsp48e2": r.dsp} for name, r in stand_ins.items()}
     assert built["mv_rest"] == rest
-    assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + others["lut"] + others["lutram"] + rest["lut"]
-                                        + sum((p["lut"] + p["lutram"]) * p["per_core"] for p in parts.values()))
+    assert built["need"]["lut"] == 3 * (out["synth"]["lut"] + _luts(others) + rest["lut"]
+                                        + sum(_luts(p) * p["per_core"] for p in parts.values()))
     assert built["need"]["dsp"] == 3 * (160 + others["dsp48e2"] + rest["dsp48e2"]
                                         + sum(p["dsp48e2"] * p["per_core"] for p in parts.values()))
     copies = built["buffer_copy_bytes_per_core"]
@@ -104,6 +108,11 @@ def test_chains_without_mm_mode_take_half_the_luts(tmp_path, capsys):
     assert synth["false"]["lut"] < 0.55 * synth["true"]["lut"]
 
 
+def _luts(part: dict) -> int:
+    """A synthesised part's LUT sites: logic and distributed RAM."""
+    return part["lut"] + part["lutram"]
+
+
 def _measured_units_without_mv() -> dict:
     top = json.loads((Path(__file__).resolve().parents[2] / "reports" / "synth_top.json").read_text())
     return {k: sum(u[k] for name, u in top["units"].items() if name != "mv") for k in ("dsp48e2", "lut", "lutram", "ff")}
@@ -125,7 +134,7 @@ def test_device_fit_as_built_bounds_the_measured_sim_kernel(tmp_path, capsys):
     units = top["total_without_buffers"]
     assert {name: p["per_core"] for name, p in built["lane_parts"].items()} == {
         "decoder": 1, "decoder_dense_only": 1, "requantise_accumulate": 8, "requantise_round": 8}
-    assert units["lut"] + units["lutram"] <= built["need"]["lut"] <= 1.1 * (units["lut"] + units["lutram"])
+    assert _luts(units) <= built["need"]["lut"] <= 1.1 * _luts(units)
     assert units["ff"] <= built["need"]["ff"] <= 1.1 * units["ff"] and built["need"]["dsp"] == units["dsp48e2"]
     # the rest of the MV unit: its control and its engine's feeders, neither a decoder nor a chain
     rest = built["mv_rest"]
@@ -146,7 +155,6 @@ def test_device_fit_of_72_chains_counts_a_decoder_a_slice():
     element feed shares).  The MPE (its scaled chain) and the rest of the MV unit (about 10
     minutes of synthesis) are the committed report's; the fit composed from them here is the
     report's, figure for figure."""
-    from airfoil.config import preset
     from airfoil.hw.synth import device_fit
 
     report = json.loads((Path(__file__).resolve().parents[2] / "reports" / "device_fit_u280.json").read_text())
@@ -158,9 +166,7 @@ def test_device_fit_of_72_chains_counts_a_decoder_a_slice():
     parts = built["lane_parts"]
     assert {name: p["per_core"] for name, p in parts.items()} == {"decoder": 18, "decoder_dense_only": 18,
                                                                   "requantise_accumulate": 144, "requantise_round": 16}
-    def luts(part):  # logic and distributed RAM
-        return part["lut"] + part["lutram"]
-    assert luts(parts["decoder"]) > luts(parts["decoder_dense_only"]) > 5 * luts(parts["requantise_round"])
+    assert _luts(parts["decoder"]) > _luts(parts["decoder_dense_only"]) > 5 * _luts(parts["requantise_round"])
     # the bit windows' cached words are distributed RAM, not flip-flops behind multiplexers
     assert parts["decoder"]["lutram"] > 0 and parts["decoder_dense_only"]["lutram"] > 0
     # the last stage is most of a requantiser's LUTs; its DSP48E2s are the accumulator's

@@ -44,7 +44,7 @@ from airfoil.config import AirfoilConfig
 from airfoil.hw.hbm_model import BEAT_BYTES, read_request_layout, read_response_layout, write_request_layout
 from airfoil.isa import Buffer
 
-__all__ = ["BufferBank", "buffer_bytes", "act_bank_count", "DMA_BUFFERS"]
+__all__ = ["BufferBank", "buffer_bytes", "act_bank_count", "half_offset", "DMA_BUFFERS"]
 
 DMA_BUFFERS = (Buffer.ACT, Buffer.GLOBAL, Buffer.WEIGHT, Buffer.KV)
 # the SFU's read pairs that are chunk windows (consecutive words), served by two banks
@@ -55,6 +55,17 @@ def buffer_bytes(cfg: AirfoilConfig) -> dict[Buffer, int]:
     """Bytes of each buffer (fsim's sizes: the weight buffer holds both halves)."""
     return {Buffer.ACT: cfg.act_buffer_kib * 1024, Buffer.GLOBAL: cfg.global_buffer_kib * 1024,
             Buffer.WEIGHT: 2 * cfg.weight_half_bytes, Buffer.KV: cfg.kv_buffer_kib * 1024}
+
+
+def half_offset(addr, half: int):
+    """(the half, the offset in it) of a weight-buffer address below ``2 half``: its top bit and
+    the bits below where ``half`` is a power of two, else a comparison and a subtraction (the
+    U280's three cores hold halves of 3 MiB)."""
+    if half & (half - 1) == 0:
+        hb = exact_log2(half)
+        return addr[hb], addr[:hb]
+    high = addr >= half
+    return high, addr - Mux(high, half, 0)
 
 
 def act_bank_count(groups: int) -> int:
@@ -190,14 +201,16 @@ class BufferBank(wiring.Component):
         half = words // 2
         bank = weight_bank_bytes(half * BEAT_BYTES, S) // BEAT_BYTES
         sizes = [bank] * (S - 1) + [half - (S - 1) * bank]
-        hb = exact_log2(half)
         w_addr, w_data, w_en = write
 
         def local(addr, s):  # the bank's word of a buffer word (h half + s bank + j -> h size_s + j)
-            return (Mux(addr[hb], sizes[s], 0) + addr[:hb] - s * bank)[:ceil_log2(2 * sizes[s])]
+            high, offset = half_offset(addr, half)
+            return (Mux(high, sizes[s], 0) + offset - s * bank)[:ceil_log2(2 * sizes[s])]
 
         shared_slice, slice_latched = Signal(range(S)), Signal(range(S))
-        m.d.comb += shared_slice.eq(sum(shared_addr[:hb] >= j * bank for j in range(1, S)))
+        shared_offset = half_offset(shared_addr, half)[1]
+        m.d.comb += shared_slice.eq(sum(shared_offset >= j * bank for j in range(1, S)))
+        w_offset = half_offset(w_addr, half)[1]
         m.d.sync += slice_latched.eq(shared_slice)
         shared_data = []
         for i, (en, addr, rdata) in enumerate(ports):
@@ -205,7 +218,7 @@ class BufferBank(wiring.Component):
             mem = Memory(shape=unsigned(8 * BEAT_BYTES), depth=2 * sizes[s], init=[])
             m.submodules[f"weight_slice{s}_port{i}"] = mem
             wp = mem.write_port(granularity=8)
-            inside = (w_addr[:hb] >= s * bank) & (w_addr[:hb] < s * bank + sizes[s])
+            inside = (w_offset >= s * bank) & (w_offset < s * bank + sizes[s])
             m.d.comb += [wp.addr.eq(local(w_addr, s)), wp.data.eq(w_data), wp.en.eq(Mux(inside, w_en, 0))]
             rp = mem.read_port()
             if i < S:  # the low side's: also the ST unit's and the host's while the decoder does not read

@@ -73,7 +73,8 @@ class LinearEngine(wiring.Component):
     48-bit Y, unrounded) and the lanes that carry a row (``out_mask``)."""
 
     def __init__(self, chains: int, groups: int, word_bits: int = 512, wdepth: int = 1024, max_k: int = 2048,
-                 own_buffers: bool = True, pairs: bool = True, requantise: bool = True, mm: bool = True):
+                 own_buffers: bool = True, pairs: bool = True, requantise: bool = True, mm: bool = True,
+                 cores: int = 1):
         # ``pairs=False``: C lanes only, one row per chain always (where 2C results do not divide
         # the user's output word, the MV unit never pairs: no high lanes are built).
         # ``requantise=False``: ``out`` carries each lane's Y = sum_g S acc (48 bits), the last
@@ -82,6 +83,12 @@ class LinearEngine(wiring.Component):
         self.requantise = requantise
         # ``mm=False``: chains without MM's mode (``config.mm_token_pairs``), so no two-token passes
         self.mm = mm
+        # ``cores``: the chains in that many MPEs of C / cores chains, fed in lock step (the cores of
+        # config.machine_chains; one MPE's operand port of all a U280's 216 chains would be a
+        # single 71,172-bit value, past what Amaranth builds)
+        if chains % cores:
+            raise ValueError(f"LinearEngine: {chains} chains do not split into {cores} cores")
+        self.cores = cores
         self.chains, self.groups, self.d = chains, groups, 2 * groups
         self.lanes = 2 * chains if pairs else chains
         self.word_bits, self.wdepth, self.max_k = word_bits, wdepth, max_k
@@ -145,7 +152,10 @@ class LinearEngine(wiring.Component):
             act_ports = [_ReadPort(self.a_rd_en[g], self.a_rd_addr[g], self.a_rd_data[g]) for g in range(G)]
             weight_ports = [_ReadPort(self.w_rd_en[i], self.w_rd_addr[i], self.w_rd_data[i])
                             for i in range(len(self.decoders))]
-        m.submodules.mpe = mpe = MatrixProcessingEngine(C, G, mm=self.mm)
+        per_core = C // self.cores
+        mpes = [MatrixProcessingEngine(per_core, G, mm=self.mm) for _ in range(self.cores)]
+        for p, mpe in enumerate(mpes):
+            m.submodules["mpe" if self.cores == 1 else f"mpe{p}"] = mpe
 
         # ---- decoders, each on its own read port of the weight buffer
         beats = []
@@ -201,24 +211,26 @@ class LinearEngine(wiring.Component):
         with m.If(self.start):
             m.d.sync += in_group.eq(0)
 
-        # ---- feeder stage 2: the MPE's operands
-        op = mpe.operands.payload
+        # ---- feeder stage 2: the MPEs' operands (chain c: MPE c // per_core's chain c % per_core)
         # MV and MV_SPARSE run alike in the chain; the high lanes' decoder has no rows (zero
         # weights) without pair_rows.  Paired rows are dense: the high row's positions are the low's.
         # MM (two tokens) takes the weight from weight_hi: the low lanes' decoder carries the rows.
         two = self.two_tokens if L > C and not self.own_buffers and self.mm else 0
         single_mode = Mux(self.pair_rows, ChainMode.MV, ChainMode.MV_SPARSE) if L > C else ChainMode.MV_SPARSE
-        m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(Mux(two, ChainMode.MM, single_mode)),
-                     op.first.eq(group_first), op.last.eq(group_last)]
-        for g in range(G):
-            m.d.comb += op.act_hi[g].eq(act_ports[g].data)
-            if L > C and not self.own_buffers and self.mm:
-                m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
+        for mpe in mpes:
+            op = mpe.operands.payload
+            m.d.comb += [mpe.operands.valid.eq(held_valid), op.mode.eq(Mux(two, ChainMode.MM, single_mode)),
+                         op.first.eq(group_first), op.last.eq(group_last)]
+            for g in range(G):
+                m.d.comb += op.act_hi[g].eq(act_ports[g].data)
+                if L > C and not self.own_buffers and self.mm:
+                    m.d.comb += op.act_lo[g].eq(self.a1_rd_data[g])
         for c in range(C):
             h, i = lane_beat(c)
-            m.d.comb += [op.weight_lo[c].eq(lane_weight(c)),
-                         op.weight_hi[c].eq(Mux(two, lane_weight(c), lane_weight(C + c)) if L > C else 0),
-                         op.index[c].eq(h.index[i])]
+            op, k = mpes[c // per_core].operands.payload, c % per_core
+            m.d.comb += [op.weight_lo[k].eq(lane_weight(c)),
+                         op.weight_hi[k].eq(Mux(two, lane_weight(c), lane_weight(C + c)) if L > C else 0),
+                         op.index[k].eq(h.index[i])]
 
         # ---- each finished group's scales (and whether it starts/ends its row) wait beside the MPE,
         # in a small memory read without a clock (distributed RAM: 2L x 16 bits of flip-flops a
@@ -243,7 +255,7 @@ class LinearEngine(wiring.Component):
             m.d.sync += [row_open.eq(~held[0].last), tail.eq(tail + 1)]
         with m.If(self.start):
             m.d.sync += [head.eq(0), tail.eq(0), row_open.eq(0)]
-        res = mpe.results
+        res = mpes[0].results  # the MPEs' results come in the same cycles
         m.d.comb += queue_out.addr.eq(head)
         front = queue_out.data
         with m.If(res.valid):
@@ -255,7 +267,8 @@ class LinearEngine(wiring.Component):
             rq = RequantisePath() if self.requantise else GroupScaleAccumulator()
             m.submodules[f"requantise{j}"] = rq
             s = rq.sums.payload
-            acc = res.payload.lo[j] if j < C else res.payload.hi[j - C]
+            lane = mpes[(j % C) // per_core].results.payload
+            acc = lane.lo[j % per_core] if j < C else lane.hi[j % per_core]
             m.d.comb += [rq.sums.valid.eq(res.valid), s.acc.eq(acc), s.scale.eq(front.scale[j]),
                          s.first.eq(front.row_first), s.last.eq(front.row_last),
                          self.out.payload[j].eq(rq.out.payload)]
@@ -263,7 +276,7 @@ class LinearEngine(wiring.Component):
                 m.d.comb += s.shift.eq(Mux(two, self.shift_token1, self.shift) if j < C and L > C else self.shift)
             if j == 0:
                 m.d.comb += rq_valid.eq(rq.out.valid)
-        m.d.comb += [self.out.valid.eq(rq_valid), res.ready.eq(1)]
+        m.d.comb += [self.out.valid.eq(rq_valid), *(mpe.results.ready.eq(1) for mpe in mpes)]
         # a lane whose decoder had fewer rows (the tile's last rows) leaves a zero result: mark it.
         # Every lane has as many results out as the others: one count, and two comparisons a
         # decoder (its lanes in the last group, and the others)

@@ -54,11 +54,12 @@ import math
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from airfoil.compiler.compress import SCALE_BITS
 from airfoil.compiler.weight_image import AXI_BEAT, decoder_slice_lanes, weight_bank_bytes, zero_field_bits
 from airfoil.config import SPARSE_M, position_bits_per_block
+from airfoil.hw.buffers import half_offset
 from airfoil.hw.hbm_model import BEAT_BYTES, write_request_layout
 from airfoil.hw.linear_engine import LinearEngine
 from airfoil.hw.requantise import MIN_SHIFT, RoundShiftSaturate
@@ -188,10 +189,11 @@ _W = EVAL_BITS + 8  # geometry arithmetic
 
 
 class MvUnit(wiring.Component):
-    """``chains`` x ``groups`` DSP groups; the buffers' sizes in bytes bound the addresses."""
+    """``chains`` x ``groups`` DSP groups (``cores`` MPEs of them in lock step:
+    ``config.machine_chains``); the buffers' sizes in bytes bound the addresses."""
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
-                 max_k: int = 4096, mm: bool = True):
+                 max_k: int = 4096, mm: bool = True, cores: int = 1):
         problem = mv_unit_problem(chains, groups)
         if problem:
             raise ValueError(f"MvUnit: {problem}")
@@ -200,12 +202,14 @@ class MvUnit(wiring.Component):
         self.mm = mm  # the chains' MM mode: two tokens a pass where rows cannot pair (else one)
         self.act_readers = act_readers(chains, groups, mm)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
-        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, weight_bytes // BEAT_BYTES, max_k, own_buffers=False,
-                                   pairs=self.lanes > chains, requantise=False, mm=mm)
+        # the decoders address the buffer's words in a power of two (a U280's three cores hold 6 MiB)
+        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, 1 << ceil_log2(weight_bytes // BEAT_BYTES), max_k,
+                                   own_buffers=False,
+                                   pairs=self.lanes > chains, requantise=False, mm=mm, cores=cores)
         self.slices, self.slice_lanes = self.engine.slices, self.engine.slice_lanes
         self.weight_readers = nw = weight_readers(chains, groups)
         assert nw == len(self.engine.decoders)
-        wa = exact_log2(weight_bytes // BEAT_BYTES)
+        wa = ceil_log2(weight_bytes // BEAT_BYTES)
         super().__init__({
             "issue": In(stream.Signature(ISSUE_LAYOUT)),
             "done": Out(1), "fault": Out(ErrorCode),
@@ -460,10 +464,9 @@ class MvUnit(wiring.Component):
             unsupported |= kept < (words_after + 1) * D
         bad_tile = (ins.weight < 0) | (ins.weight + plain_bytes > self.weight_bytes)
         if S > 1:  # each sub-tile inside its bank: the largest at weight's place in its half
-            half_bits = exact_log2(self.weight_bytes // 2)
             largest = Mux(q != 0, sub_total["more"], sub_total["fewer"])
             bad_tile = Mux(interleaved, (ins.weight < 0) | (ins.weight >= self.weight_bytes)
-                           | (ins.weight[:half_bits] + largest > bank), bad_tile)
+                           | (half_offset(ins.weight, self.weight_bytes // 2)[1] + largest > bank), bad_tile)
         bad_rows = (ins.act < 0) | (last_act + k + 1 > self.act_bytes) | (ins.out < 0) | (last_out + rows > out_limit)
         bad_address = bad_tile | ((ins.tokens > 0) & bad_rows)
 

@@ -26,12 +26,13 @@ def _first_difference(a: bytes, b: bytes) -> int:
 
 
 def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm: list[bytearray], programs,
-                 rng, kernels=None, mv: tuple[int, int] | None = None, sfu: dict | None = None,
+                 rng, kernels=None, mv: tuple[int, ...] | None = None, sfu: dict | None = None,
                  regs: list[tuple[int, int]] | None = None, buffers: dict | None = None, imem_depth: int = 64,
                  watchdog_cycles: int = 1024, stall: bool = False) -> list[dict]:
     """Run ``programs`` one after the other from ``hbm`` and ``buffers`` (fsim's ``buf``; None:
     random), with (R0, R1) = ``regs`` (default (1, 0)); assert that RTL and fsim agree on status,
-    bytes moved and memory after each; return the RTL results."""
+    bytes moved and memory after each; return the RTL results.  ``mv``: (chains, DSP groups), and
+    the cores the chains are in (the MPEs run in lock step), if not one."""
     sizes = buffer_bytes(cfg)
     regs = regs or [(1, 0)] * len(programs)
     sim = FunctionalSimulator(SimpleNamespace(images=hbm, cfg=cfg, sections={}), kernels)
@@ -51,7 +52,8 @@ def run_programs(tmp_path, name: str, cfg, channel_bytes: int, latency: int, hbm
     (tmp_path / "case.json").write_text(json.dumps(case))
     build_dir = BUILD_ROOT / name
     harness = TransferHarness(cfg.hbm_channels, channel_bytes, latency, sizes, cfg.weight_half_bytes, imem_depth,
-                              watchdog_cycles, mv=mv and (*mv, cfg.mm_token_pairs), sfu=sfu, stall=stall)
+                              watchdog_cycles, mv=mv and (*mv[:2], cfg.mm_token_pairs, *mv[2:]), sfu=sfu,
+                              stall=stall)
     runner = build_component(harness, "transfer_harness", build_dir)
     run_bench(runner, "transfer_harness", build_dir, "tests.hw.transfer_bench", tmp_path,
               {"AIRFOIL_CASE": str(tmp_path / "case.json"), "AIRFOIL_RESULTS": str(tmp_path / "out.json")})

@@ -158,21 +158,25 @@ def test_simulation_builds_guard_every_byte_masked_write():
     assert guard_byte_writes(mixed) == (mixed, 0)
 
 
-def test_decoder_slice_ports_read_their_banks():
+@pytest.mark.parametrize("weight_bytes,bank", [(4096, 10), (3200, 8)])
+def test_decoder_slice_ports_read_their_banks(weight_bytes, bank):
     """WEIGHT cut in 3 decoder slices' banks (a half of 32 words: banks of 10, the last slice's
-    12, to the half's end), two ports a slice (the low and high lanes' decoders): each port
-    returns the buffer's word at any address of its slice's bank in either half, as a copy would,
-    from a memory of just that bank.  The buffer has no copy of its own: the host reads every
-    word, and the ST unit's tagged read too, through the slices' low ports; the ST unit waits
-    while a decoder reads."""
+    12, to the half's end; or a half of 25, no power of two, whose halves are told apart by
+    comparison, ``half_offset``: banks of 8, the last 9), two ports a slice (the low and high
+    lanes' decoders): each port returns the buffer's word at any address of its slice's bank in
+    either half, as a copy would, from a memory of just that bank.  The buffer has no copy of its
+    own: the host reads every word, and the ST unit's tagged read too, through the slices' low
+    ports; the ST unit waits while a decoder reads."""
     slices, ports = 3, 6
-    dut = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
-    words = SIZES[Buffer.WEIGHT] // BEAT_BYTES
-    half, bank = words // 2, 10
+    sizes = {**SIZES, Buffer.WEIGHT: weight_bytes}
+    dut = BufferBank(sizes, 4, weight_readers=ports, weight_slices=slices)
+    words = weight_bytes // BEAT_BYTES
+    half = words // 2
     rng = random.Random(3)
     image = [rng.getrandbits(8 * BEAT_BYTES) for _ in range(words)]
-    reads = [(i, h * half + (i % slices) * bank + rng.randrange(bank)) for _ in range(40) for i in range(ports)
-             for h in (0, 1)]
+    sizes_in_half = [bank, bank, half - 2 * bank]  # the last slice's bank runs to the half's end
+    reads = [(i, h * half + (i % slices) * bank + rng.randrange(sizes_in_half[i % slices])) for _ in range(40)
+             for i in range(ports) for h in (0, 1)]
     mismatches, blocked = [], []
 
     async def bench(ctx):
@@ -209,10 +213,10 @@ def test_decoder_slice_ports_read_their_banks():
     sim.run()
     assert not mismatches, mismatches[:5]
     assert blocked == [0] * 12
-    inspected = BufferBank(SIZES, 4, weight_readers=ports, weight_slices=slices)
+    inspected = BufferBank(sizes, 4, weight_readers=ports, weight_slices=slices)
     mems = buffer_memories(inspected)
     Fragment.get(inspected, None)  # only inspected
     banks = {k: v for k, v in mems.items() if k.startswith("weight_slice")}
-    assert {k: v["words"] for k, v in banks.items()} == {f"weight_slice{i % 3}_port{i}": 24 if i % 3 == 2 else 20
+    assert {k: v["words"] for k, v in banks.items()} == {f"weight_slice{i % 3}_port{i}": 2 * sizes_in_half[i % 3]
                                                          for i in range(ports)}
     assert all(v["read_ports"] == 1 and v["write_ports"] == 1 for v in banks.values()) and "weight" not in mems

@@ -217,17 +217,21 @@ def _token1_words_after_the_first(f: dict, chains: int) -> int:
 
 
 def test_mv_programs_on_decoder_slices(tmp_path):
-    """A core of 6 chains of D = 16: a row group's codes (6 x 16 bytes) exceed the 64-byte weight
-    word, so the tiles come in 3 decoder slices of 2 lanes (``weight_image.decoder_slice_lanes``),
-    a decoder each (and each its own read port), in step.  The formats' row counts give every
+    """6 chains of D = 16, in three MPEs of 2 chains in lock step (``LinearEngine``'s cores, as
+    a board's cores would run), with a weight buffer whose halves (12 KiB) are no power of two
+    (the MV unit tells them apart by comparison: ``buffers.half_offset``): a row group's codes
+    (6 x 16 bytes) exceed the 64-byte weight word, so the tiles come in 3 decoder slices of 2
+    lanes (``weight_image.decoder_slice_lanes``), a decoder each (and each its own read port), in
+    step.  The formats' row counts give every
     mix of sub-tiles: with a row in the short last group or a group fewer (10, 7, 9 rows), the
     last group's share partial (7, 9, 3), none short (12, 6), every slice in the last group (5),
     and a slice with no rows at all (3).  The MVs and MMs (rows paired, two tokens a pass, one
     row a chain) leave fsim's memory.  Each sub-tile lies in its slice's bank (``weight_image``'s
     weight banks): an MV whose sub-tiles would cross their banks' ends stops with ADDRESS, as in
     fsim."""
-    cfg = CFG.replace(chains_per_core=6, dsp_groups_per_chain=8)
+    cfg = CFG.replace(chains_per_core=6, dsp_groups_per_chain=8, weight_buffer_kib=12)
     C, G = 6, 8
+    assert cfg.weight_half_bytes & (cfg.weight_half_bytes - 1)
     assert lane_interleave(C, 2 * G, 16, 32, cfg.axi_data_bits) == (C, 2 * G, 2)
     mm_cases = ANY_CHAINS[6][0]
     rng = np.random.default_rng(46)
@@ -246,7 +250,7 @@ def test_mv_programs_on_decoder_slices(tmp_path):
            for f in fields]
     assert 2 * C in lanes and C in lanes and any(two)
     out = run_programs(tmp_path, "mv_6x8_slices_sim", cfg, CHANNEL_BYTES, 16, hbm, programs, rng, datapath_kernels(),
-                       mv=(C, G), imem_depth=64, watchdog_cycles=1 << 16)
+                       mv=(C, G, 3), imem_depth=64, watchdog_cycles=1 << 16)
     for i, r in enumerate(out[:-1]):
         assert ErrorCode(r["error"]) == ErrorCode.NONE and r["done"], f"program {i}: {ErrorCode(r['error']).name}"
     assert ErrorCode(out[-1]["error"]) == ErrorCode.ADDRESS and out[-1]["error_pc"] == len(programs[-1]) - 4

@@ -1,6 +1,6 @@
 """What the LD/ST Verilator bench drives: the Controller with its instruction memory, the LD and
 ST units (``TransferEngine``), the HBM model and the on-chip buffers; on the compute queue the
-MV unit (``mv`` = (chains, DSP groups)) or a stand-in, on the SFU queue the SFU unit (``sfu``:
+MV unit (``mv`` = (chains, DSP groups[, MM mode[, cores]])) or a stand-in, on the SFU queue the SFU unit (``sfu``:
 its keyword arguments; ``eps_q`` and ``c_qk`` from the bench) or a stand-in (random latency, no
 work); HBM is the model behind the kernel's AXI4 bridges, with ``stall`` refusing requests at
 random.  The bench fills HBM and the buffers through
@@ -83,7 +83,8 @@ class TransferHarness(wiring.Component):
         m.d.comb += [hbm_wr.base[c].eq(c * self.channel_bytes) for c in range(self.hbm_channels)]
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
         # MvUnit's decoders read WEIGHT, one port each; mm: its chains' MM mode (config.mm_token_pairs)
-        chains, groups, mm = (*self.mv, True)[:3] if self.mv else (0, 0, True)
+        # cores: the chains in that many MPEs in lock step (LinearEngine's cores)
+        chains, groups, mm, cores = (*self.mv, True, 1)[:4] if self.mv else (0, 0, True, 1)
         w_ports, act_ports = (weight_readers(chains, groups), act_readers(chains, groups, mm)) if chains else (0, 0)
         m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, w_ports, act_ports,
                                                  sfu=bool(self.sfu), act_set=max(groups, 1))
@@ -95,7 +96,7 @@ class TransferHarness(wiring.Component):
         if self.mv:
             sizes = self.buffer_sizes
             m.submodules.mv = mv = MvUnit(chains, groups, sizes[Buffer.WEIGHT], sizes[Buffer.ACT], sizes[Buffer.GLOBAL],
-                                          mm=mm)
+                                          mm=mm, cores=cores)
             connect_mv_unit(m, mv, bufs)
             units[Queue.COMPUTE] = mv
         if self.sfu:

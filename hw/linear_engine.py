@@ -83,9 +83,9 @@ class LinearEngine(wiring.Component):
         self.requantise = requantise
         # ``mm=False``: chains without MM's mode (``config.mm_token_pairs``), so no two-token passes
         self.mm = mm
-        # ``cores``: the chains in that many MPEs of C / cores chains, fed in lock step (the cores of
-        # config.machine_chains; one MPE's operand port of all a U280's 216 chains would be a
-        # single 71,172-bit value, past what Amaranth builds)
+        # ``cores``: the chains in that many MPEs of C / cores chains, fed in lock step (a board's
+        # cores running one instruction stream, docs/accelerator.md; one MPE's operand port of
+        # all a U280's 216 chains would be a single 71,172-bit value, past what Amaranth builds)
         if chains % cores:
             raise ValueError(f"LinearEngine: {chains} chains do not split into {cores} cores")
         self.cores = cores

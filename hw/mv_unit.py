@@ -189,8 +189,8 @@ _W = EVAL_BITS + 8  # geometry arithmetic
 
 
 class MvUnit(wiring.Component):
-    """``chains`` x ``groups`` DSP groups (``cores`` MPEs of them in lock step:
-    ``config.machine_chains``); the buffers' sizes in bytes bound the addresses."""
+    """``chains`` x ``groups`` DSP groups (in ``cores`` MPEs in lock step: ``LinearEngine``'s
+    cores); the buffers' sizes in bytes bound the addresses."""
 
     def __init__(self, chains: int, groups: int, weight_bytes: int, act_bytes: int, global_bytes: int,
                  max_k: int = 4096, mm: bool = True, cores: int = 1):
@@ -202,9 +202,10 @@ class MvUnit(wiring.Component):
         self.mm = mm  # the chains' MM mode: two tokens a pass where rows cannot pair (else one)
         self.act_readers = act_readers(chains, groups, mm)
         self.weight_bytes, self.act_bytes, self.global_bytes, self.max_k = weight_bytes, act_bytes, global_bytes, max_k
-        # the decoders address the buffer's words in a power of two (a U280's three cores hold 6 MiB)
-        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, 1 << ceil_log2(weight_bytes // BEAT_BYTES), max_k,
-                                   own_buffers=False,
+        # the decoders' address space: the buffer's words to a power of two (its halves need not be
+        # one: half_offset)
+        wdepth = 1 << ceil_log2(weight_bytes // BEAT_BYTES)
+        self.engine = LinearEngine(chains, groups, 8 * BEAT_BYTES, wdepth, max_k, own_buffers=False,
                                    pairs=self.lanes > chains, requantise=False, mm=mm, cores=cores)
         self.slices, self.slice_lanes = self.engine.slices, self.engine.slice_lanes
         self.weight_readers = nw = weight_readers(chains, groups)

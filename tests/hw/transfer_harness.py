@@ -84,7 +84,7 @@ class TransferHarness(wiring.Component):
         connect_bridges(m, hbm_rd, hbm_wr, hbm)
         # MvUnit's decoders read WEIGHT, one port each; mm: its chains' MM mode (config.mm_token_pairs)
         # cores: the chains in that many MPEs in lock step (LinearEngine's cores)
-        chains, groups, mm, cores = (*self.mv, True, 1)[:4] if self.mv else (0, 0, True, 1)
+        chains, groups, mm, cores = (*self.mv, *(True, 1)[len(self.mv) - 2:]) if self.mv else (0, 0, True, 1)
         w_ports, act_ports = (weight_readers(chains, groups), act_readers(chains, groups, mm)) if chains else (0, 0)
         m.submodules.buffers = bufs = BufferBank(self.buffer_sizes, TAG_LAYOUT.size, w_ports, act_ports,
                                                  sfu=bool(self.sfu), act_set=max(groups, 1))
